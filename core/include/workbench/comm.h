@@ -1,0 +1,24 @@
+// Collectives the methods need, behind an interface so losses never know how many processes
+// there are: single process = identity; several = c10d (Gloo on CPU, NCCL on GPU).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+namespace wb {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  // Concatenation along dim 0 of every rank's tensor, in rank order. No gradient flows through
+  // the other ranks' parts (MoCo v3 keys and OGAR negatives are constants).
+  virtual at::Tensor all_gather(const at::Tensor& local) = 0;
+  // In-place average over ranks (gradients, metrics).
+  virtual void all_reduce_mean(std::vector<at::Tensor>& tensors) = 0;
+  virtual void barrier() = 0;
+};
+
+}  // namespace wb

@@ -1,0 +1,33 @@
+// Data sets and augmented views as the SDK sees them: evaluators and tools read images through
+// these without knowing the file format.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace wb {
+
+// An 8-bit image, channels interleaved (HWC), as decoded from disk.
+struct Image {
+  std::int64_t channels = 0, height = 0, width = 0;
+  std::vector<std::uint8_t> pixels;
+};
+
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  virtual std::int64_t size() const = 0;
+  virtual std::int64_t classes() const = 0;
+  virtual std::int64_t channels() const = 0;
+  virtual std::int64_t image_size() const = 0;    // side of the square images it yields
+  virtual Image image(std::int64_t i) const = 0;  // thread-safe
+  virtual std::int64_t label(std::int64_t i) const = 0;
+  virtual std::string describe() const = 0;  // "fashion_mnist train (60000 images, 10 classes)"
+};
+
+enum class Split { Train, Val, Test };
+const char* split_name(Split split);
+
+}  // namespace wb
