@@ -60,7 +60,8 @@ class Loss : public torch::nn::Module {
   virtual LossResult compute(const StepState& state) = 0;
   // Called every step, before the key forward, with the current momentum m (MoCo's heads).
   virtual void momentum_update(double /*m*/) {}
-  // Class logits from the image feature, for losses that train a classifier; else undefined.
+  // Losses that train a classifier say so and give class logits from the image feature.
+  virtual bool classifies() const { return false; }
   virtual at::Tensor predict(const BackboneOutput& /*features*/) { return {}; }
 };
 

@@ -1,0 +1,154 @@
+#include "train/execute.h"
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <stdexcept>
+
+#include "dist/communicator.h"
+#include "h5/metrics.h"
+#include "train/data_access.h"
+#include "train/eval_context.h"
+#include "train/model.h"
+#include "train/trainer.h"
+#include "workbench/evaluator.h"
+#include "workbench/plugin.h"
+#include "workbench/registry.h"
+#include "workbench/version.h"
+
+namespace wb {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+c10::Device pick_device(const std::string& wanted) {
+  const bool cuda = at::hasCUDA();
+  if (wanted == "cuda" && !cuda)
+    throw std::runtime_error("device = \"cuda\" but this LibTorch has no usable CUDA device");
+  if (wanted == "cuda" || (wanted == "auto" && cuda)) return c10::Device(c10::kCUDA);
+  return c10::Device(c10::kCPU);
+}
+
+void on_stop_signal(int) { g_stop_requested.store(true); }
+
+std::vector<std::string> view_presets(const RunConfig& config, int views) {
+  std::string recipe = config.views.text("recipe");
+  if (recipe == "auto") recipe = views >= 2 ? "moco" : "train";
+  if (recipe == "moco") return {"moco1", "moco2"};
+  return std::vector<std::string>(static_cast<std::size_t>(views), recipe);
+}
+
+std::string format_count(double n) {
+  char buf[32];
+  if (n >= 1e9)
+    std::snprintf(buf, sizeof buf, "%.2f G", n / 1e9);
+  else if (n >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.2f M", n / 1e6);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f", n);
+  return buf;
+}
+
+// Evaluator names as they appear in metrics.h5 and reports: the plugin name, numbered when
+// the same plugin is listed twice.
+std::vector<std::string> evaluator_names(const RunConfig& config) {
+  std::vector<std::string> names;
+  std::map<std::string, int> seen;
+  for (const auto& e : config.evaluators) {
+    const int n = ++seen[e.plugin];
+    names.push_back(n == 1 ? e.plugin : e.plugin + "_" + std::to_string(n));
+  }
+  return names;
+}
+
+void run_evaluators(const PointContext& context, Model& model, c10::Device device,
+                    std::int64_t trained_steps) {
+  const RunConfig& config = *context.config;
+  if (config.evaluators.empty()) return;
+  context.metrics->flush();
+  std::set<std::string> done;
+  for (const auto& [evaluator, metrics] : MetricsReader(context.metrics->path()).eval())
+    done.insert(evaluator);
+  RunEvalContext eval(config, model, device, context.threads, context.dir / "eval", *context.log,
+                      "step" + std::to_string(trained_steps));
+  model.train(false);
+  const auto names = evaluator_names(config);
+  for (std::size_t i = 0; i < config.evaluators.size(); ++i) {
+    if (done.count(names[i])) {
+      context.log->info("evaluator {} already done", names[i]);
+      continue;
+    }
+    const auto& e = config.evaluators[i];
+    context.log->info("evaluating: {}", names[i]);
+    auto evaluator = context.registry->make_evaluator(e.plugin, e.params);
+    EvalResult result = evaluator->evaluate(eval);
+    for (const auto& [metric, value] : result.scalars) {
+      context.metrics->eval_scalar(names[i], metric, value);
+      context.log->info("  {}/{} = {}", names[i], metric, value);
+    }
+    for (const auto& [metric, tensor] : result.arrays) {
+      const at::Tensor t = tensor.detach().to(at::kCPU, at::kDouble).contiguous();
+      std::vector<double> values(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+      std::vector<std::int64_t> shape(t.sizes().begin(), t.sizes().end());
+      context.metrics->eval_array(names[i], metric, values, shape);
+    }
+    context.metrics->flush();  // each evaluator's results survive a crash of the next one
+  }
+}
+
+}  // namespace
+
+void execute_point(const PointContext& context) {
+  const RunConfig& config = *context.config;
+  spdlog::logger& log = *context.log;
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGINT, on_stop_signal);
+
+  const auto seed = static_cast<std::uint64_t>(config.run.integer("seed"));
+  at::manual_seed(seed);
+  const c10::Device device = pick_device(config.run.text("device"));
+  auto comm = make_single_process_communicator();
+
+  auto train_data = open_data(config.data, Split::Train);
+  log.info("data: {}", train_data->describe());
+  DataShape shape{train_data->channels(), train_data->image_size(), train_data->classes()};
+  Model model = build_model(config, *context.registry, shape, comm.get());
+  model.to(device);
+  const ModelCost cost = model.backbone->cost();
+  log.info("backbone {}: {} parameters ({} active per token), {}FLOPs per image",
+           config.backbone.plugin, format_count(cost.parameters),
+           format_count(cost.active_parameters), format_count(cost.flops_per_image));
+
+  std::map<std::string, std::string> provenance{
+      {"workbench_version", WORKBENCH_VERSION},
+      {"torch_version", WORKBENCH_TORCH_VERSION},
+      {"device", device.str()},
+      {"seed", std::to_string(seed)},
+      {"threads", std::to_string(context.threads)},
+      {"parameters", std::to_string(cost.parameters)},
+      {"active_parameters", std::to_string(cost.active_parameters)},
+      {"flops_per_image", std::to_string(cost.flops_per_image)}};
+  context.metrics->set_config(config.toml);
+  context.metrics->set_provenance(provenance);
+
+  std::vector<ViewRecipe> recipes;
+  const auto presets = view_presets(config, model.needs.views);
+  for (std::size_t v = 0; v < presets.size(); ++v)
+    recipes.push_back(make_recipe(presets[v], v == 0 ? config.view1 : config.view2, config.data,
+                                  train_data->image_size()));
+  LoaderOptions options;
+  options.batch_size = config.train.integer("batch");
+  options.workers = static_cast<int>(config.run.integer("workers"));
+  options.seed = seed;
+  Loader loader(train_data, recipes, options);
+  const TrainSettings settings = train_settings(config, loader.batches_per_epoch(), comm->world_size());
+  log.info("training: {} steps ({} per epoch), batch {}, peak lr {:.3g}, warmup {} steps",
+           settings.total_steps, settings.batches_per_epoch, options.batch_size, settings.peak_lr,
+           settings.warmup_steps);
+  train(context, model, loader, *comm, device, settings, context.dir / "checkpoints" / "last.pt");
+  run_evaluators(context, model, device, settings.total_steps);
+}
+
+}  // namespace wb

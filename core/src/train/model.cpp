@@ -1,0 +1,121 @@
+#include "train/model.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+
+#include <stdexcept>
+
+#include "workbench/gate.h"
+#include "workbench/matcher.h"
+#include "workbench/registry.h"
+
+namespace wb {
+
+namespace {
+
+LossRequirements merge(LossRequirements a, const LossRequirements& b) {
+  a.views = std::max(a.views, b.views);
+  a.labels = a.labels || b.labels;
+  if (b.momentum_encoder) {
+    if (a.momentum_encoder && a.momentum_base != b.momentum_base)
+      throw std::runtime_error("two losses ask for different momentum bases (" +
+                               std::to_string(a.momentum_base) + " and " +
+                               std::to_string(b.momentum_base) + ")");
+    a.momentum_encoder = true;
+    a.momentum_base = b.momentum_base;
+  }
+  a.freeze_patch_embedding = a.freeze_patch_embedding || b.freeze_patch_embedding;
+  return a;
+}
+
+std::shared_ptr<Backbone> make_backbone(const RunConfig& config, const Registry& registry,
+                                        const DataShape& data) {
+  BackboneContext context;
+  context.channels = data.channels;
+  context.image_size = data.image_size;
+  context.make_gate = [&config, &registry](const GateShape& shape) -> std::shared_ptr<Gate> {
+    if (config.gate.plugin.empty())
+      throw std::runtime_error("backbone '" + config.backbone.plugin +
+                               "' has MoE layers but the configuration has no [gate] table "
+                               "(add e.g. gate = { plugin = \"noisy_topk\" })");
+    return registry.make_gate(config.gate.plugin, config.gate.params, shape);
+  };
+  return registry.make_backbone(config.backbone.plugin, config.backbone.params, context);
+}
+
+}  // namespace
+
+std::vector<at::Tensor> Model::trainable_parameters() const {
+  std::vector<at::Tensor> out;
+  for (const auto& p : backbone->parameters())
+    if (p.requires_grad()) out.push_back(p);
+  for (const auto& loss : losses)
+    for (const auto& p : loss->parameters())
+      if (p.requires_grad()) out.push_back(p);
+  return out;
+}
+
+void Model::train(bool on) {
+  backbone->train(on);
+  // The momentum encoder runs in training mode like the online one (MoCo v3 reference).
+  if (momentum) momentum->train(on);
+  for (auto& loss : losses) loss->train(on);
+}
+
+void Model::to(c10::Device device) {
+  backbone->to(device);
+  if (momentum) momentum->to(device);
+  for (auto& loss : losses) loss->to(device);
+}
+
+void Model::momentum_update(double m) {
+  if (!momentum) return;
+  at::NoGradGuard no_grad;
+  auto online = backbone->named_parameters();
+  for (auto& item : momentum->named_parameters()) {
+    const at::Tensor* source = online.find(item.key());
+    if (!source) throw std::logic_error("momentum encoder has no twin for " + item.key());
+    item.value().mul_(m).add_(*source, 1.0 - m);
+  }
+  auto online_buffers = backbone->named_buffers();
+  for (auto& item : momentum->named_buffers())
+    if (const at::Tensor* source = online_buffers.find(item.key())) item.value().copy_(*source);
+}
+
+Model build_model(const RunConfig& config, const Registry& registry, const DataShape& data,
+                  Communicator* comm) {
+  Model model;
+  model.backbone = make_backbone(config, registry, data);
+
+  LossContext context;
+  context.feature_dim = model.backbone->feature_dim();
+  context.classes = data.classes;
+  context.patch_grid = model.backbone->patch_grid();
+  context.moe_layers = static_cast<std::int64_t>(model.backbone->moe_blocks().size());
+  context.experts = model.backbone->experts();
+  context.make_matcher = [&registry](const PluginRef& ref) {
+    return registry.make_matcher(ref.name, ref.params);
+  };
+  context.comm = comm;
+  if (config.losses.empty())
+    throw std::runtime_error("the configuration has no losses (add losses = [ { plugin = ... } ])");
+  for (const auto& l : config.losses) {
+    model.losses.push_back(registry.make_loss(l.plugin, l.params, context));
+    model.loss_names.push_back(l.plugin);
+    model.needs = merge(model.needs, model.losses.back()->requirements());
+  }
+
+  if (model.needs.freeze_patch_embedding) model.backbone->freeze_patch_embedding();
+  if (model.needs.momentum_encoder) {
+    model.momentum = make_backbone(config, registry, data);
+    at::NoGradGuard no_grad;
+    auto online = model.backbone->named_parameters();
+    for (auto& item : model.momentum->named_parameters()) {
+      item.value().copy_(online[item.key()]);
+      item.value().set_requires_grad(false);
+    }
+  }
+  return model;
+}
+
+}  // namespace wb

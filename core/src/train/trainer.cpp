@@ -1,0 +1,261 @@
+#include "train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+
+#include <chrono>
+#include <cmath>
+#include <sstream>
+
+#include "h5/metrics.h"
+#include "train/checkpoint.h"
+#include "train/routing_stats.h"
+#include "train/schedule.h"
+#include "workbench/comm.h"
+
+namespace wb {
+
+std::atomic<bool> g_stop_requested{false};
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Running means of everything logged between two log points.
+class Accumulator {
+ public:
+  void add(const std::string& name, double v) {
+    auto& [sum, n] = sums_[name];
+    sum += v;
+    ++n;
+  }
+  void write(MetricsFile& metrics, std::int64_t step) {
+    for (const auto& [name, s] : sums_) metrics.scalar(name, step, s.first / s.second);
+    sums_.clear();
+  }
+
+ private:
+  std::map<std::string, std::pair<double, std::int64_t>> sums_;
+};
+
+CheckpointState checkpoint_state(Model& model, torch::optim::Optimizer* optimizer) {
+  CheckpointState state;
+  state.modules["backbone"] = model.backbone;
+  if (model.momentum) state.modules["momentum"] = model.momentum;
+  for (std::size_t i = 0; i < model.losses.size(); ++i)
+    state.modules["loss" + std::to_string(i) + "_" + model.loss_names[i]] = model.losses[i];
+  state.optimizer = optimizer;
+  return state;
+}
+
+void log_routing_stats(MetricsFile& metrics, const BackboneOutput& out, std::int64_t step) {
+  for (std::size_t i = 0; i < out.routings.size(); ++i) {
+    const RoutingStats s = routing_stats(out.routings[i]);
+    const std::string prefix = "routing/moe" + std::to_string(i) + "/";
+    metrics.array(prefix + "expert_load", step, s.expert_load);
+    metrics.scalar(prefix + "load_entropy", step, s.load_entropy);
+    metrics.scalar(prefix + "token_entropy", step, s.token_entropy);
+    metrics.scalar(prefix + "importance_cv2", step, s.importance_cv2);
+    metrics.scalar(prefix + "load_cv2", step, s.load_cv2);
+    metrics.scalar(prefix + "dropped", step, s.dropped);
+  }
+}
+
+void all_reduce_gradients(Communicator& comm, const std::vector<at::Tensor>& params) {
+  if (comm.world_size() == 1) return;
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return;
+  // One flat buffer: one collective per step instead of one per parameter.
+  std::vector<at::Tensor> flats;
+  for (auto& g : grads) flats.push_back(g.reshape({-1}));
+  at::Tensor flat = at::cat(flats);
+  std::vector<at::Tensor> buffer{flat};
+  comm.all_reduce_mean(buffer);
+  std::int64_t offset = 0;
+  for (auto& g : grads) {
+    const auto n = g.numel();
+    g.copy_(buffer[0].narrow(0, offset, n).view_as(g));
+    offset += n;
+  }
+}
+
+std::vector<BackboneOutput> forward_views(Backbone& backbone, const Batch& batch, int views,
+                                          bool training) {
+  std::vector<BackboneOutput> out;
+  for (int v = 0; v < views; ++v) {
+    RoutingContext context;
+    context.view = at::full({batch.size()}, v, at::TensorOptions().dtype(at::kLong).device(
+                                                    batch.views[v].device()));
+    context.cluster = batch.cluster;
+    context.training = training;
+    out.push_back(backbone.forward(batch.views[v], context));
+  }
+  return out;
+}
+
+}  // namespace
+
+TrainSettings train_settings(const RunConfig& config, std::int64_t batches_per_epoch,
+                             int world_size) {
+  const Params& t = config.train;
+  TrainSettings s;
+  s.batches_per_epoch = std::max<std::int64_t>(1, batches_per_epoch);
+  const std::int64_t steps = t.integer("steps");
+  s.total_steps = steps > 0 ? steps
+                            : std::max<std::int64_t>(
+                                  1, std::llround(t.real("epochs") * s.batches_per_epoch));
+  s.warmup_steps = std::min<std::int64_t>(
+      s.total_steps, std::llround(t.real("warmup_epochs") * s.batches_per_epoch));
+  const std::int64_t batch = t.integer("batch");
+  s.images_per_step = batch;
+  const double scale = t.text("lr_scaling") == "linear" ? static_cast<double>(batch) / 256.0 : 1.0;
+  s.peak_lr = t.real("base_lr") * scale;
+  s.min_lr = t.real("min_lr");
+  s.weight_decay = t.real("weight_decay");
+  const auto betas = t.reals("betas");
+  if (betas.size() != 2) throw std::runtime_error("train.betas must hold two numbers");
+  s.beta1 = betas[0];
+  s.beta2 = betas[1];
+  s.clip_grad = t.real("clip_grad");
+  s.log_every = std::max<std::int64_t>(1, t.integer("log_every"));
+  s.stats_every = t.integer("stats_every");
+  s.checkpoint_every = t.integer("checkpoint_every") > 0 ? t.integer("checkpoint_every")
+                                                          : s.batches_per_epoch;
+  (void)world_size;  // train.batch is the global batch: each rank loads batch / world_size
+  return s;
+}
+
+void train(const PointContext& context, Model& model, Loader& loader, Communicator& comm,
+           c10::Device device, const TrainSettings& s, const std::filesystem::path& checkpoint) {
+  MetricsFile& metrics = *context.metrics;
+  spdlog::logger& log = *context.log;
+  const std::vector<at::Tensor> params = model.trainable_parameters();
+  torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(s.peak_lr)
+                                            .betas({s.beta1, s.beta2})
+                                            .weight_decay(s.weight_decay));
+  CheckpointState state = checkpoint_state(model, &optimizer);
+
+  std::int64_t step = 0;
+  if (std::filesystem::exists(checkpoint)) {
+    step = load_checkpoint(checkpoint, state);
+    log.info("resumed from {} at step {}/{}", checkpoint.string(), step, s.total_steps);
+  }
+  metrics.truncate_after(step);
+  if (step >= s.total_steps) return;
+
+  std::int64_t epoch = step / s.batches_per_epoch;
+  loader.start_epoch(epoch);
+  for (std::int64_t skip = step % s.batches_per_epoch; skip > 0; --skip) loader.next();
+
+  model.train(true);
+  Accumulator acc;
+  auto interval_start = Clock::now();
+  auto last_flush = Clock::now();
+  std::int64_t interval_steps = 0;
+  double images_per_second = 0;
+  const auto run_start = Clock::now();
+  const std::int64_t first_step = step;
+
+  while (step < s.total_steps) {
+    std::optional<Batch> next = loader.next();
+    if (!next) {
+      loader.start_epoch(++epoch);
+      next = loader.next();
+      if (!next) throw std::runtime_error("the training set yields no batch (too small for the batch size?)");
+    }
+    const Batch batch = next->to(device);
+    const double lr = learning_rate(step, s.total_steps, s.warmup_steps, s.peak_lr, s.min_lr);
+    for (auto& group : optimizer.param_groups())
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+
+    StepState st;
+    st.batch = &batch;
+    st.step = step;
+    st.total_steps = s.total_steps;
+    st.progress = static_cast<double>(step) / s.total_steps;
+    st.comm = &comm;
+    if (model.momentum) {
+      const double m = momentum(step, s.total_steps, model.needs.momentum_base);
+      model.momentum_update(m);
+      for (auto& loss : model.losses) loss->momentum_update(m);
+      acc.add("train/momentum", m);
+    }
+    st.online = forward_views(*model.backbone, batch, model.needs.views, true);
+    if (model.momentum) {
+      at::NoGradGuard no_grad;
+      st.momentum = forward_views(*model.momentum, batch, model.needs.views, true);
+    }
+
+    at::Tensor total;
+    std::ostringstream terms;
+    for (std::size_t i = 0; i < model.losses.size(); ++i) {
+      LossResult r = model.losses[i]->compute(st);
+      const double v = r.value.item<double>();
+      terms << (i ? ", " : "") << model.loss_names[i] << " = " << v;
+      acc.add("loss/" + model.loss_names[i], v);
+      for (const auto& [k, x] : r.metrics) acc.add("loss/" + model.loss_names[i] + "/" + k, x);
+      total = total.defined() ? total + r.value : r.value;
+    }
+    const double loss_value = total.item<double>();
+    if (!std::isfinite(loss_value)) {
+      metrics.flush();
+      throw std::runtime_error("loss is " + std::to_string(loss_value) + " at step " +
+                               std::to_string(step) + " (" + terms.str() +
+                               "); the last checkpoint and metrics are kept");
+    }
+    optimizer.zero_grad();
+    if (total.requires_grad()) total.backward();
+    all_reduce_gradients(comm, params);
+    if (s.clip_grad > 0) torch::nn::utils::clip_grad_norm_(params, s.clip_grad);
+    optimizer.step();
+    ++step;
+    ++interval_steps;
+    acc.add("train/loss", loss_value);
+    acc.add("train/lr", lr);
+
+    if (s.stats_every > 0 && (step % s.stats_every == 0 || step == s.total_steps) &&
+        !st.online.empty())
+      log_routing_stats(metrics, st.online.front(), step);
+    if (step % s.log_every == 0 || step == s.total_steps) {
+      images_per_second = interval_steps * s.images_per_step / seconds_since(interval_start);
+      acc.add("train/images_per_s", images_per_second);
+      acc.write(metrics, step);
+      interval_start = Clock::now();
+      interval_steps = 0;
+    }
+    if (context.progress) {
+      ProgressInfo info;
+      info.epoch = static_cast<double>(step) / s.batches_per_epoch;
+      info.step = step;
+      info.total_steps = s.total_steps;
+      info.loss = loss_value;
+      info.images_per_second = images_per_second;
+      const double rate = (step - first_step) / std::max(1e-9, seconds_since(run_start));
+      info.eta_seconds = rate > 0 ? (s.total_steps - step) / rate : 0;
+      context.progress(info);
+    }
+    const bool stop = g_stop_requested.load();
+    if (step % s.checkpoint_every == 0 || step == s.total_steps || stop) {
+      save_checkpoint(checkpoint, state);
+      metrics.flush();
+      last_flush = Clock::now();
+    } else if (seconds_since(last_flush) > 30) {
+      metrics.flush();
+      last_flush = Clock::now();
+    }
+    if (stop)
+      throw std::runtime_error("interrupted at step " + std::to_string(step) +
+                               "; checkpoint written, rerun to resume");
+  }
+  log.info("training done: {} steps", s.total_steps);
+}
+
+}  // namespace wb
