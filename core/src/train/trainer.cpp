@@ -133,6 +133,62 @@ TrainSettings train_settings(const RunConfig& config, std::int64_t batches_per_e
   return s;
 }
 
+StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Batch& batch,
+                      std::int64_t step, const TrainSettings& s, Communicator& comm) {
+  StepResult result;
+  const double lr = learning_rate(step, s.total_steps, s.warmup_steps, s.peak_lr, s.min_lr);
+  for (auto& group : optimizer.param_groups())
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  result.logged["train/lr"] = lr;
+
+  StepState st;
+  st.batch = &batch;
+  st.step = step;
+  st.total_steps = s.total_steps;
+  st.progress = static_cast<double>(step) / s.total_steps;
+  st.comm = &comm;
+  if (model.momentum) {
+    // Before the key forward, as MoCo v3 does.
+    const double m = momentum(step, s.total_steps, model.needs.momentum_base);
+    model.momentum_update(m);
+    for (auto& loss : model.losses) loss->momentum_update(m);
+    result.logged["train/momentum"] = m;
+  }
+  st.online = forward_views(*model.backbone, batch, model.needs.views, true);
+  if (model.momentum) {
+    at::NoGradGuard no_grad;
+    st.momentum = forward_views(*model.momentum, batch, model.needs.views, true);
+  }
+
+  at::Tensor total;
+  std::ostringstream terms;
+  for (std::size_t i = 0; i < model.losses.size(); ++i) {
+    LossResult r = model.losses[i]->compute(st);
+    const double v = r.value.item<double>();
+    terms << (i ? ", " : "") << model.loss_names[i] << " = " << v;
+    result.logged["loss/" + model.loss_names[i]] = v;
+    for (const auto& [k, x] : r.metrics) result.logged["loss/" + model.loss_names[i] + "/" + k] = x;
+    total = total.defined() ? total + r.value : r.value;
+  }
+  result.loss = total.item<double>();
+  if (!std::isfinite(result.loss))
+    throw std::runtime_error("loss is " + std::to_string(result.loss) + " at step " +
+                             std::to_string(step) + " (" + terms.str() +
+                             "); the last checkpoint and metrics are kept");
+  optimizer.zero_grad();
+  // With every loss weight at 0 there is nothing to differentiate, but the step still counts.
+  if (total.requires_grad()) total.backward();
+  std::vector<at::Tensor> params;
+  for (auto& group : optimizer.param_groups())
+    for (auto& p : group.params()) params.push_back(p);
+  all_reduce_gradients(comm, params);
+  if (s.clip_grad > 0) torch::nn::utils::clip_grad_norm_(params, s.clip_grad);
+  optimizer.step();
+  result.logged["train/loss"] = result.loss;
+  result.online = std::move(st.online);
+  return result;
+}
+
 void train(const PointContext& context, Model& model, Loader& loader, Communicator& comm,
            c10::Device device, const TrainSettings& s, const std::filesystem::path& checkpoint) {
   MetricsFile& metrics = *context.metrics;
@@ -172,58 +228,26 @@ void train(const PointContext& context, Model& model, Loader& loader, Communicat
       if (!next) throw std::runtime_error("the training set yields no batch (too small for the batch size?)");
     }
     const Batch batch = next->to(device);
-    const double lr = learning_rate(step, s.total_steps, s.warmup_steps, s.peak_lr, s.min_lr);
-    for (auto& group : optimizer.param_groups())
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-
-    StepState st;
-    st.batch = &batch;
-    st.step = step;
-    st.total_steps = s.total_steps;
-    st.progress = static_cast<double>(step) / s.total_steps;
-    st.comm = &comm;
-    if (model.momentum) {
-      const double m = momentum(step, s.total_steps, model.needs.momentum_base);
-      model.momentum_update(m);
-      for (auto& loss : model.losses) loss->momentum_update(m);
-      acc.add("train/momentum", m);
+    StepResult r;
+    try {
+      r = train_step(model, optimizer, batch, step, s, comm);
+    } catch (...) {
+      // Keep what was logged since the last flush; the checkpoint on disk stays as it was.
+      try {
+        metrics.flush();
+      } catch (const std::exception& e) {
+        log.error("{}", e.what());
+      }
+      throw;
     }
-    st.online = forward_views(*model.backbone, batch, model.needs.views, true);
-    if (model.momentum) {
-      at::NoGradGuard no_grad;
-      st.momentum = forward_views(*model.momentum, batch, model.needs.views, true);
-    }
-
-    at::Tensor total;
-    std::ostringstream terms;
-    for (std::size_t i = 0; i < model.losses.size(); ++i) {
-      LossResult r = model.losses[i]->compute(st);
-      const double v = r.value.item<double>();
-      terms << (i ? ", " : "") << model.loss_names[i] << " = " << v;
-      acc.add("loss/" + model.loss_names[i], v);
-      for (const auto& [k, x] : r.metrics) acc.add("loss/" + model.loss_names[i] + "/" + k, x);
-      total = total.defined() ? total + r.value : r.value;
-    }
-    const double loss_value = total.item<double>();
-    if (!std::isfinite(loss_value)) {
-      metrics.flush();
-      throw std::runtime_error("loss is " + std::to_string(loss_value) + " at step " +
-                               std::to_string(step) + " (" + terms.str() +
-                               "); the last checkpoint and metrics are kept");
-    }
-    optimizer.zero_grad();
-    if (total.requires_grad()) total.backward();
-    all_reduce_gradients(comm, params);
-    if (s.clip_grad > 0) torch::nn::utils::clip_grad_norm_(params, s.clip_grad);
-    optimizer.step();
+    const double loss_value = r.loss;
+    for (const auto& [k, v] : r.logged) acc.add(k, v);
     ++step;
     ++interval_steps;
-    acc.add("train/loss", loss_value);
-    acc.add("train/lr", lr);
 
     if (s.stats_every > 0 && (step % s.stats_every == 0 || step == s.total_steps) &&
-        !st.online.empty())
-      log_routing_stats(metrics, st.online.front(), step);
+        !r.online.empty())
+      log_routing_stats(metrics, r.online.front(), step);
     if (step % s.log_every == 0 || step == s.total_steps) {
       images_per_second = interval_steps * s.images_per_step / seconds_since(interval_start);
       acc.add("train/images_per_s", images_per_second);

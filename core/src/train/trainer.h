@@ -6,6 +6,11 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <torch/optim/optimizer.h>
 
 #include "train/execute.h"
 #include "train/model.h"
@@ -27,6 +32,18 @@ struct TrainSettings {
 
 TrainSettings train_settings(const RunConfig& config, std::int64_t batches_per_epoch,
                              int world_size);
+
+struct StepResult {
+  double loss = 0;
+  std::map<std::string, double> logged;  // "loss/<plugin>/<metric>", "train/momentum", ...
+  std::vector<BackboneOutput> online;    // outputs of the online encoder, per view
+};
+
+// One optimisation step on a batch already on the device: schedules, momentum update, forward
+// of every view (online, then momentum without gradients), losses, NaN check, backward,
+// gradient averaging over ranks, clipping, AdamW step.
+StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Batch& batch,
+                      std::int64_t step, const TrainSettings& settings, Communicator& comm);
 
 // Trains until total_steps, resuming from `checkpoint` when it exists. Returns normally when
 // done; throws on NaN, on interruption (after writing a checkpoint) and on errors.
