@@ -371,3 +371,24 @@ TEST_CASE("load_run_config reads a file and names it in errors") {
   CHECK(contains(e.what, "missing.toml"));
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("a nested plugin that defaults to none stays none through the canonical text") {
+  Fixture f;
+  f.registry.add_loss(
+      "maybe", "fake loss with an optional matcher",
+      {wb::ParamSpec::plugin("matcher", wb::Kind::Matcher, "", "none unless set")},
+      [](const wb::Params&, const wb::LossContext&) { return std::shared_ptr<wb::Loss>(); });
+  const wb::RunConfig off = f.parse("backbone = \"vit\"\nlosses = [\"maybe\"]\n");
+  CHECK(off.losses[0].params.plugin("matcher").name.empty());
+  CHECK(contains(off.toml, "plugin = \"maybe\"\nmatcher = \"\"\n"));
+  const wb::RunConfig back = wb::parse_run_config(off.toml, "config.toml", f.registry);
+  CHECK(back.id == off.id);
+  const wb::RunConfig on =
+      f.parse("backbone = \"vit\"\nlosses = [{ plugin = \"maybe\", matcher = \"fsm\" }]\n");
+  CHECK(on.losses[0].params.plugin("matcher").name == "fsm");
+  CHECK(on.id != off.id);
+  // "" is no plugin name where the default is a real plugin.
+  Caught e = config_error(
+      [&] { f.parse("backbone = \"vit\"\nlosses = [{ plugin = \"ogar\", matcher = \"\" }]\n"); });
+  CHECK(contains(e.message, "unknown matcher plugin ''"));
+}
