@@ -2,29 +2,21 @@
 // [profile.NAME]. Expands them into points and validates every point before anything runs.
 #pragma once
 
+#include <cstdint>
 #include <map>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "config/error.h"  // ConfigError
 #include "config/run_config.h"
 
 namespace wb {
 
-// A configuration error with its place: "file:line:column: message". Names get the valid
-// choices appended ("unknown key 'epochz' in [base.train] (valid: batch, epochs, ...)").
-class ConfigError : public std::runtime_error {
- public:
-  ConfigError(std::string file, int line, int column, const std::string& message);
-  const std::string file;
-  const int line, column;
-};
-
 struct Point {
-  std::string id;                                 // 12 hex digits (design.md)
+  std::string id;  // 12 hex digits (design.md)
   std::int64_t seed = 0;
   std::vector<std::pair<std::string, std::string>> assignments;  // key -> TOML literal, in order
-  std::string label;                              // "losses.ogar.alpha=0.3 seed=1"
+  std::string label;                                             // "losses.ogar.alpha=0.3 seed=1"
   RunConfig config;
 };
 
@@ -34,6 +26,14 @@ struct Experiment {
   std::string source;               // its text
   std::vector<std::string> varied;  // keys that differ between points (report columns)
   std::vector<Point> points;
+
+  // How the points came about, for the --dry-run summary:
+  // points = (grid_points + explicit_points) x seeds - excluded - duplicates.
+  std::size_t grid_points = 1;      // product of the [grid] and [zip.*] axes (1 without any)
+  std::size_t explicit_points = 0;  // [[point]] tables
+  std::vector<std::int64_t> seeds;
+  std::size_t excluded = 0;    // dropped by [[exclude]]
+  std::size_t duplicates = 0;  // dropped because an earlier point had the same id
 };
 
 struct ExperimentOptions {
@@ -41,9 +41,14 @@ struct ExperimentOptions {
   std::string profile;                 // --profile NAME: apply [profile.NAME] first
 };
 
+// Order: [profile.NAME], then --set overrides, then grid x zip plus [[point]]s, each for every
+// seed (seeds outermost), then [[exclude]]. Every remaining point is validated.
 // Throws ConfigError naming file, line and column for the first problem found.
 Experiment load_experiment(const std::string& file, const Registry& registry,
                            const ExperimentOptions& options = {});
+// The same for text already read; `file` names it in errors and in Experiment::file.
+Experiment parse_experiment(const std::string& text, const std::string& file,
+                            const Registry& registry, const ExperimentOptions& options = {});
 
 // The --dry-run table: one row per point with id, seed and the varied keys.
 std::string format_points_table(const Experiment& experiment);

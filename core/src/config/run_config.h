@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "config/error.h"
 #include "workbench/params.h"
 
 namespace wb {
@@ -27,19 +28,37 @@ struct RunConfig {
   Params views;                            // [views] (recipe)
   Params view1, view2;                     // [views.view1], [views.view2] overrides (set keys only)
   PluginConfig backbone;
-  PluginConfig gate;                       // plugin empty when no gate is configured
+  PluginConfig gate;  // plugin empty when no gate is configured
   std::vector<PluginConfig> losses;
   std::vector<PluginConfig> evaluators;
-  Params train;                            // [train]
+  Params train;  // [train]
 
   std::string toml;  // canonical TOML of the whole resolved configuration
+  std::string id;    // point id: 12 hex digits of FNV-1a over `toml` without evaluators
 };
+
+// Canonical TOML: keys sorted (a plugin table starts with `plugin`), every default present, no
+// comments, numbers normalised (a float key holds a float even where an integer was written;
+// floats in the shortest form that reads back exactly). [[evaluators]] come last, so the text
+// without them, which the id hashes, is a prefix of the whole.
+std::string canonical_toml(const RunConfig& config, bool with_evaluators = true);
+
+// 64-bit FNV-1a.
+std::uint64_t fnv1a64(const std::string& text);
+
+// The id of a configuration (design.md, "A point and its id"): the first 12 hex digits of
+// fnv1a64(canonical_toml(config, false)). Evaluators are left out so that adding one to a
+// finished sweep does not retrain it.
+std::string config_id(const RunConfig& config);
+
+// Errors of the two functions below are ConfigError (config/error.h) naming file, line, column.
 
 // Reads a resolved configuration back (config.toml of a run directory). Validates it against
 // the registry's schemas again: a plugin may have changed since the point was queued.
 RunConfig load_run_config(const std::filesystem::path& file, const Registry& registry);
 
-// Parses and validates a configuration given as TOML text (e.g. tests); `origin` names it in errors.
+// Parses and validates a configuration given as TOML text (e.g. tests); `origin` names it in
+// errors.
 RunConfig parse_run_config(const std::string& toml_text, const std::string& origin,
                            const Registry& registry);
 
