@@ -280,7 +280,7 @@ TEST_CASE("errors name file, line and column of the offending key or value") {
     const std::string text = std::string(kMinimal) + "[train]\nbatch = \"big\"\n";
     Caught e = config_error([&] { f.parse(text); });
     CHECK(std::make_pair(e.line, e.column) == position(text, "\"big\""));
-    CHECK(contains(e.message, "train.batch: expected integer >= 1.0, got string \"big\""));
+    CHECK(contains(e.message, "train.batch: expected integer >= 1, got string \"big\""));
   }
   SUBCASE("out of range names the range") {
     const std::string text = std::string(kMinimal) + "[train]\nbetas = [0.9, 1.5]\n";

@@ -247,7 +247,10 @@ std::string ParamSpec::describe() const {
   std::string out = type_name(type);
   if (type == ParamType::Plugin) out = std::string(kind_name(plugin_kind)) + " plugin";
   if (lo || hi) {
-    auto num = [](double v) { return format_double(v); };
+    const bool integral = type == ParamType::Int || type == ParamType::IntList;
+    auto num = [integral](double v) {
+      return integral ? std::to_string(static_cast<std::int64_t>(v)) : format_double(v);
+    };
     if (lo && hi)
       out += std::string(" in ") + (lo_open ? "(" : "[") + num(*lo) + ", " + num(*hi) +
              (hi_open ? ")" : "]");
