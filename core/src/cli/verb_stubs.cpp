@@ -5,12 +5,6 @@
 
 namespace wb::cli {
 
-int run(const Args&) {
-  throw std::runtime_error("'run' is not implemented yet");
-}
-int run_point(const Args&) {
-  throw std::runtime_error("'_point' is not implemented yet");
-}
 int eval(const Args&) {
   throw std::runtime_error("'eval' is not implemented yet");
 }

@@ -27,6 +27,8 @@ class MetricsFile {
   void array(const std::string& name, std::int64_t step, const std::vector<double>& values);
 
   // Drops series rows with step > `step` (a run resumed from an earlier checkpoint).
+  // Applied to the file at the next flush; buffered rows past `step` are dropped at once.
+  // Rows are kept up to the first one past `step` (steps of a series only increase).
   void truncate_after(std::int64_t step);
 
   void set_config(const std::string& toml);
@@ -35,6 +37,9 @@ class MetricsFile {
   void eval_scalar(const std::string& evaluator, const std::string& metric, double value);
   void eval_array(const std::string& evaluator, const std::string& metric,
                   const std::vector<double>& values, const std::vector<std::int64_t>& shape);
+
+  // Names may contain '/' (nested groups) but no empty or '.'/'..' parts; a series keeps the
+  // width of its first row. Both are checked here and throw std::invalid_argument.
 
   // Writes everything buffered. Throws std::runtime_error naming the file if it cannot (full
   // disk, ...); the previous file then stays as it was.
@@ -52,15 +57,22 @@ struct Series {
   std::vector<std::int64_t> steps;
   std::vector<double> values;  // row-major [steps.size(), width]
   std::int64_t width = 1;
+  bool is_array = false;  // value is [n, width] (an array series) rather than [n]
 };
 
 class MetricsReader {
  public:
-  explicit MetricsReader(const std::filesystem::path& path);  // throws naming the file if unreadable
+  explicit MetricsReader(
+      const std::filesystem::path& path);  // throws naming the file if unreadable
   ~MetricsReader();
   std::vector<std::string> series_names() const;
   Series series(const std::string& name) const;
-  std::map<std::string, std::map<std::string, std::vector<double>>> eval() const;  // evaluator -> metric -> values
+  std::map<std::string, std::map<std::string, std::vector<double>>> eval()
+      const;  // evaluator -> metric -> values
+  // Shape of one eval result (empty for a scalar); throws naming the file if it is missing.
+  std::vector<std::int64_t> eval_shape(const std::string& evaluator,
+                                       const std::string& metric) const;
+  bool has_series(const std::string& name) const;
   std::string config() const;
   std::map<std::string, std::string> provenance() const;
 

@@ -1,0 +1,97 @@
+#include "store/run_dir.h"
+
+#include <toml++/toml.h>
+#include <algorithm>
+#include <sstream>
+#include <stdexcept>
+
+#include "store/atomic_file.h"
+#include "store/toml_write.h"
+
+namespace wb {
+
+std::filesystem::path experiment_dir(const std::filesystem::path& runs_dir,
+                                     const std::string& experiment) {
+  if (experiment.empty() || experiment == "." || experiment == ".." ||
+      experiment.find('/') != std::string::npos)
+    throw std::runtime_error("experiment name '" + experiment +
+                             "' cannot be used as a directory name");
+  return runs_dir / experiment;
+}
+
+RunPaths::RunPaths(std::filesystem::path d)
+    : dir(std::move(d)),
+      config(dir / "config.toml"),
+      point(dir / "point.toml"),
+      status(dir / "status.toml"),
+      log(dir / "run.log"),
+      metrics(dir / "metrics.h5"),
+      checkpoints(dir / "checkpoints"),
+      eval(dir / "eval") {}
+
+void write_experiment_copy(const std::filesystem::path& runs_dir, const Experiment& experiment) {
+  write_file_atomic(experiment_dir(runs_dir, experiment.name) / "experiment.toml",
+                    experiment.source);
+}
+
+std::string format_point_file(const Experiment& experiment, const Point& point) {
+  std::string out =
+      "experiment = " + toml_string(experiment.name) + "\n" + "id = " + toml_string(point.id) +
+      "\n" + "seed = " + std::to_string(point.seed) + "\n" + "label = " + toml_string(point.label) +
+      "\n" + "# [key, value as written], in the order applied\n" + "assignments = [\n";
+  for (const auto& [key, literal] : point.assignments)
+    out += "  [" + toml_string(key) + ", " + toml_string(literal) + "],\n";
+  return out + "]\n";
+}
+
+void prepare_point_dir(const std::filesystem::path& dir, const Experiment& experiment,
+                       const Point& point) {
+  const RunPaths paths(dir);
+  std::filesystem::create_directories(dir);
+  write_file_atomic(paths.config, point.config.toml);
+  write_file_atomic(paths.point, format_point_file(experiment, point));
+}
+
+PointFile read_point_file(const std::filesystem::path& file) {
+  toml::table t;
+  try {
+    t = toml::parse(read_file(file), file.string());
+  } catch (const toml::parse_error& e) {
+    std::ostringstream message;
+    message << file.string() << ":" << e.source().begin.line << ":" << e.source().begin.column
+            << ": " << e.description();
+    throw std::runtime_error(message.str());
+  }
+  PointFile out;
+  out.experiment = t["experiment"].value_or(std::string());
+  out.id = t["id"].value_or(std::string());
+  out.label = t["label"].value_or(std::string());
+  out.seed = t["seed"].value_or(std::int64_t{0});
+  if (const toml::array* list = t["assignments"].as_array()) {
+    for (const auto& entry : *list) {
+      const toml::array* pair = entry.as_array();
+      if (!pair || pair->size() != 2 || !pair->get(0)->is_string() || !pair->get(1)->is_string())
+        throw std::runtime_error(file.string() + ": assignments must be [key, value] string pairs");
+      out.assignments.emplace_back(pair->get(0)->value_or(std::string()),
+                                   pair->get(1)->value_or(std::string()));
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> evaluator_names(const RunConfig& config) {
+  std::vector<std::string> names;
+  for (const auto& e : config.evaluators) names.push_back(e.plugin);
+  return names;
+}
+
+bool point_complete(const RunStatus& status, const RunConfig& config) {
+  if (status.state != RunState::Done) return false;
+  for (const auto& name : evaluator_names(config))
+    if (std::find(status.evaluators_done.begin(), status.evaluators_done.end(), name) ==
+        status.evaluators_done.end())
+      return false;
+  return true;
+}
+
+}  // namespace wb
