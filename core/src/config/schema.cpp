@@ -51,6 +51,12 @@ const std::vector<ParamSpec>& data_schema() {
       ParamSpec::integer("shots", 0, "k labelled images per class; 0 = all").at_least(0),
       ParamSpec::integers("classes", {}, "keep only these classes (split-A / split-B); [] = all")
           .at_least(0),
+      ParamSpec::boolean("relabel", true,
+                         "with a class filter: number the kept classes 0..n-1 (else keep labels)"),
+      ParamSpec::integer("channels", 0,
+                         "convert images to 1 (grey) or 3 (RGB) channels on load; 0 = native "
+                         "(a transfer set must match the backbone's channels)")
+          .range(0, 3),
       ParamSpec::integer("subset_seed", 0, "seed of the label / shot / validation subsets"),
       ParamSpec::integer("train_limit", 0, "use the first N training images only; 0 = all")
           .at_least(0),
