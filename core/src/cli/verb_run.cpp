@@ -9,6 +9,8 @@
 #include "cli/cli.h"
 #include "config/experiment.h"
 #include "plugin/loader.h"
+#include "report/report.h"
+#include "report/settings.h"
 #include "store/run_dir.h"
 #include "store/sweep.h"
 #include "workbench/registry.h"
@@ -32,6 +34,19 @@ void select_point(Experiment& experiment, const std::string& only) {
                              " (ids: " + ids + ")");
   }
   experiment.points = std::move(matches);
+}
+
+// The report of the experiment directory after a sweep: a problem is a warning, never a
+// failure of the run.
+void write_run_report(const std::filesystem::path& exp_dir) {
+  try {
+    const ReportResult result = write_report({exp_dir});
+    for (const auto& w : result.warnings) std::cerr << "warning: report: " << w << "\n";
+    if (!result.plot_error.empty()) std::cerr << "warning: report: " << result.plot_error << "\n";
+    std::cout << "report: " << (result.dir / "index.html").string() << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "warning: report not written: " << e.what() << "\n";
+  }
 }
 
 // Intra-op threads of each point: the config's own `threads`, else the total split between the
@@ -61,7 +76,8 @@ int run(const Args& args) {
       "runs-dir", po::value(&runs_dir), "where run directories go (default: runs)")(
       "plugin-path", po::value(&plugin_paths)->composing(),
       "extra plugin folder or file (repeatable)")(
-      "only", po::value(&only), "run only the point with this id (or unique id prefix)");
+      "only", po::value(&only), "run only the point with this id (or unique id prefix)")(
+      "no-report", "do not write the report (runs/<experiment>/report) at the end");
   po::options_description hidden;
   hidden.add_options()("file", po::value(&file), "the experiment file");
   po::options_description all;
@@ -85,6 +101,7 @@ int run(const Args& args) {
   Experiment experiment;
   try {
     experiment = load_experiment(file, registry, {sets, profile});
+    parse_experiment_header(experiment.source, file);  // a bad [report] fails now, not after
   } catch (const ConfigError& e) {
     std::cerr << e.what() << "\n";  // already "file:line:column: message"
     return 2;
@@ -158,6 +175,7 @@ int run(const Args& args) {
   }
 
   std::cout << "\n" << format_summary(outcomes);
+  if (!vm.count("no-report") && !report.interrupted) write_run_report(exp_dir);
   const int failed = static_cast<int>(std::count_if(
       outcomes.begin(), outcomes.end(), [](const auto& o) { return o.state == RunState::Failed; }));
   if (report.interrupted) {

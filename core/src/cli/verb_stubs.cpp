@@ -8,9 +8,6 @@ namespace wb::cli {
 int eval(const Args&) {
   throw std::runtime_error("'eval' is not implemented yet");
 }
-int report(const Args&) {
-  throw std::runtime_error("'report' is not implemented yet");
-}
 int bench(const Args&) {
   throw std::runtime_error("'bench' is not implemented yet");
 }

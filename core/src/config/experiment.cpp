@@ -20,8 +20,9 @@ using config::fail;
 using config::Node;
 using config::Pos;
 
-const std::vector<std::string> kSections = {"experiment", "base",    "grid",   "zip",
-                                            "point",      "exclude", "profile"};
+// [report] belongs to `workbench report` (report/settings.h): accepted here, read there.
+const std::vector<std::string> kSections = {"experiment", "base",    "grid",    "zip",
+                                            "point",      "exclude", "profile", "report"};
 
 // One axis of the product: a [grid] key, or the keys of a [zip.NAME] advancing together.
 struct Axis {

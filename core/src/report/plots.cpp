@@ -1,0 +1,398 @@
+#include "report/plots.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <map>
+#include <set>
+
+namespace wb {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Legends right of the plot: below it, gnuplot 5.4 lets them run into the x label.
+const char* const kKey = "set key outside right top vertical\n";
+
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.rfind(prefix, 0) == 0;
+}
+
+std::vector<const PointRun*> done_points(const Group& g) {
+  std::vector<const PointRun*> out;
+  for (const auto& p : g.points)
+    if (p.done()) out.push_back(&p);
+  return out;
+}
+
+Stat metric_stat(const Group& g, const std::string& metric) {
+  std::vector<double> values;
+  for (const auto& p : g.points)
+    if (auto it = p.scalars.find(metric); it != p.scalars.end()) values.push_back(it->second);
+  return summarize(values);
+}
+
+// Error bars of one seed are zero rather than missing, so the point is still drawn.
+double bar(const Stat& s) {
+  return std::isfinite(s.std) ? s.std : 0.0;
+}
+
+// Data blocks for gnuplot's `index`: separated by two blank lines.
+struct Blocks {
+  std::string data;
+  int count = 0;
+  int add(const std::string& comment, const std::string& rows) {
+    data += (count ? "\n\n" : "") + std::string("# ") + comment + "\n" + rows;
+    return count++;
+  }
+};
+
+std::vector<LabelledGroup> labelled(const ExperimentRuns& e, const std::string& prefix = "") {
+  std::vector<LabelledGroup> out;
+  for (const auto& g : e.groups) out.push_back({prefix + e.group_label(g), &g});
+  return out;
+}
+
+// Element-wise mean and std over seeds of an evaluator's 1-D array.
+std::vector<Stat> vector_stats(const Group& g, const std::string& name) {
+  std::vector<std::vector<double>> by_index;
+  for (const PointRun* p : done_points(g)) {
+    auto it = p->vectors.find(name);
+    if (it == p->vectors.end()) continue;
+    if (by_index.size() < it->second.size()) by_index.resize(it->second.size());
+    for (std::size_t i = 0; i < it->second.size(); ++i) by_index[i].push_back(it->second[i]);
+  }
+  std::vector<Stat> out;
+  for (const auto& values : by_index) out.push_back(summarize(values));
+  return out;
+}
+
+// (a) each metric against each numeric varied key; one line per value of the other keys.
+void metric_plots(const ExperimentRuns& e, const Table& table, Plotter& plotter,
+                  FigureSection& section) {
+  for (const auto& key : e.varied) {
+    const bool numeric = std::all_of(e.groups.begin(), e.groups.end(), [&](const Group& g) {
+      double x = 0;
+      return numeric_value(g.value(key), x);
+    });
+    if (!numeric) continue;
+    std::vector<std::string> others;
+    for (const auto& k : e.varied)
+      if (k != key) others.push_back(k);
+    for (const auto& metric : table.metrics) {
+      std::vector<std::pair<std::string, std::vector<std::pair<double, Stat>>>> lines;
+      double lo = INFINITY, hi = -INFINITY;
+      for (const auto& g : e.groups) {
+        const Stat s = metric_stat(g, metric);
+        if (s.n == 0) continue;
+        std::string label;
+        for (const auto& o : others)
+          label +=
+              (label.empty() ? "" : ", ") + table.display_name(o) + "=" + display_value(g.value(o));
+        if (label.empty()) label = table.display_name(metric);
+        auto line = std::find_if(lines.begin(), lines.end(),
+                                 [&](const auto& l) { return l.first == label; });
+        if (line == lines.end()) line = lines.insert(lines.end(), {label, {}});
+        double x = 0;
+        numeric_value(g.value(key), x);
+        line->second.push_back({x, s});
+        lo = std::min(lo, x);
+        hi = std::max(hi, x);
+      }
+      if (lines.empty() || !(lo < hi)) continue;  // one value of the key: nothing to compare
+      Blocks blocks;
+      std::string plot;
+      for (auto& [label, points] : lines) {
+        std::sort(points.begin(), points.end(),
+                  [](const auto& a, const auto& b) { return a.first < b.first; });
+        std::string rows;
+        for (const auto& [x, s] : points)
+          rows += gp_number(x) + " " + gp_number(s.mean) + " " + gp_number(bar(s)) + " " +
+                  std::to_string(s.n) + "\n";
+        const int i = blocks.add(label, rows);
+        plot += std::string(plot.empty() ? "plot " : ", \\\n     ") + "DATA index " +
+                std::to_string(i) + " using 1:2:3 with yerrorlines lw 2 pt 7 lc " +
+                std::to_string(i + 1) + " title " + gp_string(label);
+      }
+      const std::string m = table.display_name(metric), k = table.display_name(key);
+      std::string script = "set title " + gp_string(m + " vs " + k + " (mean ± std over seeds)") +
+                           "\nset xlabel " + gp_string(k) + "\nset ylabel " + gp_string(m) + "\n" +
+                           kKey + "set offsets graph 0.05, graph 0.05, graph 0.1, graph 0.1\n";
+      if (lo > 0 && hi / lo >= 20) script += "set logscale x\n";
+      script += plot + "\n";
+      if (auto f = plotter.plot("metric_" + metric + "_vs_" + key, blocks.data, script,
+                                m + " against " + k + ": mean ± sample std over seeds"))
+        section.figures.push_back(*f);
+    }
+  }
+}
+
+// (b) one plot per training series, one line (with a ±std band) per group.
+// With `loss_terms` false, only train/loss (loss terms differ between experiments).
+void curve_plots(const std::vector<LabelledGroup>& groups, const std::string& prefix,
+                 bool loss_terms, Plotter& plotter, FigureSection& section) {
+  std::set<std::string> names;
+  for (const auto& lg : groups)
+    for (const PointRun* p : done_points(*lg.group))
+      for (const auto& [name, s] : p->curves)
+        if (name == "train/loss" || (loss_terms && starts_with(name, "loss/"))) names.insert(name);
+  std::vector<std::string> order(names.begin(), names.end());
+  std::stable_partition(order.begin(), order.end(),
+                        [](const auto& n) { return n == "train/loss"; });
+  for (const auto& name : order) {
+    Blocks blocks;
+    std::string plot;
+    for (const auto& lg : groups) {
+      std::vector<const Series*> series;
+      for (const PointRun* p : done_points(*lg.group))
+        if (auto it = p->curves.find(name); it != p->curves.end()) series.push_back(&it->second);
+      const MeanCurve c = mean_curve(series);
+      if (c.steps.empty()) continue;
+      std::string rows;
+      for (std::size_t i = 0; i < c.steps.size(); ++i)
+        rows += std::to_string(c.steps[i]) + " " + gp_number(c.values[i].mean) + " " +
+                gp_number(bar(c.values[i])) + "\n";
+      const int i = blocks.add(lg.label, rows);
+      const std::string lc = " lc " + std::to_string(i + 1);
+      plot += std::string(plot.empty() ? "plot " : ", \\\n     ") + "DATA index " +
+              std::to_string(i) +
+              " using 1:($2-$3):($2+$3) with filledcurves fs transparent solid 0.15" + lc +
+              " notitle, \\\n     DATA index " + std::to_string(i) + " using 1:2 with lines lw 2" +
+              lc + " title " + gp_string(lg.label);
+    }
+    if (blocks.count == 0) continue;
+    const std::string script = "set title " + gp_string(name + " (mean over seeds, band ±std)") +
+                               "\nset xlabel 'step'\nset ylabel " + gp_string(name) + "\n" + kKey +
+                               plot + "\n";
+    if (auto f = plotter.plot(prefix + "curve_" + name, blocks.data, script,
+                              name + " over training steps, averaged over seeds"))
+      section.figures.push_back(*f);
+  }
+}
+
+// MoE layer indices that have a series "routing/moe<i>/<leaf>" in some done point.
+std::set<int> routing_layers(const std::vector<LabelledGroup>& groups, const std::string& leaf) {
+  std::set<int> layers;
+  for (const auto& lg : groups)
+    for (const PointRun* p : done_points(*lg.group))
+      for (const auto& [name, s] : p->curves) {
+        const std::string head = "routing/moe", tail = "/" + leaf;
+        if (!starts_with(name, head) || name.size() <= head.size() + tail.size() ||
+            name.compare(name.size() - tail.size(), tail.size(), tail) != 0)
+          continue;
+        const std::string digits =
+            name.substr(head.size(), name.size() - head.size() - tail.size());
+        if (!digits.empty() && std::all_of(digits.begin(), digits.end(),
+                                           [](unsigned char ch) { return std::isdigit(ch) != 0; }))
+          layers.insert(std::stoi(digits));
+      }
+  return layers;
+}
+
+// (c) load entropy per layer over steps, and the final expert load of each group as a map.
+void routing_plots(const std::vector<LabelledGroup>& groups, Plotter& plotter,
+                   FigureSection& section) {
+  for (int layer : routing_layers(groups, "load_entropy")) {
+    const std::string prefix = "routing/moe" + std::to_string(layer) + "/";
+    Blocks blocks;
+    std::string plot;
+    std::int64_t experts = 0;
+    for (const auto& lg : groups) {
+      std::vector<const Series*> series;
+      for (const PointRun* p : done_points(*lg.group)) {
+        if (auto it = p->curves.find(prefix + "load_entropy"); it != p->curves.end())
+          series.push_back(&it->second);
+        if (auto it = p->curves.find(prefix + "expert_load"); it != p->curves.end())
+          experts = std::max(experts, it->second.width);
+      }
+      const MeanCurve c = mean_curve(series);
+      if (c.steps.empty()) continue;
+      std::string rows;
+      for (std::size_t i = 0; i < c.steps.size(); ++i)
+        rows += std::to_string(c.steps[i]) + " " + gp_number(c.values[i].mean) + "\n";
+      const int i = blocks.add(lg.label, rows);
+      plot += std::string(plot.empty() ? "plot " : ", \\\n     ") + "DATA index " +
+              std::to_string(i) + " using 1:2 with lines lw 2 lc " + std::to_string(i + 1) +
+              " title " + gp_string(lg.label);
+    }
+    if (blocks.count == 0) continue;
+    if (experts > 1)
+      plot += ", \\\n     log(" + std::to_string(experts) +
+              ") with lines dt 2 lw 1 lc 'gray40' title 'balanced: log E'";
+    const std::string script =
+        "set title " +
+        gp_string("MoE layer " + std::to_string(layer) +
+                  ": entropy of the expert load (falls when routing collapses)") +
+        "\nset xlabel 'step'\nset ylabel 'load entropy (nats)'\nset yrange [0:*]\n" + kKey + plot +
+        "\n";
+    if (auto f = plotter.plot(
+            "routing_entropy_moe" + std::to_string(layer), blocks.data, script,
+            "MoE layer " + std::to_string(layer) + ": load entropy over steps, mean over seeds"))
+      section.figures.push_back(*f);
+  }
+
+  const std::set<int> layer_set = routing_layers(groups, "expert_load");
+  const std::vector<int> layers(layer_set.begin(), layer_set.end());
+  for (const auto& lg : groups) {
+    // rows: layers; columns: experts; the final load averaged over seeds
+    std::vector<std::vector<double>> rows;
+    std::size_t experts = 0;
+    bool any = false;
+    for (int layer : layers) {
+      std::vector<const Series*> series;
+      for (const PointRun* p : done_points(*lg.group))
+        if (auto it = p->curves.find("routing/moe" + std::to_string(layer) + "/expert_load");
+            it != p->curves.end() && !it->second.steps.empty())
+          series.push_back(&it->second);
+      std::vector<double> row;
+      std::int64_t width = 0;
+      for (const Series* s : series) width = std::max(width, s->width);
+      for (std::int64_t e = 0; e < width; ++e) {
+        std::vector<double> finals;
+        for (const Series* s : series)
+          if (e < s->width)
+            finals.push_back(s->values[(s->steps.size() - 1) * static_cast<std::size_t>(s->width) +
+                                       static_cast<std::size_t>(e)]);
+        row.push_back(summarize(finals).mean);
+      }
+      any = any || !row.empty();
+      experts = std::max(experts, row.size());
+      rows.push_back(std::move(row));
+    }
+    if (!any) continue;
+    std::string data = "# rows: MoE layers";
+    for (int l : layers) data += " " + std::to_string(l);
+    data += "; columns: experts; final expert load, mean over seeds\n";
+    for (const auto& row : rows) {
+      for (std::size_t e = 0; e < experts; ++e)
+        data += (e ? " " : "") + gp_number(e < row.size() ? row[e] : NAN);
+      data += "\n";
+    }
+    std::string ytics;
+    for (std::size_t i = 0; i < layers.size(); ++i)
+      ytics += (i ? ", " : "") + gp_string(std::to_string(layers[i])) + " " + std::to_string(i);
+    const std::string script =
+        "set title " + gp_string("final expert load: " + lg.label) +
+        "\nset xlabel 'expert'\nset ylabel 'MoE layer'\nset cblabel 'fraction of tokens'" +
+        "\nunset grid\nset tics out\nset palette defined (0 'white', 0.5 '#fdae61', 1 '#d7191c')" +
+        "\nset rmargin 14\nset cbrange [0:*]\nset xrange [-0.5:" + std::to_string(experts) +
+        "-0.5]" + "\nset yrange [-0.5:" + std::to_string(layers.size()) + "-0.5]" +
+        "\nset ytics (" + ytics + ")\n" + (experts <= 32 ? "set xtics 1\n" : "") +
+        "plot DATA matrix with image notitle\n";
+    const int height = static_cast<int>(std::min<std::size_t>(900, 180 + 45 * layers.size()));
+    if (auto f = plotter.plot("routing_load_" + lg.label, data, script,
+                              "final expert load per MoE layer (layer x expert): " + lg.label, 640,
+                              height))
+      section.figures.push_back(*f);
+  }
+}
+
+// (d) CR-MoE Fig. 3: shared experts per MoE layer, corresponding vs non-corresponding tokens.
+void consistency_plots(const std::vector<LabelledGroup>& groups, const std::string& prefix,
+                       Plotter& plotter, FigureSection& section) {
+  std::set<std::string> evaluators;
+  for (const auto& lg : groups)
+    for (const PointRun* p : done_points(*lg.group))
+      for (const auto& [name, v] : p->vectors)
+        if (starts_with(name, "routing_consistency"))
+          evaluators.insert(name.substr(0, name.find('/')));
+  for (const auto& ev : evaluators) {
+    Blocks blocks;
+    std::size_t layers = 1;
+    std::string panels[2];
+    const char* tokens[2] = {"cls", "patch"};
+    for (int t = 0; t < 2; ++t) {
+      for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+        for (const char* kind : {"corresponding", "noncorresponding"}) {
+          const auto stats = vector_stats(*groups[gi].group, ev + "/" + tokens[t] + "_" + kind);
+          if (stats.empty()) continue;
+          layers = std::max(layers, stats.size());
+          std::string rows;
+          for (std::size_t l = 0; l < stats.size(); ++l)
+            rows += std::to_string(l) + " " + gp_number(stats[l].mean) + " " +
+                    gp_number(bar(stats[l])) + "\n";
+          const bool corr = std::string(kind) == "corresponding";
+          const int i = blocks.add(groups[gi].label + " " + tokens[t] + " " + kind, rows);
+          panels[t] +=
+              std::string(panels[t].empty() ? "plot " : ", \\\n     ") + "DATA index " +
+              std::to_string(i) + " using 1:2:3 with yerrorlines lw 2 lc " +
+              std::to_string(gi + 1) + (corr ? " dt 1 pt 7" : " dt 2 pt 6") + " title " +
+              gp_string(groups[gi].label + (corr ? ": corresponding" : ": non-corresponding"));
+        }
+      }
+    }
+    if (blocks.count == 0) continue;
+    // Legend below each panel, two entries a row: room for one row per group.
+    const std::string margin = std::to_string(6 + groups.size());
+    std::string script = "set multiplot layout 1,2 title " +
+                         gp_string(ev + ": shared experts between tokens, per MoE layer") +
+                         "\nset xlabel 'MoE layer'\nset ylabel 'shared experts (of top-k)'" +
+                         "\nset xtics 1\nset yrange [0:*]\nset key outside below center" +
+                         "\nset bmargin " + margin +
+                         "\nset xrange [-0.3:" + std::to_string(layers) + "-0.7]\n";
+    for (int t = 0; t < 2; ++t) {
+      script += "set title " + gp_string(t == 0 ? "CLS tokens" : "patch tokens") + "\n";
+      script += panels[t].empty() ? "plot NaN notitle\n" : panels[t] + "\n";
+    }
+    script += "unset multiplot\n";
+    if (auto f =
+            plotter.plot(prefix + ev, blocks.data, script,
+                         ev + ": shared experts of corresponding (solid) and non-corresponding "
+                              "(dashed) tokens per MoE layer, CLS and patch (CR-MoE Fig. 3)",
+                         1300, 600))
+      section.figures.push_back(*f);
+  }
+}
+
+}  // namespace
+
+std::vector<FigureSection> experiment_plots(const ExperimentRuns& e, const Table& table,
+                                            Plotter& plotter) {
+  const auto groups = labelled(e);
+  std::vector<FigureSection> out(4);
+  out[0].title = "Metrics against hyper-parameters";
+  metric_plots(e, table, plotter, out[0]);
+  out[1].title = "Training curves";
+  curve_plots(groups, "", true, plotter, out[1]);
+  out[2].title = "Routing";
+  routing_plots(groups, plotter, out[2]);
+  out[3].title = "Routing consistency";
+  consistency_plots(groups, "", plotter, out[3]);
+  out.erase(std::remove_if(out.begin(), out.end(), [](const auto& s) { return s.figures.empty(); }),
+            out.end());
+  return out;
+}
+
+std::vector<FigureSection> comparison_plots(const std::vector<const ExperimentRuns*>& experiments,
+                                            Plotter& plotter) {
+  std::vector<LabelledGroup> groups;
+  for (const auto* e : experiments)
+    for (auto& lg : labelled(*e, e->name + ": ")) groups.push_back(lg);
+  std::vector<FigureSection> out(2);
+  out[0].title = "Training loss, all experiments";
+  curve_plots(groups, "all_", false, plotter, out[0]);
+  out[1].title = "Routing consistency, all experiments";
+  consistency_plots(groups, "all_", plotter, out[1]);
+  out.erase(std::remove_if(out.begin(), out.end(), [](const auto& s) { return s.figures.empty(); }),
+            out.end());
+  return out;
+}
+
+FigureSection evaluator_images(const ExperimentRuns& e) {
+  FigureSection section;
+  section.title = "Evaluator images (first seed of each group)";
+  for (const auto& g : e.groups) {
+    for (const auto& p : g.points) {
+      if (p.images.empty()) continue;
+      for (const auto& image : p.images)
+        section.figures.push_back(
+            {fs::absolute(image), e.group_label(g) + ", seed " + std::to_string(p.seed) + ": " +
+                                      image.lexically_relative(p.dir / "eval").string()});
+      break;
+    }
+  }
+  return section;
+}
+
+}  // namespace wb
