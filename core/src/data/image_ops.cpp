@@ -1,0 +1,329 @@
+// Resampling and colour operations on float buffers (see image_ops.h).
+#include "data/image_ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+namespace wb::data {
+
+namespace {
+
+// Filter taps of one axis: output i reads `count` source pixels from `first` on.
+struct AxisTaps {
+  std::int64_t taps = 0;            // stride of `weight` per output
+  std::vector<std::int64_t> first;  // absolute source index of the first tap
+  std::vector<std::int64_t> count;
+  std::vector<float> weight;  // [out * taps]
+};
+
+// Triangle (bilinear) filter over [offset, offset + in_size) of the source, widened by the
+// scale factor when downscaling so that the output averages every source pixel it covers.
+AxisTaps axis_taps(std::int64_t offset, std::int64_t in_size, std::int64_t out_size, float gain) {
+  const double scale = static_cast<double>(in_size) / static_cast<double>(out_size);
+  const double filter_scale = std::max(scale, 1.0);
+  const double support = filter_scale;  // triangle of radius 1, stretched
+  AxisTaps t;
+  t.taps = static_cast<std::int64_t>(std::ceil(support)) * 2 + 2;
+  t.first.resize(out_size);
+  t.count.resize(out_size);
+  t.weight.assign(out_size * t.taps, 0.0f);
+  for (std::int64_t i = 0; i < out_size; ++i) {
+    const double center = (static_cast<double>(i) + 0.5) * scale;  // in crop coordinates
+    auto lo = std::max<std::int64_t>(static_cast<std::int64_t>(std::floor(center - support)), 0);
+    auto hi =
+        std::min<std::int64_t>(static_cast<std::int64_t>(std::ceil(center + support)), in_size);
+    double total = 0;
+    std::int64_t n = 0;
+    float* w = &t.weight[i * t.taps];
+    for (std::int64_t s = lo; s < hi && n < t.taps; ++s) {
+      const double d = std::abs((static_cast<double>(s) + 0.5 - center) / filter_scale);
+      const double v = d < 1.0 ? 1.0 - d : 0.0;
+      w[n++] = static_cast<float>(v);
+      total += v;
+    }
+    // Drop leading zero taps so `first` points at a contributing pixel.
+    std::int64_t skip = 0;
+    while (skip + 1 < n && w[skip] == 0.0f) ++skip;
+    if (skip) {
+      std::copy(w + skip, w + n, w);
+      std::fill(w + n - skip, w + n, 0.0f);
+      n -= skip;
+    }
+    for (std::int64_t k = 0; k < n; ++k) w[k] = static_cast<float>(w[k] / total * gain);
+    t.first[i] = offset + lo + skip;
+    t.count[i] = n;
+  }
+  return t;
+}
+
+void mirror(AxisTaps& t) {
+  const auto n = static_cast<std::int64_t>(t.first.size());
+  for (std::int64_t i = 0; i < n / 2; ++i) {
+    const auto j = n - 1 - i;
+    std::swap(t.first[i], t.first[j]);
+    std::swap(t.count[i], t.count[j]);
+    std::swap_ranges(&t.weight[i * t.taps], &t.weight[(i + 1) * t.taps], &t.weight[j * t.taps]);
+  }
+}
+
+inline float clamp01(float v) {
+  return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+}
+
+inline std::int64_t reflect(std::int64_t i, std::int64_t n) {
+  if (n == 1) return 0;
+  while (i < 0 || i >= n) i = i < 0 ? -i : 2 * n - 2 - i;
+  return i;
+}
+
+void check_crop(const Image& image, const PixelCrop& c) {
+  if (c.w <= 0 || c.h <= 0 || c.x < 0 || c.y < 0 || c.x + c.w > image.width ||
+      c.y + c.h > image.height)
+    throw std::invalid_argument("crop (" + std::to_string(c.x) + ", " + std::to_string(c.y) + ", " +
+                                std::to_string(c.w) + ", " + std::to_string(c.h) +
+                                ") does not fit a " + std::to_string(image.width) + "x" +
+                                std::to_string(image.height) + " image");
+  if (static_cast<std::int64_t>(image.pixels.size()) != image.channels * image.height * image.width)
+    throw std::invalid_argument("image buffer size does not match its shape");
+}
+
+}  // namespace
+
+void resample(const Image& image, const PixelCrop& crop, std::int64_t out_h, std::int64_t out_w,
+              bool flip, float* out) {
+  check_crop(image, crop);
+  const std::int64_t C = image.channels, W = image.width;
+  // 1/255 folded into the horizontal weights: uint8 -> [0, 1] for free.
+  AxisTaps tx = axis_taps(crop.x, crop.w, out_w, 1.0f / 255.0f);
+  if (flip) mirror(tx);
+  const AxisTaps ty = axis_taps(crop.y, crop.h, out_h, 1.0f);
+
+  // Horizontal pass over the crop's rows: tmp[c][row][out_x].
+  std::vector<float> tmp(C * crop.h * out_w);
+  const std::uint8_t* px = image.pixels.data();
+  for (std::int64_t r = 0; r < crop.h; ++r) {
+    const std::uint8_t* row = px + (crop.y + r) * W * C;
+    for (std::int64_t c = 0; c < C; ++c) {
+      float* dst = &tmp[(c * crop.h + r) * out_w];
+      for (std::int64_t o = 0; o < out_w; ++o) {
+        const float* w = &tx.weight[o * tx.taps];
+        const std::uint8_t* s = row + tx.first[o] * C + c;
+        float acc = 0;
+        for (std::int64_t k = 0; k < tx.count[o]; ++k) acc += w[k] * static_cast<float>(s[k * C]);
+        dst[o] = acc;
+      }
+    }
+  }
+  // Vertical pass: whole rows at a time (contiguous, vectorises).
+  for (std::int64_t c = 0; c < C; ++c) {
+    for (std::int64_t o = 0; o < out_h; ++o) {
+      float* dst = out + (c * out_h + o) * out_w;
+      std::fill(dst, dst + out_w, 0.0f);
+      const float* w = &ty.weight[o * ty.taps];
+      for (std::int64_t k = 0; k < ty.count[o]; ++k) {
+        const float* src = &tmp[(c * crop.h + (ty.first[o] - crop.y + k)) * out_w];
+        const float wk = w[k];
+        for (std::int64_t x = 0; x < out_w; ++x) dst[x] += wk * src[x];
+      }
+      for (std::int64_t x = 0; x < out_w; ++x) dst[x] = clamp01(dst[x]);
+    }
+  }
+}
+
+Image resize_image(const Image& image, const PixelCrop& crop, std::int64_t out_h,
+                   std::int64_t out_w) {
+  const std::int64_t C = image.channels;
+  std::vector<float> chw(C * out_h * out_w);
+  resample(image, crop, out_h, out_w, false, chw.data());
+  Image out;
+  out.channels = C;
+  out.height = out_h;
+  out.width = out_w;
+  out.pixels.resize(chw.size());
+  const std::int64_t hw = out_h * out_w;
+  for (std::int64_t c = 0; c < C; ++c)
+    for (std::int64_t i = 0; i < hw; ++i)
+      out.pixels[i * C + c] = static_cast<std::uint8_t>(std::lround(chw[c * hw + i] * 255.0f));
+  return out;
+}
+
+Image resize_center_square(const Image& image, std::int64_t side) {
+  const std::int64_t s = std::min(image.height, image.width);
+  PixelCrop crop{(image.width - s) / 2, (image.height - s) / 2, s, s};
+  if (s == side && image.height == image.width) return image;
+  return resize_image(image, crop, side, side);
+}
+
+void adjust_brightness(float* p, std::int64_t c, std::int64_t hw, double factor) {
+  const auto f = static_cast<float>(factor);
+  for (std::int64_t i = 0; i < c * hw; ++i) p[i] = clamp01(p[i] * f);
+}
+
+namespace {
+inline float luma(float r, float g, float b) {
+  return 0.2989f * r + 0.587f * g + 0.114f * b;
+}
+}  // namespace
+
+void adjust_contrast(float* p, std::int64_t c, std::int64_t hw, double factor) {
+  // torchvision: blend with the mean of the grayscale image.
+  double sum = 0;
+  if (c == 3) {
+    for (std::int64_t i = 0; i < hw; ++i) sum += luma(p[i], p[hw + i], p[2 * hw + i]);
+  } else {
+    for (std::int64_t i = 0; i < c * hw; ++i) sum += p[i];
+    sum /= static_cast<double>(c);
+  }
+  const auto mean = static_cast<float>(sum / static_cast<double>(hw));
+  const auto f = static_cast<float>(factor);
+  const float offset = (1.0f - f) * mean;
+  for (std::int64_t i = 0; i < c * hw; ++i) p[i] = clamp01(f * p[i] + offset);
+}
+
+void adjust_saturation(float* p, std::int64_t c, std::int64_t hw, double factor) {
+  if (c != 3) return;
+  const auto f = static_cast<float>(factor);
+  for (std::int64_t i = 0; i < hw; ++i) {
+    const float g = (1.0f - f) * luma(p[i], p[hw + i], p[2 * hw + i]);
+    for (std::int64_t ch = 0; ch < 3; ++ch) p[ch * hw + i] = clamp01(f * p[ch * hw + i] + g);
+  }
+}
+
+void adjust_hue(float* p, std::int64_t c, std::int64_t hw, double shift) {
+  if (c != 3) return;
+  const auto dh = static_cast<float>(shift);
+  for (std::int64_t i = 0; i < hw; ++i) {
+    const float r = p[i], g = p[hw + i], b = p[2 * hw + i];
+    // RGB -> HSV as torchvision's _rgb2hsv.
+    const float maxc = std::max({r, g, b}), minc = std::min({r, g, b});
+    const float cr = maxc - minc;
+    const bool equal = cr == 0.0f;
+    const float s = cr / (equal ? 1.0f : maxc);
+    const float div = equal ? 1.0f : cr;
+    const float rc = (maxc - r) / div, gc = (maxc - g) / div, bc = (maxc - b) / div;
+    float h;
+    if (maxc == r)
+      h = bc - gc;
+    else if (maxc == g)
+      h = 2.0f + rc - bc;
+    else
+      h = 4.0f + gc - rc;
+    h = std::fmod(h / 6.0f + 1.0f, 1.0f);
+    // Shift, wrapping into [0, 1).
+    h = h + dh;
+    h -= std::floor(h);
+    // HSV -> RGB as torchvision's _hsv2rgb.
+    const float v = maxc;
+    const float h6 = h * 6.0f;
+    const float fi = std::floor(h6);
+    const float fr = h6 - fi;
+    const int sector = static_cast<int>(fi) % 6;
+    const float pp = clamp01(v * (1.0f - s));
+    const float q = clamp01(v * (1.0f - s * fr));
+    const float t = clamp01(v * (1.0f - s * (1.0f - fr)));
+    float o[3];
+    switch (sector) {
+      case 0:
+        o[0] = v, o[1] = t, o[2] = pp;
+        break;
+      case 1:
+        o[0] = q, o[1] = v, o[2] = pp;
+        break;
+      case 2:
+        o[0] = pp, o[1] = v, o[2] = t;
+        break;
+      case 3:
+        o[0] = pp, o[1] = q, o[2] = v;
+        break;
+      case 4:
+        o[0] = t, o[1] = pp, o[2] = v;
+        break;
+      default:
+        o[0] = v, o[1] = pp, o[2] = q;
+        break;
+    }
+    p[i] = o[0];
+    p[hw + i] = o[1];
+    p[2 * hw + i] = o[2];
+  }
+}
+
+void to_grayscale(float* p, std::int64_t c, std::int64_t hw) {
+  if (c != 3) return;
+  for (std::int64_t i = 0; i < hw; ++i) {
+    const float l = luma(p[i], p[hw + i], p[2 * hw + i]);
+    p[i] = p[hw + i] = p[2 * hw + i] = l;
+  }
+}
+
+std::vector<float> gaussian_kernel(double sigma) {
+  const auto radius = std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(3.0 * sigma)));
+  std::vector<float> k(2 * radius + 1);
+  double total = 0;
+  for (std::int64_t i = -radius; i <= radius; ++i) {
+    const double v = std::exp(-0.5 * static_cast<double>(i * i) / (sigma * sigma));
+    k[i + radius] = static_cast<float>(v);
+    total += v;
+  }
+  for (auto& v : k) v = static_cast<float>(v / total);
+  return k;
+}
+
+void gaussian_blur(float* p, std::int64_t c, std::int64_t h, std::int64_t w, double sigma) {
+  const std::vector<float> k = gaussian_kernel(sigma);
+  const auto r = static_cast<std::int64_t>(k.size() / 2);
+  std::vector<float> padded(w + 2 * r);
+  std::vector<float> tmp(h * w);
+  for (std::int64_t ch = 0; ch < c; ++ch) {
+    float* img = p + ch * h * w;
+    // Horizontal: copy each row into a reflected, padded buffer, then convolve.
+    for (std::int64_t y = 0; y < h; ++y) {
+      const float* row = img + y * w;
+      for (std::int64_t x = -r; x < w + r; ++x) padded[x + r] = row[reflect(x, w)];
+      float* dst = &tmp[y * w];
+      for (std::int64_t x = 0; x < w; ++x) {
+        float acc = 0;
+        for (std::size_t j = 0; j < k.size(); ++j) acc += k[j] * padded[x + j];
+        dst[x] = acc;
+      }
+    }
+    // Vertical: weighted sum of whole rows.
+    for (std::int64_t y = 0; y < h; ++y) {
+      float* dst = img + y * w;
+      std::fill(dst, dst + w, 0.0f);
+      for (std::int64_t j = -r; j <= r; ++j) {
+        const float* src = &tmp[reflect(y + j, h) * w];
+        const float kj = k[j + r];
+        for (std::int64_t x = 0; x < w; ++x) dst[x] += kj * src[x];
+      }
+    }
+  }
+}
+
+void solarize(float* p, std::int64_t n, double threshold) {
+  const auto t = static_cast<float>(threshold);
+  for (std::int64_t i = 0; i < n; ++i)
+    if (p[i] >= t) p[i] = 1.0f - p[i];
+}
+
+void normalize(float* p, std::int64_t c, std::int64_t hw, const std::vector<double>& mean,
+               const std::vector<double>& std) {
+  auto pick = [c](const std::vector<double>& v, std::int64_t ch, const char* what) {
+    if (v.size() == 1) return v[0];
+    if (static_cast<std::int64_t>(v.size()) != c)
+      throw std::invalid_argument(std::string("normalisation ") + what + " has " +
+                                  std::to_string(v.size()) + " values for " + std::to_string(c) +
+                                  " channels");
+    return v[ch];
+  };
+  for (std::int64_t ch = 0; ch < c; ++ch) {
+    const auto m = static_cast<float>(pick(mean, ch, "mean"));
+    const auto inv = static_cast<float>(1.0 / pick(std, ch, "std"));
+    float* q = p + ch * hw;
+    for (std::int64_t i = 0; i < hw; ++i) q[i] = (q[i] - m) * inv;
+  }
+}
+
+}  // namespace wb::data
