@@ -4,7 +4,10 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+
 #include "workbench/geometry.h"
+#include "workbench/views.h"
 
 namespace {
 
@@ -80,4 +83,65 @@ TEST_CASE("argmax matches between two known views") {
   CHECK(best[1][0].item<double>() == doctest::Approx(1.0 / 7.0));
   const at::Tensor valid = best > 0.2;
   CHECK(valid[1].equal(at::tensor({0, 1, 0, 1}).to(at::kBool)));
+}
+
+namespace {
+
+// R = x and G = y of each pixel centre in normalised coordinates, B = 0.5: the mean of a
+// patch's R and G is the centre of the region of the original image it shows.
+class GradientDataset : public wb::Dataset {
+ public:
+  std::int64_t size() const override { return 16; }
+  std::int64_t classes() const override { return 1; }
+  std::int64_t channels() const override { return 3; }
+  std::int64_t image_size() const override { return 64; }
+  wb::Image image(std::int64_t) const override {
+    wb::Image img;
+    img.channels = 3;
+    img.height = img.width = 64;
+    img.pixels.resize(3 * 64 * 64);
+    for (int y = 0; y < 64; ++y)
+      for (int x = 0; x < 64; ++x) {
+        std::uint8_t* p = &img.pixels[(y * 64 + x) * 3];
+        p[0] = static_cast<std::uint8_t>(std::lround((x + 0.5) / 64 * 255));
+        p[1] = static_cast<std::uint8_t>(std::lround((y + 0.5) / 64 * 255));
+        p[2] = 128;
+      }
+    return img;
+  }
+  std::int64_t label(std::int64_t) const override { return 0; }
+  std::string describe() const override { return "gradient"; }
+};
+
+}  // namespace
+
+TEST_CASE("the pixels of every patch of loaded views come from where patch_boxes says") {
+  // Crops and flips from the real loader; each patch's mean colour must equal the centre of
+  // its box in the original image, so boxes, flips and pixels agree end to end.
+  auto data = std::make_shared<GradientDataset>();
+  wb::ViewRecipe r = wb::view_preset("train");
+  r.size = 32;
+  r.scale_min = 0.2;
+  r.mean = {0.0};
+  r.std = {1.0};
+  wb::LoaderOptions o;
+  o.batch_size = 16;
+  o.workers = 1;
+  wb::Loader loader(data, {r, r}, o);
+  const wb::Batch b = *loader.next();
+  const std::int64_t g = 4;  // 8-pixel patches
+  int flipped = 0;
+  for (int v = 0; v < 2; ++v) {
+    const at::Tensor boxes = wb::patch_boxes(b.geometry[v], g);  // [16, 16, 4]
+    // Mean of R and G over each 8 x 8 patch: [16, 3, 4, 4] -> [16, 3, 16].
+    const at::Tensor means = at::avg_pool2d(b.views[v], {8, 8}).flatten(2);
+    const at::Tensor cx = boxes.select(2, 0) + boxes.select(2, 2) / 2;
+    const at::Tensor cy = boxes.select(2, 1) + boxes.select(2, 3) / 2;
+    // Within a source pixel and a half (resampling at crop edges, 8-bit rounding).
+    CHECK((means.select(1, 0) - cx).abs().max().item<double>() < 1.5 / 64);
+    CHECK((means.select(1, 1) - cy).abs().max().item<double>() < 1.5 / 64);
+    flipped += b.geometry[v].flip.sum().item<int>();
+  }
+  CHECK(flipped > 0);  // both cases were exercised
+  CHECK(flipped < 32);
 }

@@ -17,11 +17,5 @@ int eval(const Args&) {
 int report(const Args&) {
   throw std::runtime_error("'report' is not implemented yet");
 }
-int bench(const Args&) {
-  throw std::runtime_error("'bench' is not implemented yet");
-}
-int views(const Args&) {
-  throw std::runtime_error("'views' is not implemented yet");
-}
 
 }  // namespace wb::cli

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdlib>
 #include <exception>
 #include <map>
 #include <mutex>
@@ -19,10 +20,65 @@
 
 namespace wb {
 
+namespace {
+
+// Recycles the memory of the view tensors. A fresh 224-px batch is tens of MB that the kernel
+// must map and zero page by page on first touch, which cost about a third of a worker's time;
+// buffers handed back by the trainer (when it drops a batch) are already mapped. Each tensor's
+// deleter returns its buffer here; the pool lives as long as any tensor from it.
+class BufferPool : public std::enable_shared_from_this<BufferPool> {
+ public:
+  explicit BufferPool(std::size_t keep) : keep_(keep) {}
+  ~BufferPool() {
+    for (auto& [bytes, list] : free_)
+      for (void* p : list) std::free(p);
+  }
+
+  at::Tensor floats(at::IntArrayRef sizes) {
+    std::size_t bytes = sizeof(float);
+    for (auto s : sizes) bytes *= static_cast<std::size_t>(s);
+    bytes = std::max<std::size_t>((bytes + 63) / 64 * 64, 64);
+    void* p = take(bytes);
+    if (!p) p = std::aligned_alloc(64, bytes);
+    if (!p) throw std::bad_alloc();
+    auto self = shared_from_this();
+    return at::from_blob(
+        p, sizes, [self, bytes](void* q) { self->give(q, bytes); }, at::kFloat);
+  }
+
+ private:
+  void* take(std::size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto& list = free_[bytes];
+    if (list.empty()) return nullptr;
+    void* p = list.back();
+    list.pop_back();
+    return p;
+  }
+  void give(void* p, std::size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto& list = free_[bytes];
+      if (list.size() < keep_) {
+        list.push_back(p);
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+  std::size_t keep_;
+  std::mutex mutex_;
+  std::map<std::size_t, std::vector<void*>> free_;
+};
+
+}  // namespace
+
 struct Loader::Impl {
   std::shared_ptr<const Dataset> data;
   std::vector<ViewRecipe> recipes;  // resolved
   LoaderOptions options;
+  std::shared_ptr<BufferPool> pool;
 
   std::int64_t epoch = -1;  // -1: no epoch started yet
   std::vector<std::int64_t> order;
@@ -69,7 +125,7 @@ Batch Loader::Impl::build(std::int64_t b) const {
   std::vector<float*> view_ptr, box_ptr;
   std::vector<bool*> flip_ptr;
   for (const auto& r : recipes) {
-    batch.views.push_back(at::empty({n, C, r.size, r.size}, at::kFloat));
+    batch.views.push_back(pool->floats({n, C, r.size, r.size}));
     ViewGeometry g{at::empty({n, 4}, at::kFloat), at::empty({n}, at::kBool)};
     view_ptr.push_back(batch.views.back().data_ptr<float>());
     box_ptr.push_back(g.box.data_ptr<float>());
@@ -142,6 +198,9 @@ Loader::Loader(std::shared_ptr<const Dataset> data, std::vector<ViewRecipe> view
   for (auto& r : views) impl_->recipes.push_back(data::resolve_recipe(std::move(r), *data));
   impl_->data = std::move(data);
   impl_->options = options;
+  // Batches in flight, plus a few held by the trainer, for each view.
+  impl_->pool = std::make_shared<BufferPool>(
+      static_cast<std::size_t>(impl_->in_flight_limit() + 3) * impl_->recipes.size());
 }
 
 Loader::~Loader() {
