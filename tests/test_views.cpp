@@ -110,6 +110,16 @@ TEST_CASE("colour operations match hand-computed pixels") {
     CHECK(c[0] == doctest::Approx(0.2));
     CHECK(c[1] == doctest::Approx(0.6));
     CHECK(c[2] == doctest::Approx(0.6));
+    // Five pixels (four take the vectorised path, one the scalar one): red, dull red, grey,
+    // (0.3, 0.7, 0.1) whose hue x 6 is 2 - 1/3, red; all turned by 1/3.
+    float p5[15] = {1.0f, 0.6f, 0.5f, 0.3f, 1.0f,   // R
+                    0.0f, 0.2f, 0.5f, 0.7f, 0.0f,   // G
+                    0.0f, 0.2f, 0.5f, 0.1f, 0.0f};  // B
+    adjust_hue(p5, 3, 5, 1.0 / 3.0);
+    // Expected: green; (0.2, 0.6, 0.2); grey; hue x 6 = 3 + 2/3 -> (min, max - 0.6 x 2/3, max).
+    const float expect[15] = {0.0f, 0.2f, 0.5f, 0.1f, 0.0f, 1.0f, 0.6f, 0.5f,
+                              0.3f, 1.0f, 0.0f, 0.2f, 0.5f, 0.7f, 0.0f};
+    for (int i = 0; i < 15; ++i) CHECK(p5[i] == doctest::Approx(expect[i]).epsilon(1e-5));
   }
   SUBCASE("solarize inverts values at or above the threshold") {
     float p[3] = {0.2f, 0.5f, 0.9f};

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -208,42 +209,71 @@ void adjust_saturation(float* p, std::int64_t c, std::int64_t hw, double factor)
   }
 }
 
+namespace {
+
+// torchvision's RGB -> HSV -> RGB with the hue moved by dh6 / 6, written branch-free for
+// scalars and GCC vectors alike: with v = max, chroma = max - min and h6 = 6 x hue, each
+// channel is v - chroma * clamp(min(k, 4 - k), 0, 1) for k = (n + h6) mod 6, n = 5, 3, 1 for
+// R, G, B (the six-sector table's values, since v s = chroma). The compiler will not
+// vectorise the scalar form by itself (the selects on comparisons stay branches).
+template <class T, class M>
+inline T select(M mask, T a, T b) {
+  return mask ? a : b;
+}
+template <class T>
+inline T vmax(T a, T b) {
+  return select(a > b, a, b);
+}
+template <class T>
+inline T vmin(T a, T b) {
+  return select(a < b, a, b);
+}
+
+template <class T>
+inline void rotate_hue(T& r, T& g, T& b, T dh6) {
+  const T zero = r - r, one = zero + 1.0f, six = zero + 6.0f;
+  const T maxc = vmax(r, vmax(g, b)), minc = vmin(r, vmin(g, b));
+  const T chroma = maxc - minc;
+  const T inv = one / select(chroma > zero, chroma, one);  // grey: h6 = 0, channels stay max
+  const T hr = (g - b) * inv, hg = 2.0f + (b - r) * inv, hb = 4.0f + (r - g) * inv;
+  T h6 = select(maxc == r, hr, select(maxc == g, hg, hb)) + dh6;  // in [-4, 8)
+  h6 = select(h6 < zero, h6 + six, h6);
+  h6 = select(h6 >= six, h6 - six, h6);
+  auto channel = [&](float n) {
+    T k = h6 + n;
+    k = select(k >= six, k - six, k);
+    return maxc - chroma * vmax(zero, vmin(vmin(k, 4.0f - k), one));
+  };
+  const T nr = channel(5.0f), ng = channel(3.0f), nb = channel(1.0f);
+  r = nr;
+  g = ng;
+  b = nb;
+}
+
+}  // namespace
+
 void adjust_hue(float* p, std::int64_t c, std::int64_t hw, double shift) {
   if (c != 3) return;
-  // torchvision's RGB -> HSV -> RGB with the hue moved, in a branch-free form that
-  // vectorises: with v = max, chroma = max - min and h6 = 6 x hue, each channel is
-  // v - chroma * clamp(min(k, 4 - k), 0, 1) for k = (n + h6) mod 6, n = 5, 3, 1 for R, G, B
-  // (the same values as the six-sector table, since v s = chroma).
   const auto dh6 = static_cast<float>(shift * 6.0);
-  float* __restrict R = p;
-  float* __restrict G = p + hw;
-  float* __restrict B = p + 2 * hw;
-  for (std::int64_t i = 0; i < hw; ++i) {
-    const float r = R[i], g = G[i], b = B[i];
-    const float maxc = std::max(r, std::max(g, b)), minc = std::min(r, std::min(g, b));
-    const float chroma = maxc - minc;
-    // Grey (chroma 0): h6 = 0 and every channel stays max.
-    const float inv = 1.0f / (chroma > 0.0f ? chroma : 1.0f);
-    const float hr = (g - b) * inv, hg = 2.0f + (b - r) * inv, hb = 4.0f + (r - g) * inv;
-    float h6 = maxc == g ? hg : hb;
-    h6 = maxc == r ? hr : h6;
-    // Wrap from [-4, 8) into [0, 6). Selecting the constant, not the sum, keeps the loop free
-    // of conditional arithmetic, which GCC will not vectorise (it might trap).
-    h6 += dh6;
-    h6 += h6 < 0.0f ? 6.0f : 0.0f;
-    h6 -= h6 >= 6.0f ? 6.0f : 0.0f;
-    float out[3];
-    const float n[3] = {5.0f, 3.0f, 1.0f};
-    for (int ch = 0; ch < 3; ++ch) {
-      float k = n[ch] + h6;
-      k -= k >= 6.0f ? 6.0f : 0.0f;
-      const float t = std::max(0.0f, std::min(std::min(k, 4.0f - k), 1.0f));
-      out[ch] = maxc - chroma * t;
-    }
-    R[i] = out[0];
-    G[i] = out[1];
-    B[i] = out[2];
+  float* R = p;
+  float* G = p + hw;
+  float* B = p + 2 * hw;
+  std::int64_t i = 0;
+#if defined(__GNUC__) && !defined(__clang__)
+  typedef float v4f __attribute__((vector_size(16)));
+  const v4f d = {dh6, dh6, dh6, dh6};
+  for (; i + 4 <= hw; i += 4) {
+    v4f r, g, b;
+    std::memcpy(&r, R + i, sizeof r);
+    std::memcpy(&g, G + i, sizeof g);
+    std::memcpy(&b, B + i, sizeof b);
+    rotate_hue(r, g, b, d);
+    std::memcpy(R + i, &r, sizeof r);
+    std::memcpy(G + i, &g, sizeof g);
+    std::memcpy(B + i, &b, sizeof b);
   }
+#endif
+  for (; i < hw; ++i) rotate_hue(R[i], G[i], B[i], dh6);
 }
 
 void to_grayscale(float* p, std::int64_t c, std::int64_t hw) {
