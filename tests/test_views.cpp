@@ -2,10 +2,12 @@
 // flips with their boxes, presets.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
 #include "data/image_ops.h"
+#include "data/schema.h"
 #include "data/view_pipeline.h"
 #include "test_data_helpers.h"
 
@@ -281,4 +283,28 @@ TEST_CASE("moco views on one channel: jitter acts through brightness and contras
     CHECK(out[0] >= 100 / 255.0 * 0.6 - 1e-5);
     CHECK(out[0] <= 100 / 255.0 * 1.4 + 1e-5);
   }
+}
+
+TEST_CASE("view recipe overrides and the data schemas") {
+  wb::Params p("views.view2");
+  p.set("blur_p", 0.5);
+  p.set("size", std::int64_t{16});
+  p.set("random_crop", false);
+  p.set("mean", std::vector<double>{0.1});
+  const wb::ViewRecipe r = wb::apply_view_overrides(wb::view_preset("moco2"), p);
+  CHECK(r.blur_p == 0.5);
+  CHECK(r.size == 16);
+  CHECK_FALSE(r.random_crop);
+  CHECK(r.mean == std::vector<double>{0.1});
+  CHECK(r.solarize_p == 0.2);  // untouched keys keep the preset's values
+  p.set("blurr_p", 0.5);
+  CHECK_THROWS_WITH_AS(wb::apply_view_overrides(wb::view_preset("moco2"), p),
+                       doctest::Contains("unknown view recipe key 'blurr_p' in views.view2"),
+                       std::invalid_argument);
+  CHECK(wb::view_override_schema().size() == 21);
+  std::vector<std::string> keys;
+  for (const auto& s : wb::data_schema()) keys.push_back(s.name);
+  for (const char* k : {"dataset", "path", "image_size", "val_fraction", "label_fraction", "shots",
+                        "classes", "subset_seed", "train_limit", "test_limit"})
+    CHECK(std::find(keys.begin(), keys.end(), k) != keys.end());
 }
