@@ -2,6 +2,7 @@
 // these without knowing the file format.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -25,9 +26,19 @@ class Dataset {
   virtual Image image(std::int64_t i) const = 0;  // thread-safe
   virtual std::int64_t label(std::int64_t i) const = 0;
   virtual std::string describe() const = 0;  // "fashion_mnist train (60000 images, 10 classes)"
+
+  // Per-channel mean and standard deviation of the pixel values scaled to [0, 1], used to
+  // normalise views whose recipe leaves mean/std empty. Data sets with known statistics
+  // override these; the default is 0.5 / 0.5 for every channel.
+  virtual std::vector<double> pixel_mean() const {
+    return std::vector<double>(static_cast<std::size_t>(channels()), 0.5);
+  }
+  virtual std::vector<double> pixel_std() const {
+    return std::vector<double>(static_cast<std::size_t>(channels()), 0.5);
+  }
 };
 
 enum class Split { Train, Val, Test };
-const char* split_name(Split split);
+const char* split_name(Split split);  // "train", "val", "test"
 
 }  // namespace wb

@@ -5,14 +5,6 @@
 
 namespace wb::cli {
 
-int eval(const Args&) {
-  throw std::runtime_error("'eval' is not implemented yet");
-}
-int bench(const Args&) {
-  throw std::runtime_error("'bench' is not implemented yet");
-}
-int views(const Args&) {
-  throw std::runtime_error("'views' is not implemented yet");
-}
+int eval(const Args&) { throw std::runtime_error("'eval' is not implemented yet"); }
 
 }  // namespace wb::cli

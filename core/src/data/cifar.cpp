@@ -1,0 +1,47 @@
+// CIFAR-10 / CIFAR-100 binary batches.
+#include <stdexcept>
+
+#include "data/codec.h"
+#include "data/memory_dataset.h"
+
+namespace wb::data {
+
+std::shared_ptr<const NamedDataset> load_cifar(const std::vector<std::string>& files, bool cifar100,
+                                               std::string name, std::int64_t image_size,
+                                               Stats stats) {
+  constexpr std::int64_t side = 32, plane = side * side;
+  const std::size_t label_bytes = cifar100 ? 2 : 1;
+  const std::size_t record = label_bytes + 3 * plane;
+  const std::int64_t max_label = cifar100 ? 100 : 10;
+  std::vector<std::uint8_t> pixels;
+  std::vector<std::int64_t> labels;
+  for (const auto& file : files) {
+    const std::vector<std::uint8_t> bytes = read_file(file);
+    if (bytes.empty() || bytes.size() % record != 0)
+      throw std::runtime_error(
+          file + ": truncated or not a CIFAR" + std::string(cifar100 ? "-100" : "-10") +
+          " batch: " + std::to_string(bytes.size()) + " bytes is not a whole number of " +
+          std::to_string(record) + "-byte records");
+    const std::size_t n = bytes.size() / record;
+    const std::size_t first = labels.size();
+    pixels.resize((first + n) * 3 * plane);
+    for (std::size_t r = 0; r < n; ++r) {
+      const std::uint8_t* rec = &bytes[r * record];
+      const std::int64_t label = rec[label_bytes - 1];  // CIFAR-100: the fine label
+      if (label >= max_label)
+        throw std::runtime_error(file + ": record " + std::to_string(r) + " has label " +
+                                 std::to_string(label) + ", expected < " +
+                                 std::to_string(max_label));
+      labels.push_back(label);
+      // Planar RGB -> interleaved HWC.
+      const std::uint8_t* planes = rec + label_bytes;
+      std::uint8_t* out = &pixels[(first + r) * 3 * plane];
+      for (std::int64_t i = 0; i < plane; ++i)
+        for (std::int64_t c = 0; c < 3; ++c) out[i * 3 + c] = planes[c * plane + i];
+    }
+  }
+  return std::make_shared<MemoryDataset>(std::move(name), 3, side, side, std::move(pixels),
+                                         std::move(labels), image_size, std::move(stats));
+}
+
+}  // namespace wb::data

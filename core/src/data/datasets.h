@@ -1,0 +1,87 @@
+// Data set readers (IDX, CIFAR binary, image folders), subset wrappers and the factory that
+// builds the data set of a run from its [data] parameters.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "workbench/data.h"
+#include "workbench/params.h"
+
+namespace wb {
+
+// The data set described by a [data] table (docs/design.md: dataset, path, image_size,
+// val_fraction, label_fraction, shots, classes, subset_seed, train_limit, test_limit, and
+// relabel = true: whether a class filter renumbers the kept classes 0..n-1). Missing keys
+// take their documented defaults. Order: first-N limit, class filter, validation split
+// (Train = train minus Val), then label fraction and shots (Train only).
+std::shared_ptr<const Dataset> open_dataset(const Params& data, Split split);
+
+}  // namespace wb
+
+namespace wb::data {
+
+// Our data sets know a short name ("fashion_mnist train, 10% labels") and their classes' names.
+class NamedDataset : public Dataset {
+ public:
+  virtual std::string name() const = 0;
+  virtual std::vector<std::string> class_names() const;  // default "0", "1", ...
+  std::string describe() const override;                 // name + " (N images, K classes)"
+};
+
+std::string name_of(const Dataset& data);  // name() when it is a NamedDataset, else describe()
+
+struct Stats {
+  std::vector<double> mean, std;
+};
+Stats fashion_mnist_stats();
+Stats cifar10_stats();
+Stats cifar100_stats();
+Stats imagenet_stats();
+
+// Every dataset yields square images: `image_size` > 0 resizes them (shorter side, then the
+// central square) when an item is read; 0 keeps the native size.
+
+// IDX files (gzip or raw): images idx3 of unsigned bytes [N, H, W], labels idx1 [N].
+std::shared_ptr<const NamedDataset> load_idx(const std::string& images_file,
+                                             const std::string& labels_file, std::string name,
+                                             std::int64_t image_size, Stats stats);
+
+// CIFAR binary batches: 1 label byte (CIFAR-10) or coarse + fine label bytes (CIFAR-100,
+// the fine label is used) followed by 3072 bytes of planar 32x32 RGB.
+std::shared_ptr<const NamedDataset> load_cifar(const std::vector<std::string>& files, bool cifar100,
+                                               std::string name, std::int64_t image_size,
+                                               Stats stats);
+
+// root/<class>/*.jpg|jpeg|png, classes sorted by name. image_size 0 means 224 here (a folder
+// has no native size).
+std::shared_ptr<const NamedDataset> open_folder(const std::string& root, std::string name,
+                                                std::int64_t image_size);
+
+// Subsets. Each keeps the base's item order; seeds make them reproducible.
+std::shared_ptr<const Dataset> subset(std::shared_ptr<const Dataset> base,
+                                      std::vector<std::int64_t> indices, std::string what);
+std::shared_ptr<const Dataset> first_n(std::shared_ptr<const Dataset> base, std::int64_t n);
+// Per class round(fraction x count), at least 1.
+std::shared_ptr<const Dataset> label_fraction(std::shared_ptr<const Dataset> base, double fraction,
+                                              std::uint64_t seed);
+// min(k, count) per class.
+std::shared_ptr<const Dataset> k_shots(std::shared_ptr<const Dataset> base, std::int64_t k,
+                                       std::uint64_t seed);
+// Keeps the listed classes; relabel: class classes[i] becomes label i.
+std::shared_ptr<const Dataset> filter_classes(std::shared_ptr<const Dataset> base,
+                                              const std::vector<std::int64_t>& classes,
+                                              bool relabel);
+
+// Class-balanced validation split: per class round(fraction x count), at least 1 when
+// fraction > 0, and never the whole class when it has 2 or more items.
+struct TrainVal {
+  std::shared_ptr<const Dataset> train, val;
+};
+TrainVal split_validation(std::shared_ptr<const Dataset> base, double fraction, std::uint64_t seed);
+
+std::vector<std::int64_t> all_labels(const Dataset& data);
+
+}  // namespace wb::data
