@@ -1,67 +1,72 @@
 #include "train/data_access.h"
 
-#include <functional>
-#include <map>
-#include <stdexcept>
+#include <numeric>
 
 #include "data/datasets.h"
+#include "data/view_overrides.h"
 
 namespace wb {
 
-std::shared_ptr<const Dataset> open_data(const Params& data, Split split) {
-  return open_dataset(data, split);
-}
-
 namespace {
 
-// How each [views.viewN] key lands in a ViewRecipe.
-using Setter = std::function<void(ViewRecipe&, const Params&, const std::string&)>;
+// Presents a data set with another channel count: grey is replicated to RGB, RGB becomes
+// luma (torchvision's weights). Lets a transfer set feed a backbone built for the other kind.
+class ChannelConvert final : public Dataset {
+ public:
+  ChannelConvert(std::shared_ptr<const Dataset> base, std::int64_t channels)
+      : base_(std::move(base)), channels_(channels) {}
+  std::int64_t size() const override { return base_->size(); }
+  std::int64_t classes() const override { return base_->classes(); }
+  std::int64_t channels() const override { return channels_; }
+  std::int64_t image_size() const override { return base_->image_size(); }
+  std::int64_t label(std::int64_t i) const override { return base_->label(i); }
+  std::string describe() const override {
+    return base_->describe() + " as " + (channels_ == 1 ? "grey" : "RGB");
+  }
+  Image image(std::int64_t i) const override {
+    Image in = base_->image(i);
+    Image out{channels_, in.height, in.width, {}};
+    const std::int64_t pixels = in.height * in.width;
+    out.pixels.resize(static_cast<std::size_t>(pixels * channels_));
+    for (std::int64_t p = 0; p < pixels; ++p) {
+      const std::uint8_t* src = &in.pixels[static_cast<std::size_t>(p * in.channels)];
+      std::uint8_t* dst = &out.pixels[static_cast<std::size_t>(p * channels_)];
+      if (channels_ == 1)
+        dst[0] = static_cast<std::uint8_t>(0.2989 * src[0] + 0.587 * src[1] + 0.114 * src[2] + 0.5);
+      else
+        dst[0] = dst[1] = dst[2] = src[0];
+    }
+    return out;
+  }
+  std::vector<double> pixel_mean() const override { return convert(base_->pixel_mean()); }
+  std::vector<double> pixel_std() const override { return convert(base_->pixel_std()); }
 
-const std::map<std::string, Setter>& recipe_setters() {
-  auto real = [](double ViewRecipe::*field) {
-    return Setter([field](ViewRecipe& r, const Params& p, const std::string& k) { r.*field = p.real(k); });
-  };
-  static const std::map<std::string, Setter> setters = {
-      {"size", [](ViewRecipe& r, const Params& p, const std::string& k) { r.size = p.integer(k); }},
-      {"random_crop",
-       [](ViewRecipe& r, const Params& p, const std::string& k) { r.random_crop = p.boolean(k); }},
-      {"scale_min", real(&ViewRecipe::scale_min)},
-      {"scale_max", real(&ViewRecipe::scale_max)},
-      {"ratio_min", real(&ViewRecipe::ratio_min)},
-      {"ratio_max", real(&ViewRecipe::ratio_max)},
-      {"center_crop", real(&ViewRecipe::center_crop)},
-      {"flip_p", real(&ViewRecipe::flip_p)},
-      {"jitter_p", real(&ViewRecipe::jitter_p)},
-      {"brightness", real(&ViewRecipe::brightness)},
-      {"contrast", real(&ViewRecipe::contrast)},
-      {"saturation", real(&ViewRecipe::saturation)},
-      {"hue", real(&ViewRecipe::hue)},
-      {"grayscale_p", real(&ViewRecipe::grayscale_p)},
-      {"blur_p", real(&ViewRecipe::blur_p)},
-      {"blur_sigma_min", real(&ViewRecipe::blur_sigma_min)},
-      {"blur_sigma_max", real(&ViewRecipe::blur_sigma_max)},
-      {"solarize_p", real(&ViewRecipe::solarize_p)},
-      {"solarize_threshold", real(&ViewRecipe::solarize_threshold)},
-      {"mean", [](ViewRecipe& r, const Params& p, const std::string& k) { r.mean = p.reals(k); }},
-      {"std", [](ViewRecipe& r, const Params& p, const std::string& k) { r.std = p.reals(k); }},
-  };
-  return setters;
-}
+ private:
+  std::vector<double> convert(const std::vector<double>& v) const {
+    if (channels_ == 3) return std::vector<double>(3, v.at(0));
+    return {std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size())};
+  }
+
+  std::shared_ptr<const Dataset> base_;
+  std::int64_t channels_;
+};
 
 }  // namespace
 
-ViewRecipe make_recipe(const std::string& preset, const Params& overrides, const Params& data,
-                       std::int64_t size) {
-  (void)data;  // normalisation: empty mean/std means the data set's own statistics (loader)
+std::shared_ptr<const Dataset> open_data(const Params& data, Split split) {
+  auto opened = open_dataset(data, split);
+  const std::int64_t channels = data.has("channels") ? data.integer("channels") : 0;
+  if (channels == 0 || channels == opened->channels()) return opened;
+  if ((channels != 1 && channels != 3) || (opened->channels() != 1 && opened->channels() != 3))
+    throw std::runtime_error("cannot convert " + opened->describe() + " to " +
+                             std::to_string(channels) + " channels");
+  return std::make_shared<ChannelConvert>(std::move(opened), channels);
+}
+
+ViewRecipe make_recipe(const std::string& preset, const Params& overrides, std::int64_t size) {
   ViewRecipe recipe = view_preset(preset);
   recipe.size = size;
-  for (const auto& [key, value] : overrides.values()) {
-    auto it = recipe_setters().find(key);
-    if (it == recipe_setters().end())
-      throw std::logic_error("view recipe has no field '" + key + "'");
-    it->second(recipe, overrides, key);
-  }
-  return recipe;
+  return apply_view_overrides(recipe, overrides);
 }
 
 }  // namespace wb

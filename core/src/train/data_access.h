@@ -10,12 +10,11 @@
 
 namespace wb {
 
-// Opens a split of the data set described by a [data] / [datasets.<name>] section.
 std::shared_ptr<const Dataset> open_data(const Params& data, Split split);
 
-// A named preset with the user's overrides (only the keys set in `overrides`), the data set's
-// normalisation, and the model's input size.
-ViewRecipe make_recipe(const std::string& preset, const Params& overrides,
-                       const Params& data, std::int64_t size);
+// Opens a split, converted to the channel count of the section's `channels` key when set.
+// A named preset with the user's overrides (only the keys set in `overrides`) at the model's
+// input size; empty mean/std normalise with the data set's own statistics.
+ViewRecipe make_recipe(const std::string& preset, const Params& overrides, std::int64_t size);
 
 }  // namespace wb

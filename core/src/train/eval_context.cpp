@@ -57,7 +57,7 @@ std::shared_ptr<const Dataset> RunEvalContext::dataset(const std::string& name, 
 ViewRecipe RunEvalContext::recipe(const std::string& preset, const std::string& name) {
   // Every data set is fed at the size the backbone was built for.
   const std::int64_t size = dataset("", Split::Train)->image_size();
-  return make_recipe(preset, Params(), data_params(name), size);
+  return make_recipe(preset, Params(), size);
 }
 
 LoaderOptions RunEvalContext::loader_options() const {

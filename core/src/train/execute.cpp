@@ -136,7 +136,7 @@ void execute_point(const PointContext& context) {
   std::vector<ViewRecipe> recipes;
   const auto presets = view_presets(config, model.needs.views);
   for (std::size_t v = 0; v < presets.size(); ++v)
-    recipes.push_back(make_recipe(presets[v], v == 0 ? config.view1 : config.view2, config.data,
+    recipes.push_back(make_recipe(presets[v], v == 0 ? config.view1 : config.view2,
                                   train_data->image_size()));
   LoaderOptions options;
   options.batch_size = config.train.integer("batch");

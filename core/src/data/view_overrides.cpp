@@ -1,33 +1,10 @@
-// Schemas of [data] and of view-recipe overrides (see schema.h).
-#include "data/schema.h"
+// View-recipe overrides (see view_overrides.h).
+#include "data/view_overrides.h"
 
 #include <functional>
 #include <stdexcept>
 
 namespace wb {
-
-std::vector<ParamSpec> data_schema() {
-  return {
-      ParamSpec::text("dataset", "fashion_mnist", "data set")
-          .one_of({"fashion_mnist", "idx", "cifar10", "cifar100", "folder"}),
-      ParamSpec::text("path", "",
-                      "its folder (fashion_mnist: /usr/share/datasets/fashion-mnist when empty)"),
-      ParamSpec::integer("image_size", 0, "resize images on load; 0 = native size").at_least(0),
-      ParamSpec::real("val_fraction", 0.0,
-                      "class-balanced validation split carved from train (0 = none)")
-          .range(0, 1),
-      ParamSpec::real("label_fraction", 1.0,
-                      "class-balanced fraction of the training labels kept (1 %, 10 % protocols)")
-          .range(0, 1)
-          .above(0),
-      ParamSpec::integer("shots", 0, "k training images per class (0 = all)").at_least(0),
-      ParamSpec::integers("classes", {}, "keep only these classes (empty = all)"),
-      ParamSpec::boolean("relabel", true, "renumber the kept classes 0..n-1 in the listed order"),
-      ParamSpec::integer("subset_seed", 0, "seed of the validation split, fractions and shots"),
-      ParamSpec::integer("train_limit", 0, "first N training images only (0 = all)").at_least(0),
-      ParamSpec::integer("test_limit", 0, "first N test images only (0 = all)").at_least(0),
-  };
-}
 
 namespace {
 
@@ -81,12 +58,6 @@ const std::vector<Field>& fields() {
 }
 
 }  // namespace
-
-std::vector<ParamSpec> view_override_schema() {
-  std::vector<ParamSpec> out;
-  for (const auto& f : fields()) out.push_back(f.spec);
-  return out;
-}
 
 ViewRecipe apply_view_overrides(ViewRecipe recipe, const Params& overrides) {
   for (const auto& [key, value] : overrides.values()) {
