@@ -19,6 +19,13 @@
 
 namespace wb {
 
+// A copy of the trained model that an evaluator may train (fine-tuning) without touching the
+// model other evaluators see.
+struct TrainableCopy {
+  std::shared_ptr<Backbone> backbone;
+  std::vector<std::shared_ptr<Loss>> losses;
+};
+
 struct FeatureSet {
   at::Tensor features;  // [N, D] float, CPU
   at::Tensor labels;    // [N] int64, CPU
@@ -40,6 +47,7 @@ class EvalContext {
   virtual LoaderOptions loader_options() const = 0;  // the run's workers, batch size and seed
   // CLS features under the "eval" recipe, extracted once per run and cached.
   virtual FeatureSet features(const std::string& dataset, Split split) = 0;
+  virtual TrainableCopy trainable_copy() = 0;  // on device(), in train mode
   virtual std::filesystem::path output_dir() const = 0;  // where PNGs and other files go
   virtual void info(const std::string& message) = 0;     // into the run's log
 };

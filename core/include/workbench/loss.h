@@ -60,6 +60,13 @@ class Loss : public torch::nn::Module {
   virtual LossResult compute(const StepState& state) = 0;
   // Called every step, before the key forward, with the current momentum m (MoCo's heads).
   virtual void momentum_update(double /*m*/) {}
+  // Self-supervised heads that fine-tuning starts from (semi-supervised 10 %: MoCo's projector
+  // up to its first layer, Linear-BN-ReLU). finetune_dim() is 0 when the loss has none;
+  // finetune_forward maps the image feature [B, D] to [B, finetune_dim()], with gradients.
+  virtual std::int64_t finetune_dim() const { return 0; }
+  virtual at::Tensor finetune_forward(const at::Tensor& /*cls*/) { return {}; }
+  virtual std::vector<at::Tensor> finetune_parameters() { return {}; }
+
   // Losses that train a classifier say so and give class logits from the image feature.
   virtual bool classifies() const { return false; }
   virtual at::Tensor predict(const BackboneOutput& /*features*/) { return {}; }

@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 #include <algorithm>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 
@@ -80,8 +81,13 @@ PointFile read_point_file(const std::filesystem::path& file) {
 }
 
 std::vector<std::string> evaluator_names(const RunConfig& config) {
+  // The plugin name, numbered when the same plugin is listed twice: "knn", "knn_2".
   std::vector<std::string> names;
-  for (const auto& e : config.evaluators) names.push_back(e.plugin);
+  std::map<std::string, int> seen;
+  for (const auto& e : config.evaluators) {
+    const int n = ++seen[e.plugin];
+    names.push_back(n == 1 ? e.plugin : e.plugin + "_" + std::to_string(n));
+  }
   return names;
 }
 

@@ -40,7 +40,8 @@ struct PointFile {
 std::string format_point_file(const Experiment& experiment, const Point& point);
 PointFile read_point_file(const std::filesystem::path& file);
 
-// The names under which evaluators are recorded in status.toml's evaluators_done.
+// The names under which evaluators are recorded: status.toml's evaluators_done and the
+// groups /eval/<name> of metrics.h5.
 std::vector<std::string> evaluator_names(const RunConfig& config);
 
 // True when the point needs no work: done, and every configured evaluator done.

@@ -12,10 +12,11 @@ namespace wb {
 
 namespace fs = std::filesystem;
 
-RunEvalContext::RunEvalContext(const RunConfig& config, Model& model, c10::Device device,
-                               int threads, fs::path output_dir, spdlog::logger& log,
-                               std::string cache_tag)
+RunEvalContext::RunEvalContext(const RunConfig& config, const Registry& registry, Model& model,
+                               c10::Device device, int threads, fs::path output_dir,
+                               spdlog::logger& log, std::string cache_tag)
     : config_(config),
+      registry_(registry),
       model_(model),
       device_(device),
       threads_(threads),
@@ -92,6 +93,18 @@ FeatureSet RunEvalContext::features(const std::string& name, Split split) {
   }
   features_[key] = f;
   return f;
+}
+
+TrainableCopy RunEvalContext::trainable_copy() {
+  auto train = dataset("", Split::Train);
+  DataShape shape{train->channels(), train->image_size(), train->classes()};
+  Model copy = build_model(config_, registry_, shape, model_.comm);
+  copy_weights(*model_.backbone, *copy.backbone);
+  for (std::size_t i = 0; i < copy.losses.size(); ++i)
+    copy_weights(*model_.losses[i], *copy.losses[i]);
+  copy.to(device_);
+  copy.train(true);
+  return {copy.backbone, copy.losses};
 }
 
 void RunEvalContext::info(const std::string& message) { log_.info("{}", message); }

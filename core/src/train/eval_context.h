@@ -21,8 +21,9 @@ namespace wb {
 
 class RunEvalContext final : public EvalContext {
  public:
-  RunEvalContext(const RunConfig& config, Model& model, c10::Device device, int threads,
-                 std::filesystem::path output_dir, spdlog::logger& log, std::string cache_tag);
+  RunEvalContext(const RunConfig& config, const Registry& registry, Model& model,
+                 c10::Device device, int threads, std::filesystem::path output_dir,
+                 spdlog::logger& log, std::string cache_tag);
 
   Backbone& backbone() override { return *model_.backbone; }
   std::vector<Loss*> losses() override;
@@ -33,6 +34,7 @@ class RunEvalContext final : public EvalContext {
   ViewRecipe recipe(const std::string& preset, const std::string& dataset) override;
   LoaderOptions loader_options() const override;
   FeatureSet features(const std::string& dataset, Split split) override;
+  TrainableCopy trainable_copy() override;
   std::filesystem::path output_dir() const override { return output_dir_; }
   void info(const std::string& message) override;
 
@@ -40,6 +42,7 @@ class RunEvalContext final : public EvalContext {
   const Params& data_params(const std::string& name) const;
 
   const RunConfig& config_;
+  const Registry& registry_;
   Model& model_;
   c10::Device device_;
   int threads_;

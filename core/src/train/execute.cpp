@@ -8,6 +8,7 @@
 
 #include "dist/communicator.h"
 #include "h5/metrics.h"
+#include "store/run_dir.h"
 #include "train/data_access.h"
 #include "train/eval_context.h"
 #include "train/model.h"
@@ -51,18 +52,6 @@ std::string format_count(double n) {
   return buf;
 }
 
-// Evaluator names as they appear in metrics.h5 and reports: the plugin name, numbered when
-// the same plugin is listed twice.
-std::vector<std::string> evaluator_names(const RunConfig& config) {
-  std::vector<std::string> names;
-  std::map<std::string, int> seen;
-  for (const auto& e : config.evaluators) {
-    const int n = ++seen[e.plugin];
-    names.push_back(n == 1 ? e.plugin : e.plugin + "_" + std::to_string(n));
-  }
-  return names;
-}
-
 void run_evaluators(const PointContext& context, Model& model, c10::Device device,
                     std::int64_t trained_steps) {
   const RunConfig& config = *context.config;
@@ -71,7 +60,7 @@ void run_evaluators(const PointContext& context, Model& model, c10::Device devic
   std::set<std::string> done;
   for (const auto& [evaluator, metrics] : MetricsReader(context.metrics->path()).eval())
     done.insert(evaluator);
-  RunEvalContext eval(config, model, device, context.threads, context.dir / "eval", *context.log,
+  RunEvalContext eval(config, *context.registry, model, device, context.threads, context.dir / "eval", *context.log,
                       "step" + std::to_string(trained_steps));
   model.train(false);
   const auto names = evaluator_names(config);

@@ -82,9 +82,23 @@ void Model::momentum_update(double m) {
     if (const at::Tensor* source = online_buffers.find(item.key())) item.value().copy_(*source);
 }
 
+void copy_weights(const torch::nn::Module& from, torch::nn::Module& to) {
+  at::NoGradGuard no_grad;
+  auto params = from.named_parameters();
+  for (auto& item : to.named_parameters()) {
+    const at::Tensor* source = params.find(item.key());
+    if (!source) throw std::logic_error("copy_weights: no parameter " + item.key());
+    item.value().copy_(*source);
+  }
+  auto buffers = from.named_buffers();
+  for (auto& item : to.named_buffers())
+    if (const at::Tensor* source = buffers.find(item.key())) item.value().copy_(*source);
+}
+
 Model build_model(const RunConfig& config, const Registry& registry, const DataShape& data,
                   Communicator* comm) {
   Model model;
+  model.comm = comm;
   model.backbone = make_backbone(config, registry, data);
 
   LossContext context;
@@ -108,12 +122,8 @@ Model build_model(const RunConfig& config, const Registry& registry, const DataS
   if (model.needs.freeze_patch_embedding) model.backbone->freeze_patch_embedding();
   if (model.needs.momentum_encoder) {
     model.momentum = make_backbone(config, registry, data);
-    at::NoGradGuard no_grad;
-    auto online = model.backbone->named_parameters();
-    for (auto& item : model.momentum->named_parameters()) {
-      item.value().copy_(online[item.key()]);
-      item.value().set_requires_grad(false);
-    }
+    copy_weights(*model.backbone, *model.momentum);
+    for (auto& p : model.momentum->parameters()) p.set_requires_grad(false);
   }
   return model;
 }

@@ -25,6 +25,7 @@ struct Model {
   std::vector<std::shared_ptr<Loss>> losses;
   std::vector<std::string> loss_names;  // plugin names, for logging ("loss/<name>/...")
   LossRequirements needs;               // union over the losses
+  Communicator* comm = nullptr;
 
   std::vector<at::Tensor> trainable_parameters() const;  // backbone + losses, requires_grad only
   void train(bool on);
@@ -32,6 +33,9 @@ struct Model {
   // Moves the momentum encoder towards the online backbone: p_m = m p_m + (1 - m) p_o.
   void momentum_update(double m);
 };
+
+// Copies parameters and buffers between two modules of the same structure.
+void copy_weights(const torch::nn::Module& from, torch::nn::Module& to);
 
 Model build_model(const RunConfig& config, const Registry& registry, const DataShape& data,
                   Communicator* comm);
