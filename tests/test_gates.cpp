@@ -197,6 +197,25 @@ TEST_CASE("noisy_topk: importance and load losses equal a reference loop") {
   CHECK(r.aux.at("importance").item<double>() == doctest::Approx(cv2(importance)).epsilon(1e-10));
   CHECK(r.aux.at("load").item<double>() == doctest::Approx(cv2(load)).epsilon(1e-10));
   CHECK(r.aux.at("load").item<double>() > 0);
+
+  // importance = "clean": the same sum over softmax(W·x) without the noise.
+  p.set("importance", std::string("clean"));
+  auto clean_gate = make_gate("noisy_topk", p, D, E);
+  clean_gate->to(at::kDouble);
+  {
+    at::NoGradGuard no_grad;
+    clean_gate->named_parameters()["weight"].copy_(W);
+  }
+  const wb::Routing rc = clean_gate->route(x, input_for(T, 1, /*training=*/true));
+  std::vector<double> clean_importance(E, 0.0);
+  for (int t = 0; t < T; ++t) {
+    double z = 0;
+    for (int e = 0; e < E; ++e) z += std::exp(clean[t * E + e]);
+    for (int e = 0; e < E; ++e) clean_importance[e] += std::exp(clean[t * E + e]) / z;
+  }
+  CHECK(rc.aux.at("importance").item<double>() ==
+        doctest::Approx(cv2(clean_importance)).epsilon(1e-10));
+  CHECK(rc.aux.at("importance").item<double>() != doctest::Approx(cv2(importance)).epsilon(1e-6));
 }
 
 TEST_CASE("noisy_topk: noise only in training, and gradients reach the router") {

@@ -133,12 +133,18 @@ TEST_CASE("dispatch variants agree: fused custom backward, plain autograd, maske
   using Fn = at::Tensor (*)(const at::Tensor&, const wb::Routing&, const at::Tensor&,
                             const at::Tensor&, const at::Tensor&, const at::Tensor&);
   std::vector<std::vector<at::Tensor>> results;
-  // The fused dispatch runs twice: experts in sequence, and experts spread over two threads.
+  // The fused dispatch runs three times: experts in sequence, experts spread over two threads,
+  // and experts cut into blocks of 3 rows spread over two threads.
+  auto blocks_of_3 = [](const at::Tensor& x, const wb::Routing& r, const at::Tensor& w1,
+                        const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2) {
+    return wb::moe::dispatch_combine_blocked(x, r, w1, b1, w2, b2, 3);
+  };
   const int threads = at::get_num_threads();
   int run = 0;
-  for (Fn f : {Fn(&wb::dispatch_combine), Fn(&wb::dispatch_combine),
+  for (Fn f : {Fn(&wb::dispatch_combine), Fn(&wb::dispatch_combine), Fn(blocks_of_3),
                Fn(&wb::moe::dispatch_combine_autograd), Fn(&wb::moe::dispatch_combine_masked)}) {
-    at::set_num_threads(run++ == 1 ? 2 : 1);
+    at::set_num_threads(run == 1 || run == 2 ? 2 : 1);
+    ++run;
     std::vector<at::Tensor> leaves;
     for (const at::Tensor& t : {x, w1, b1, w2, b2})
       leaves.push_back(t.clone().requires_grad_(true));
@@ -201,4 +207,38 @@ TEST_CASE("MoeLayer: parameters, initialisation and the routing it returns") {
   CHECK(r.experts.sizes() == at::IntArrayRef{15, 2});
   CHECK(r.num_experts() == E);
   CHECK_THROWS_AS(layer.forward(at::randn({3, D}), context), std::invalid_argument);
+}
+
+TEST_CASE("blocked_mlp equals the plain dense MLP, values and gradients") {
+  const std::int64_t T = 30, D = 4, H = 6;
+  const at::Tensor x0 = at::randn({T, D}, at::kDouble), probe = at::randn({T, D}, at::kDouble);
+  // Weights laid out as nn::Linear stores them ([out, in]) and passed as transposed views.
+  const at::Tensor fc1 = at::randn({H, D}, at::kDouble), fc2 = at::randn({D, H}, at::kDouble);
+  const at::Tensor c1 = at::randn({H}, at::kDouble), c2 = at::randn({D}, at::kDouble);
+  auto run = [&](bool blocked, std::int64_t block, int threads) {
+    std::vector<at::Tensor> leaves;
+    for (const at::Tensor& t : {x0, fc1, c1, fc2, c2})
+      leaves.push_back(t.clone().requires_grad_(true));
+    at::set_num_threads(threads);
+    const at::Tensor y =
+        blocked
+            ? wb::blocked_mlp(leaves[0], leaves[1].t(), leaves[2], leaves[3].t(), leaves[4], block)
+            : at::matmul(gelu_ref(at::matmul(leaves[0], leaves[1].t()) + leaves[2]),
+                         leaves[3].t()) +
+                  leaves[4];
+    (y * probe).sum().backward();
+    std::vector<at::Tensor> out{y.detach()};
+    for (auto& l : leaves) out.push_back(l.grad());
+    return out;
+  };
+  const int threads = at::get_num_threads();
+  const auto reference = run(false, 0, 1);
+  for (auto [block, n] : {std::pair{0, 1}, std::pair{7, 1}, std::pair{7, 2}, std::pair{1, 2}}) {
+    CAPTURE(block);
+    CAPTURE(n);
+    const auto got = run(true, block, n);
+    for (std::size_t i = 0; i < got.size(); ++i) check_close(got[i], reference[i]);
+  }
+  at::set_num_threads(threads);
+  CHECK_THROWS_AS(wb::blocked_mlp(x0, fc1, c1, fc2.t(), c2), std::invalid_argument);
 }

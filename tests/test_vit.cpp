@@ -221,3 +221,47 @@ TEST_CASE("vit: freeze_patch_embedding keeps the random patch projection fixed")
   CHECK(w.abs().max().item<double>() <= std::sqrt(6.0 / (16 + 8)));
   CHECK(vit->named_parameters()["cls_token"].abs().max().item<double>() < 1e-4);
 }
+
+TEST_CASE("vit: forward equals a plain re-implementation from its parameters (float64)") {
+  wb::Params p = tiny();
+  p.set("drop_path", 0.3);  // inactive in eval mode
+  auto vit = make_vit(p);
+  vit->to(at::kDouble);
+  vit->eval();
+  const auto P = vit->named_parameters();
+  const at::Tensor images = at::randn({2, 1, 8, 8}, at::kDouble);
+  const std::int64_t D = 8, heads = 2, hd = D / heads, B = 2;
+
+  auto norm = [&](const at::Tensor& x, const std::string& name) {
+    return at::layer_norm(x, {D}, P[name + ".weight"], P[name + ".bias"], 1e-6);
+  };
+  auto linear = [&](const at::Tensor& x, const std::string& name) {
+    return at::matmul(x, P[name + ".weight"].t()) + P[name + ".bias"];
+  };
+  at::Tensor x = at::conv2d(images, P["patch_embed.weight"], P["patch_embed.bias"], {4, 4});
+  x = x.flatten(2).transpose(1, 2);  // [B, 4, D], patches row-major
+  x = at::cat({P["cls_token"].expand({B, 1, D}), x}, 1) + vit->named_buffers()["pos_embed"];
+  for (int i = 0; i < 4; ++i) {
+    const std::string b = "block" + std::to_string(i);
+    const at::Tensor qkv = linear(norm(x, b + ".norm1"), b + ".attn.qkv");
+    std::vector<at::Tensor> outs;
+    for (std::int64_t h = 0; h < heads; ++h) {
+      const at::Tensor q = qkv.narrow(2, h * hd, hd), k = qkv.narrow(2, D + h * hd, hd);
+      const at::Tensor v = qkv.narrow(2, 2 * D + h * hd, hd);
+      const at::Tensor att =
+          at::softmax(at::matmul(q, k.transpose(1, 2)) / std::sqrt(double(hd)), 2);
+      outs.push_back(at::matmul(att, v));
+    }
+    x = x + linear(at::cat(outs, 2), b + ".attn.proj");
+    const at::Tensor h = norm(x, b + ".norm2");
+    const at::Tensor hidden = linear(h, b + ".fc1");
+    x = x + linear(0.5 * hidden * (1 + at::erf(hidden / std::sqrt(2.0))), b + ".fc2");
+  }
+  x = norm(x, "norm");
+
+  wb::RoutingContext context;
+  context.training = false;
+  const auto out = vit->forward(images, context);
+  CHECK((out.cls - x.select(1, 0)).abs().max().item<double>() < 1e-10);
+  CHECK((out.patches - x.narrow(1, 1, 4)).abs().max().item<double>() < 1e-10);
+}

@@ -22,6 +22,12 @@ struct DispatchPlan {
 
 DispatchPlan plan_dispatch(const Routing& routing, std::int64_t experts);
 
+// wb::dispatch_combine with an explicit block size: on the CPU every expert's rows are cut into
+// blocks of at most `block` rows (0 = the default), which run on the threads as whole units.
+at::Tensor dispatch_combine_blocked(const at::Tensor& x, const Routing& routing,
+                                    const at::Tensor& w1, const at::Tensor& b1,
+                                    const at::Tensor& w2, const at::Tensor& b2, std::int64_t block);
+
 // dispatch_combine with the per-expert products recorded by autograd (split, addmm, cat).
 at::Tensor dispatch_combine_autograd(const at::Tensor& x, const Routing& routing,
                                      const at::Tensor& w1, const at::Tensor& b1,

@@ -3,6 +3,21 @@
 // the softmax probabilities at the chosen experts (not renormalised). Optional expert capacity
 // with V-MoE's slot order (all first choices before any second choice) and Batch Prioritized
 // Routing. Auxiliary losses: importance always, load only while noise is on.
+//
+// Choices where the papers and methods.md leave room:
+// - W starts N(0, 1/dim) (LeCun normal, the default kernel init of V-MoE's flax Dense router);
+//   init_std overrides it, 0 gives zeros.
+// - Both losses are squared coefficients of variation with the population variance (jnp.var).
+// - Importance sums the probabilities that routed (after the noise in training), as methods.md
+//   §2 defines it; importance = "clean" uses softmax(W·x) without noise, the V-MoE paper's
+//   definition and what its current code does.
+// - In eval (or with noise_std = 0) there is no load loss: the key is absent from Routing::aux.
+// - Capacity is per group of group_size consecutive tokens (default: all tokens of the layer,
+//   i.e. the whole batch); the last group may be smaller and gets its own capacity. C is not
+//   rounded up to a multiple of 4 as V-MoE's code does by default. The losses are computed over
+//   all tokens of the layer, not per group and averaged as in V-MoE (equal for one group).
+// - Routing::gates keeps the probabilities of the top-k choices even where the capacity dropped
+//   an assignment (it is the routing decision); weights are 0 there.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -76,7 +91,8 @@ class NoisyTopK : public wb::Gate {
         capacity_factor_(p.maybe_real("capacity_factor")),
         eval_capacity_factor_(p.maybe_real("eval_capacity_factor")),
         group_size_(p.integer("group_size")),
-        bpr_(p.boolean("bpr")) {
+        bpr_(p.boolean("bpr")),
+        clean_importance_(p.text("importance") == "clean") {
     if (k_ < 1 || k_ > experts_)
       throw std::invalid_argument("gate noisy_topk: k = " + std::to_string(k_) +
                                   " must be between 1 and the number of experts (" +
@@ -106,7 +122,8 @@ class NoisyTopK : public wb::Gate {
       r.kept = at::ones_like(top_e, top_e.options().dtype(at::kBool));
       r.weights = top_p;
     }
-    r.aux["importance"] = wb::gates::importance_loss(probs);
+    r.aux["importance"] =
+        wb::gates::importance_loss(clean_importance_ && sigma > 0 ? at::softmax(logits, 1) : probs);
     if (sigma > 0) r.aux["load"] = wb::gates::load_loss(logits, noisy, sigma, k_);
     r.tokens = x;
     r.tokens_per_image = in.tokens_per_image;
@@ -121,7 +138,7 @@ class NoisyTopK : public wb::Gate {
   double noise_std_;
   std::optional<double> capacity_factor_, eval_capacity_factor_;
   std::int64_t group_size_;
-  bool bpr_;
+  bool bpr_, clean_importance_;
 };
 
 }  // namespace
@@ -153,6 +170,11 @@ WORKBENCH_PLUGIN("gate noisy_topk: the V-MoE noisy top-k router") {
           ParamSpec::boolean("bpr", false,
                              "Batch Prioritized Routing: tokens with the largest routing weight "
                              "get expert slots first"),
+          ParamSpec::text("importance", "noisy",
+                          "probabilities the importance loss sums: noisy = the routing softmax "
+                          "(methods.md), clean = softmax(W·x) without the training noise (V-MoE "
+                          "paper)")
+              .one_of({"noisy", "clean"}),
           ParamSpec::optional("init_std", ParamType::Float,
                               "std of the normal initialisation of W; unset = 1/sqrt(dim) (LeCun "
                               "normal, the flax Dense default of V-MoE's router); 0 = zeros")
