@@ -17,6 +17,8 @@ struct Benchmark {
 const Benchmark kBenchmarks[] = {
     {"loader", "two MoCo views per image per second: Fashion-MNIST and 224-px JPEG folders",
      bench_loader},
+    {"moe", "one MoE layer (16 experts, top-2) vs the FLOP-matched dense MLP, forward + backward",
+     bench_moe},
 };
 
 void usage(std::ostream& os) {
