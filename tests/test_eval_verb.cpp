@@ -159,8 +159,14 @@ warmup_epochs = 0
     CHECK(count(log, "evaluating: knn") == 2);
     CHECK(count(log, "evaluating: routing_consistency") == 2);
     CHECK(count(log, "evaluating: linear_probe") == 1);
-    // Same checkpoint, same cached features, same k-NN.
+    // Same checkpoint (step 4 of 4), same cached features, same k-NN.
     CHECK(wb::MetricsReader(run / "metrics.h5").eval().at("knn").at("top1").at(0) == knn_top1);
+    CHECK(fs::exists(run / "eval" / "features_train_data_train_step4.pt"));
+    for (const auto& f : fs::directory_iterator(run / "eval")) {
+      const bool other_weights = f.path().extension() == ".pt" &&
+                                 f.path().filename().string().find("_step4.") == std::string::npos;
+      CHECK_MESSAGE(!other_weights, f.path());
+    }
     wb::Registry registry;
     wb::load_plugins(registry, {kPlugin});
     CHECK(wb::load_run_config(run / "config.toml", registry).evaluators.size() == 4);

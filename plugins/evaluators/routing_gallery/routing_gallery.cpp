@@ -132,14 +132,15 @@ class RoutingGallery final : public wb::Evaluator {
     const std::int64_t scale = std::max<std::int64_t>(1, (tile_ + patch_px - 1) / patch_px);
     const std::int64_t side = patch_px * scale, gap = 2, font = 2;
     const std::int64_t left = wb::text_width(std::to_string(E - 1), font) + 3 * gap;
+    // A coloured background so that white and black patches both stand out.
     wb::Image grid = wb::rgb_image(left + per_expert_ * (side + gap) + gap, gap + E * (side + gap),
-                                   {255, 255, 255});
+                                   {70, 90, 140});
     at::Tensor gate = at::zeros({E, per_expert_}, at::TensorOptions().dtype(at::kDouble));
     at::Tensor image = at::full({E, per_expert_}, -1.0, gate.options());
     at::Tensor patch = at::full({E, per_expert_}, -1.0, gate.options());
     for (std::int64_t e = 0; e < E; ++e) {
       const std::int64_t y = gap + e * (side + gap);
-      wb::draw_text(grid, std::to_string(e), gap, y + (side - 5 * font) / 2, font, {0, 0, 0});
+      wb::draw_text(grid, std::to_string(e), gap, y + (side - 5 * font) / 2, font, {255, 255, 255});
       const auto& list = best[static_cast<std::size_t>(e)];
       for (std::size_t j = 0; j < list.size(); ++j) {
         const auto x = left + static_cast<std::int64_t>(j) * (side + gap);

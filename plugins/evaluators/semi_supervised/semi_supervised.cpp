@@ -93,9 +93,11 @@ class SemiSupervised final : public wb::Evaluator {
     const wb::Draw labelled = wb::draw_fraction(labels, fraction_, label_seed_);
     const wb::Draw val = wb::draw_fraction(labels, labelled.rest, val_fraction_, label_seed_ + 1);
     const auto classes = wb::count_classes({labels});
-    ctx.info("semi_supervised: " + std::to_string(labelled.drawn.size()) + " labelled images (" +
-             std::to_string(fraction_ * 100) + " %), " + std::to_string(val.drawn.size()) +
-             " validation images from the rest, " + (finetune_ ? "fine-tuning" : "linear heads"));
+    std::ostringstream log;
+    log << "semi_supervised: " << labelled.drawn.size() << " labelled images (" << fraction_ * 100
+        << " %), " << val.drawn.size() << " validation images from the rest, "
+        << (finetune_ ? "fine-tuning" : "linear heads");
+    ctx.info(log.str());
 
     wb::EvalResult r = finetune_ ? finetune(ctx, train_data, labelled.drawn, val.drawn, classes)
                                  : linear(ctx, labelled.drawn, val.drawn, classes);
