@@ -274,8 +274,10 @@ void train(const PointContext& context, Model& model, Loader& loader, Communicat
     const bool stop = g_stop_requested.load();
     if (step % s.checkpoint_every == 0 || step == s.total_steps || stop) {
       state.step = step;  // what a resume (and `workbench eval`) reads back
-      save_checkpoint(checkpoint, state);
+      // Metrics first: if the process dies between the two, the resume truncates the rows
+      // past the older checkpoint and writes them again; the other order would lose rows.
       metrics.flush();
+      save_checkpoint(checkpoint, state);
       last_flush = Clock::now();
     } else if (seconds_since(last_flush) > 30) {
       metrics.flush();

@@ -1,0 +1,198 @@
+// `workbench run` end to end with the real trainer and the dense `vit` backbone on a slice of
+// Fashion-MNIST: a failing point (missing data, NaN loss) does not stop the others, a rerun
+// skips finished points, and a point killed with SIGKILL resumes from its last checkpoint.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "h5/metrics.h"
+#include "store/status.h"
+#include "test_data_helpers.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kFashion = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
+
+std::string slurp(const fs::path& file) {
+  std::ifstream in(file);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string command(const std::string& args) {
+  return std::string(WB_WORKBENCH_EXE) + " " + args + " --plugin-path " + WB_E2E_PLUGIN_DIR;
+}
+
+std::pair<int, std::string> run(const std::string& args, const fs::path& scratch) {
+  const fs::path out = scratch / "out.txt";
+  const int status = std::system((command(args) + " > " + out.string() + " 2>&1").c_str());
+  REQUIRE(WIFEXITED(status));
+  return {WEXITSTATUS(status), slurp(out)};
+}
+
+// The point directories of an experiment, keyed by a word of their label.
+fs::path point_with(const fs::path& exp_dir, const std::string& label_word) {
+  for (const auto& e : fs::directory_iterator(exp_dir))
+    if (fs::exists(e.path() / "point.toml") &&
+        slurp(e.path() / "point.toml").find(label_word) != std::string::npos)
+      return e.path();
+  FAIL("no point labelled with " << label_word << " in " << exp_dir);
+  return {};
+}
+
+const char* kBase = R"(
+[base]
+threads = 1
+workers = 1
+[base.data]
+dataset = "fashion_mnist"
+train_limit = 256
+test_limit = 128
+[base.views]
+recipe = "train"
+[base.backbone]
+plugin = "vit"
+patch = 7
+dim = 16
+depth = 1
+heads = 2
+[[base.losses]]
+plugin = "classify"
+[[base.evaluators]]
+plugin = "accuracy"
+[base.train]
+batch = 32
+warmup_epochs = 0
+log_every = 1
+)";
+
+}  // namespace
+
+TEST_CASE("workbench run: failing points are recorded and the sweep goes on; reruns skip done points") {
+  REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
+  wbtest::TempDir dir;
+  std::ofstream(dir.path() / "sweep.toml") << R"([experiment]
+name = "e2e"
+seeds = [0]
+)" << kBase << R"(
+epochs = 1
+checkpoint_every = 2
+
+[[point]]
+"data.path" = "/nonexistent/fashion"
+
+[[point]]
+losses = [ { plugin = "nan_at", nan_at = 3 } ]
+evaluators = []
+)";
+  const std::string args =
+      "run " + (dir.path() / "sweep.toml").string() + " --runs-dir " + (dir.path() / "runs").string();
+  auto [code, out] = run(args, dir.path());
+  INFO(out);
+  CHECK(code == 1);  // some point failed
+  const fs::path exp = dir.path() / "runs" / "e2e";
+  const fs::path good = point_with(exp, "label = \"seed=0\"");
+  const fs::path missing = point_with(exp, "nonexistent");
+  const fs::path nan = point_with(exp, "nan_at");
+
+  const wb::RunStatus good_status = wb::read_status(good / "status.toml");
+  CHECK(good_status.state == wb::RunState::Done);
+  const auto eval = wb::MetricsReader(good / "metrics.h5").eval();
+  REQUIRE(eval.count("accuracy"));
+  CHECK(eval.at("accuracy").at("top1").at(0) > 10.0);  // better than chance after 8 steps
+
+  const wb::RunStatus missing_status = wb::read_status(missing / "status.toml");
+  CHECK(missing_status.state == wb::RunState::Failed);
+  CHECK(missing_status.error.find("/nonexistent/fashion") != std::string::npos);
+
+  const wb::RunStatus nan_status = wb::read_status(nan / "status.toml");
+  CHECK(nan_status.state == wb::RunState::Failed);
+  CHECK(nan_status.error.find("loss is nan at step 3") != std::string::npos);
+  // What the NaN point wrote before stays readable: checkpoint of step 2, losses of steps 1-3.
+  CHECK(fs::exists(nan / "checkpoints" / "last.pt"));
+  const wb::Series loss = wb::MetricsReader(nan / "metrics.h5").series("train/loss");
+  CHECK(loss.steps == std::vector<std::int64_t>{1, 2, 3});
+
+  // Rerun: the finished point is skipped (its pid and end time are unchanged), the failed
+  // ones run again and fail again.
+  auto [code2, out2] = run(args, dir.path());
+  INFO(out2);
+  CHECK(code2 == 1);
+  const wb::RunStatus again = wb::read_status(good / "status.toml");
+  CHECK(again.pid == good_status.pid);
+  CHECK(again.finished == good_status.finished);
+  CHECK(out2.find("skipped") != std::string::npos);
+  CHECK(wb::read_status(nan / "status.toml").pid != nan_status.pid);
+}
+
+TEST_CASE("workbench run: a point killed with SIGKILL resumes from its last checkpoint") {
+  REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
+  wbtest::TempDir dir;
+  std::ofstream(dir.path() / "long.toml") << R"([experiment]
+name = "resume"
+seeds = [0]
+)" << kBase << R"(
+steps = 400
+checkpoint_every = 4
+)";
+  const std::string args =
+      "run " + (dir.path() / "long.toml").string() + " --runs-dir " + (dir.path() / "runs").string();
+  const pid_t parent = fork();
+  REQUIRE(parent >= 0);
+  if (parent == 0) {
+    const std::string c = command(args) + " > " + (dir.path() / "first.txt").string() + " 2>&1";
+    execl("/bin/sh", "sh", "-c", c.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Wait for a checkpoint, let training go on a little, then kill the point's process.
+  const fs::path exp = dir.path() / "runs" / "resume";
+  fs::path point;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (fs::exists(exp))
+      for (const auto& e : fs::directory_iterator(exp))
+        if (fs::exists(e.path() / "checkpoints" / "last.pt")) point = e.path();
+    if (!point.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE_MESSAGE(!point.empty(), "no checkpoint appeared");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const wb::RunStatus running = wb::read_status(point / "status.toml");
+  REQUIRE(running.state == wb::RunState::Running);
+  REQUIRE(running.pid > 0);
+  REQUIRE(kill(static_cast<pid_t>(running.pid), SIGKILL) == 0);
+  int wstatus = 0;
+  waitpid(parent, &wstatus, 0);
+  const wb::RunStatus killed = wb::read_status(point / "status.toml");
+  CHECK(killed.state == wb::RunState::Failed);
+  CHECK(killed.error.find("SIGKILL") != std::string::npos);
+  // The metrics file the killed process left is readable.
+  CHECK(wb::MetricsReader(point / "metrics.h5").series_names().size() > 0);
+
+  auto [code, out] = run(args, dir.path());
+  INFO(out);
+  CHECK(code == 0);
+  const std::string log = slurp(point / "run.log");
+  const auto at = log.find("resumed from");
+  REQUIRE(at != std::string::npos);
+  const std::int64_t resumed_step = std::stoll(log.substr(log.find("at step ", at) + 8));
+  CHECK(resumed_step >= 4);
+  CHECK(resumed_step % 4 == 0);
+  CHECK(wb::read_status(point / "status.toml").state == wb::RunState::Done);
+  // One row per step, no step twice, none missing, up to the end.
+  const wb::Series loss = wb::MetricsReader(point / "metrics.h5").series("train/loss");
+  REQUIRE(loss.steps.size() == 400);
+  for (std::size_t i = 0; i < loss.steps.size(); ++i)
+    CHECK(loss.steps[i] == static_cast<std::int64_t>(i + 1));
+}
