@@ -11,10 +11,14 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <map>
 #include <thread>
+
+#include <ATen/ATen.h>
 
 #include "h5/metrics.h"
 #include "store/status.h"
+#include "checkpoint_tensors.h"
 #include "test_data_helpers.h"
 
 namespace fs = std::filesystem;
@@ -122,7 +126,7 @@ evaluators = []
   // What the NaN point wrote before stays readable: checkpoint of step 2, losses of steps 1-3.
   CHECK(fs::exists(nan / "checkpoints" / "last.pt"));
   const wb::Series loss = wb::MetricsReader(nan / "metrics.h5").series("train/loss");
-  CHECK(loss.steps == std::vector<std::int64_t>{1, 2, 3});
+  CHECK(loss.steps == std::vector<std::int64_t>({1, 2, 3}));
 
   // Rerun: the finished point is skipped (its pid and end time are unchanged), the failed
   // ones run again and fail again.
@@ -195,4 +199,34 @@ checkpoint_every = 4
   REQUIRE(loss.steps.size() == 400);
   for (std::size_t i = 0; i < loss.steps.size(); ++i)
     CHECK(loss.steps[i] == static_cast<std::int64_t>(i + 1));
+}
+
+TEST_CASE("workbench run --nproc 2: two Gloo ranks end with the same weights, rank 0 evaluates") {
+  REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
+  wbtest::TempDir dir;
+  std::ofstream(dir.path() / "ddp.toml") << R"([experiment]
+name = "ddp"
+seeds = [0]
+)" << kBase << R"(
+steps = 6
+)";
+  auto [code, out] = run("run " + (dir.path() / "ddp.toml").string() + " --runs-dir " +
+                             (dir.path() / "runs").string() + " --nproc 2 --threads 2",
+                         dir.path());
+  INFO(out);
+  REQUIRE(code == 0);
+  const fs::path point = point_with(dir.path() / "runs" / "ddp", "seed=0");
+  const auto rank0 = wbtest::backbone_tensors(point / "checkpoints" / "last.pt");
+  const auto rank1 = wbtest::backbone_tensors(point / "rank1" / "checkpoints" / "last.pt");
+  REQUIRE(rank0.size() > 5);
+  REQUIRE(rank0.size() == rank1.size());
+  // Averaged gradients and identical initial weights: identical weights after every step.
+  for (const auto& [name, t] : rank0) CHECK_MESSAGE(at::allclose(t, rank1.at(name)), name);
+  // The ranks saw different images (sharded), so their losses differ (not at step 1: the
+  // classifier starts at zero, every first loss is ln 10).
+  const auto loss0 = wb::MetricsReader(point / "metrics.h5").series("train/loss");
+  const auto loss1 = wb::MetricsReader(point / "rank1" / "metrics.h5").series("train/loss");
+  CHECK(loss0.values.back() != loss1.values.back());
+  CHECK(wb::MetricsReader(point / "metrics.h5").eval().count("accuracy") == 1);
+  CHECK_FALSE(fs::exists(point / "rank1" / "eval"));
 }

@@ -5,6 +5,8 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,13 +45,15 @@ struct Logging {
   std::shared_ptr<spdlog::logger> log, file_only;
 };
 
-Logging make_logging(const std::filesystem::path& file) {
+Logging make_logging(const std::filesystem::path& file, bool console_too = true) {
   auto file_sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(file.string(), false);
   file_sink->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
   auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
   console->set_pattern("[%H:%M:%S] [%^%l%$] %v");
   Logging out;
-  out.log = std::make_shared<spdlog::logger>("point", spdlog::sinks_init_list{file_sink, console});
+  out.log = console_too
+                ? std::make_shared<spdlog::logger>("point", spdlog::sinks_init_list{file_sink, console})
+                : std::make_shared<spdlog::logger>("point", file_sink);
   out.file_only = std::make_shared<spdlog::logger>("progress", file_sink);
   for (auto* l : {out.log.get(), out.file_only.get()}) {
     l->set_level(spdlog::level::debug);
@@ -62,6 +66,88 @@ Logging make_logging(const std::filesystem::path& file) {
 void add_unique(std::vector<std::string>& list, const std::vector<std::string>& more) {
   for (const auto& name : more)
     if (std::find(list.begin(), list.end(), name) == list.end()) list.push_back(name);
+}
+
+// Ranks 1..n-1 of a point trained by several processes: children of rank 0, in the same process
+// group (so the sweep's signals reach them), each logging to <run>/rank<r>/run.log.
+class Ranks {
+ public:
+  Ranks(const std::filesystem::path& dir, int nproc, int threads,
+        const std::vector<std::string>& plugin_paths) {
+    std::error_code ec;
+    std::filesystem::remove(dir / "c10d.store", ec);  // a stale store would hang the rendezvous
+    for (int r = 1; r < nproc; ++r) {
+      std::vector<std::string> argv = {"/proc/self/exe", "_point",   dir.string(),
+                                       "--rank",         std::to_string(r), "--nproc",
+                                       std::to_string(nproc), "--threads", std::to_string(threads)};
+      for (const auto& p : plugin_paths) {
+        argv.push_back("--plugin-path");
+        argv.push_back(p);
+      }
+      const pid_t pid = fork();
+      if (pid < 0) throw std::runtime_error("cannot start rank " + std::to_string(r));
+      if (pid == 0) {
+        std::vector<char*> raw;
+        for (auto& a : argv) raw.push_back(a.data());
+        raw.push_back(nullptr);
+        execv(raw[0], raw.data());
+        _exit(127);
+      }
+      pids_.push_back(pid);
+    }
+  }
+  // Waits for every rank; returns a message for each one that failed.
+  std::vector<std::string> wait() {
+    std::vector<std::string> failed;
+    for (std::size_t i = 0; i < pids_.size(); ++i) {
+      int status = 0;
+      if (waitpid(pids_[i], &status, 0) < 0) continue;
+      if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        failed.push_back("rank " + std::to_string(i + 1) + " failed (see its run.log in rank" +
+                         std::to_string(i + 1) + "/)");
+    }
+    pids_.clear();
+    return failed;
+  }
+  ~Ranks() {  // rank 0 failed: the others would wait for it in a collective forever
+    for (pid_t pid : pids_) kill(pid, SIGTERM);
+    for (pid_t pid : pids_) waitpid(pid, nullptr, 0);
+  }
+
+ private:
+  std::vector<pid_t> pids_;
+};
+
+// Rank r > 0: trains alongside rank 0 in <run>/rank<r>, writes nothing else of the run.
+int run_rank(const std::filesystem::path& dir, int rank, int nproc, int threads,
+             const std::vector<std::string>& plugin_paths) {
+  const std::filesystem::path own = dir / ("rank" + std::to_string(rank));
+  std::filesystem::create_directories(own);
+  Logging logging = make_logging(own / "run.log", false);
+  try {
+    Registry registry;
+    load_plugins(registry, plugin_paths);
+    const RunConfig config = load_run_config(RunPaths(dir).config, registry);
+    if (threads <= 0) threads = 1;
+    set_threads(threads);
+    MetricsFile metrics(own / "metrics.h5");
+    PointContext context;
+    context.dir = own;
+    context.config = &config;
+    context.registry = &registry;
+    context.metrics = &metrics;
+    context.log = logging.log.get();
+    context.threads = threads;
+    context.rank = rank;
+    context.world = nproc;
+    context.store = dir / "c10d.store";
+    execute_point(context);
+    metrics.flush();
+    return 0;
+  } catch (const std::exception& e) {
+    logging.log->error("{}", e.what());
+    return 1;
+  }
 }
 
 // Shows progress on stdout and keeps run.log and status.toml's step/total current.
@@ -106,9 +192,11 @@ class Progress {
 int run_point(const Args& args) {
   po::options_description opts("workbench _point DIR [options]   (internal: run one point)");
   std::string dir;
-  int threads = 0;
+  int threads = 0, nproc = 1, rank = 0;
   std::vector<std::string> plugin_paths;
   opts.add_options()("help,h", "show this help")(
+      "nproc", po::value(&nproc), "data-parallel processes (ranks) for this point")(
+      "rank", po::value(&rank), "internal: this process's rank (rank 0 starts the others)")(
       "threads", po::value(&threads), "intra-op threads (default: config threads, else all cores)")(
       "plugin-path", po::value(&plugin_paths)->composing(), "extra plugin folder or file");
   po::options_description hidden;
@@ -125,6 +213,9 @@ int run_point(const Args& args) {
     return vm.count("help") ? 0 : 2;
   }
   if (threads > 0) set_threads(threads);
+  if (nproc < 1 || rank < 0 || rank >= nproc)
+    throw std::runtime_error("--rank must lie in [0, --nproc)");
+  if (rank > 0) return run_rank(dir, rank, nproc, threads, plugin_paths);
 
   const auto start = Clock::now();
   const RunPaths paths(dir);
@@ -172,7 +263,16 @@ int run_point(const Args& args) {
     context.log = logging.log.get();
     context.progress = [&progress](const ProgressInfo& p) { progress(p); };
     context.threads = threads;
+    context.world = nproc;
+    context.store = paths.dir / "c10d.store";
+    std::unique_ptr<Ranks> ranks;
+    if (nproc > 1) {
+      logging.log->info("starting {} more ranks", nproc - 1);
+      ranks = std::make_unique<Ranks>(paths.dir, nproc, threads, plugin_paths);
+    }
     execute_point(context);
+    if (ranks)
+      for (const auto& message : ranks->wait()) throw std::runtime_error(message);
     progress.end_line();
     metrics.flush();  // here rather than in the destructor, so that a failure is reported
 

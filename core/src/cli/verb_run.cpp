@@ -64,7 +64,7 @@ int run(const Args& args) {
   po::options_description opts("workbench run FILE.toml [options]");
   std::string file, profile, only, runs_dir = "runs";
   std::vector<std::string> sets, plugin_paths;
-  int jobs = 1, threads = 0;
+  int jobs = 1, threads = 0, nproc = 1;
   opts.add_options()("help,h", "show this help")("set", po::value(&sets)->composing(),
                                                  "key=value: override a [base] key (repeatable)")(
       "profile", po::value(&profile), "apply [profile.NAME] first")(
@@ -72,6 +72,8 @@ int run(const Args& args) {
                                               "points run at once (default 1)")(
       "threads", po::value(&threads),
       "CPU threads in all, split between the jobs (default: all cores)")(
+      "nproc", po::value(&nproc),
+      "processes per point (data-parallel ranks through c10d: Gloo on CPU, NCCL on GPU)")(
       "fail-fast", "start no new point once one has failed")(
       "runs-dir", po::value(&runs_dir), "where run directories go (default: runs)")(
       "plugin-path", po::value(&plugin_paths)->composing(),
@@ -92,6 +94,7 @@ int run(const Args& args) {
     return vm.count("help") ? 0 : 2;
   }
   if (jobs < 1) throw std::runtime_error("--jobs must be at least 1");
+  if (nproc < 1) throw std::runtime_error("--nproc must be at least 1");
 
   Registry registry;
   const PluginLoader loader = load_plugins(registry, plugin_paths);
@@ -149,12 +152,15 @@ int run(const Args& args) {
     const int t = point_threads(point, total_threads, at_once);
     SweepItem item{point.id, point.label, exp_dir / point.id, {}};
     item.command.name = point.id.substr(0, 6);
-    item.command.argv = {exe, "_point", item.dir.string(), "--threads", std::to_string(t)};
+    // The point's threads are shared by its ranks.
+    const int per_rank = std::max(1, t / std::max(1, nproc));
+    item.command.argv = {exe, "_point", item.dir.string(), "--threads", std::to_string(per_rank),
+                         "--nproc", std::to_string(nproc)};
     for (const auto& p : plugin_paths) {
       item.command.argv.push_back("--plugin-path");
       item.command.argv.push_back(std::filesystem::absolute(p).string());
     }
-    item.command.env = {{"OMP_NUM_THREADS", std::to_string(t)}};
+    item.command.env = {{"OMP_NUM_THREADS", std::to_string(per_rank)}};
     items.push_back(std::move(item));
   }
   std::cout << experiment.name << ": " << experiment.points.size() << " points, " << items.size()

@@ -26,7 +26,8 @@ class C10d final : public Communicator {
                                "LibTorch was built without it");
 #endif
     }
-    auto options = ::c10d::ProcessGroupGloo::Options::create();
+    // A rank that died surfaces as an error within minutes rather than a hang.
+    auto options = ::c10d::ProcessGroupGloo::Options::create(std::chrono::minutes(5));
     options->devices.push_back(::c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
     group_ = c10::make_intrusive<::c10d::ProcessGroupGloo>(store, rank, world, options);
   }

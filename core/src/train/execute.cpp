@@ -10,6 +10,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "data/datasets.h"
 #include "dist/communicator.h"
 #include "h5/metrics.h"
 #include "store/run_dir.h"
@@ -56,11 +57,25 @@ void execute_point(const PointContext& context) {
   std::signal(SIGINT, on_stop_signal);
 
   const auto seed = static_cast<std::uint64_t>(config.run.integer("seed"));
-  at::manual_seed(seed);
-  const c10::Device device = pick_device(config.run.text("device"));
-  auto comm = make_single_process_communicator();
+  at::manual_seed(seed);  // the same initial weights on every rank
+  c10::Device device = pick_device(config.run.text("device"));
+  if (device.is_cuda() && context.world > 1)
+    device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(
+                                         context.rank % std::max<int>(1, at::getNumGPUs())));
+  std::unique_ptr<Communicator> comm =
+      context.world > 1
+          ? make_c10d_communicator(context.store.string(), context.rank, context.world, device)
+          : make_single_process_communicator();
 
   auto train_data = open_data(config.data, Split::Train);
+  if (context.world > 1) {
+    // Rank r trains on images r, r + world, ...: the global batch is split between the ranks.
+    std::vector<std::int64_t> mine;
+    for (std::int64_t i = context.rank; i < train_data->size(); i += context.world) mine.push_back(i);
+    train_data = data::subset(train_data, std::move(mine),
+                              "rank " + std::to_string(context.rank) + " of " +
+                                  std::to_string(context.world));
+  }
   log.info("data: {}", train_data->describe());
   DataShape shape{train_data->channels(), train_data->image_size(), train_data->classes()};
   Model model = build_model(config, *context.registry, shape, comm.get());
@@ -87,6 +102,7 @@ void execute_point(const PointContext& context) {
       {"device", device.str()},
       {"seed", std::to_string(seed)},
       {"threads", std::to_string(context.threads)},
+      {"processes", std::to_string(context.world)},
       {"parameters", std::to_string(cost.parameters)},
       {"active_parameters", std::to_string(cost.active_parameters)},
       {"macs_per_image", std::to_string(static_cast<std::int64_t>(cost.flops_per_image))}};
@@ -99,15 +115,23 @@ void execute_point(const PointContext& context) {
     recipes.push_back(make_recipe(presets[v], v == 0 ? config.view1 : config.view2,
                                   train_data->image_size()));
   LoaderOptions options;
-  options.batch_size = config.train.integer("batch");
+  const std::int64_t global_batch = config.train.integer("batch");
+  if (global_batch % context.world != 0)
+    throw std::runtime_error("train.batch = " + std::to_string(global_batch) +
+                             " cannot be split evenly between " + std::to_string(context.world) +
+                             " processes");
+  options.batch_size = global_batch / context.world;
   options.workers = static_cast<int>(config.run.integer("workers"));
   options.seed = seed;
   Loader loader(train_data, recipes, options);
+  // Gate noise and other random draws differ between ranks, as they would across GPUs.
+  if (context.world > 1) at::manual_seed(seed * 1000003 + static_cast<std::uint64_t>(context.rank));
   const TrainSettings settings = train_settings(config, loader.batches_per_epoch(), comm->world_size());
   log.info("training: {} steps ({} per epoch), batch {}, peak lr {:.3g}, warmup {} steps",
            settings.total_steps, settings.batches_per_epoch, options.batch_size, settings.peak_lr,
            settings.warmup_steps);
   train(context, model, loader, *comm, device, settings, context.dir / "checkpoints" / "last.pt");
+  if (context.rank != 0) return;  // the other ranks' weights are the same: rank 0 evaluates
   EvaluatorRun evaluators;
   evaluators.dir = context.dir;
   evaluators.config = context.config;

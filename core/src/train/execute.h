@@ -35,6 +35,10 @@ struct PointContext {
   spdlog::logger* log = nullptr;
   std::function<void(const ProgressInfo&)> progress;  // may be empty
   int threads = 0;                                    // resolved intra-op threads
+  // Data-parallel ranks of this point. Rank 0 owns the run directory; rank r > 0 trains in
+  // dir = <run>/rank<r> (its own log, metrics and checkpoints) and runs no evaluator.
+  int rank = 0, world = 1;
+  std::filesystem::path store;  // c10d file store shared by the ranks (world > 1)
 };
 
 void execute_point(const PointContext& context);
