@@ -181,6 +181,16 @@ int bench_moe(const std::vector<std::string>& args) {
       {"dense MLP, blocked (as in vit)", blocked_forward, dense_backward},
       {"MoE layer (grouped, blocked)", moe_forward, moe_backward},
       {"MoE, grouped, plain autograd", variant(&moe::dispatch_combine_autograd), moe_backward},
+      {"  of which the gate alone",
+       [&] {
+         const Routing r = route();
+         y = r.weights;
+         aux = aux_sum(r);
+       },
+       [&] {
+         torch::autograd::backward({y, aux}, {at::ones_like(y), at::ones({}, aux.options())});
+         clear_grads(params);
+       }},
   };
   if (naive)
     candidates.push_back(
