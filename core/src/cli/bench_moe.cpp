@@ -9,6 +9,7 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/nn/modules/linear.h>
 
+#include <sys/resource.h>
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <chrono>
@@ -31,7 +32,14 @@ namespace po = boost::program_options;
 
 struct Timing {
   double forward_ms = 0, total_ms = 0;
+  double page_faults = 0;  // minor page faults per forward + backward
 };
+
+long minor_faults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
+}
 
 struct Candidate {
   std::string name;
@@ -50,19 +58,23 @@ std::vector<Timing> measure(int warmup, int repeats, const std::vector<Candidate
   using clock = std::chrono::steady_clock;
   const auto n = candidates.size();
   std::vector<std::vector<double>> fwd(n), total(n);
+  std::vector<long> faults(n, 0);
   for (int i = 0; i < warmup + repeats; ++i)
     for (std::size_t c = 0; c < n; ++c) {
+      const long f0 = minor_faults();
       const auto t0 = clock::now();
       candidates[c].forward();
       const auto t1 = clock::now();
       candidates[c].backward();
       const auto t2 = clock::now();
       if (i < warmup) continue;
+      faults[c] += minor_faults() - f0;
       fwd[c].push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
       total[c].push_back(std::chrono::duration<double, std::milli>(t2 - t0).count());
     }
   std::vector<Timing> out;
-  for (std::size_t c = 0; c < n; ++c) out.push_back({median(fwd[c]), median(total[c])});
+  for (std::size_t c = 0; c < n; ++c)
+    out.push_back({median(fwd[c]), median(total[c]), double(faults[c]) / repeats});
   return out;
 }
 
@@ -181,6 +193,16 @@ int bench_moe(const std::vector<std::string>& args) {
       {"dense MLP, blocked (as in vit)", blocked_forward, dense_backward},
       {"MoE layer (grouped, blocked)", moe_forward, moe_backward},
       {"MoE, grouped, plain autograd", variant(&moe::dispatch_combine_autograd), moe_backward},
+      {"  of which the gate alone",
+       [&] {
+         const Routing r = route();
+         y = r.weights;
+         aux = aux_sum(r);
+       },
+       [&] {
+         torch::autograd::backward({y, aux}, {at::ones_like(y), at::ones({}, aux.options())});
+         clear_grads(params);
+       }},
   };
   if (naive)
     candidates.push_back(
@@ -196,12 +218,12 @@ int bench_moe(const std::vector<std::string>& args) {
       "interleaved\n\n",
       (long long)batch, (long long)tokens, (long long)T, (long long)dim, (long long)experts,
       (long long)k, (long long)hidden, dropped, (long long)(4 * dim), threads, repeats, warmup);
-  std::printf("%-32s %11s %11s %11s %11s\n", "", "forward ms", "fwd+bwd ms", "vs plain",
-              "vs blocked");
+  std::printf("%-32s %11s %11s %9s %11s %12s\n", "", "forward ms", "fwd+bwd ms", "vs plain",
+              "vs blocked", "page faults");
   for (std::size_t c = 0; c < candidates.size(); ++c)
-    std::printf("%-32s %11.1f %11.1f %10.2fx %10.2fx\n", candidates[c].name.c_str(),
+    std::printf("%-32s %11.1f %11.1f %8.2fx %10.2fx %12.0f\n", candidates[c].name.c_str(),
                 times[c].forward_ms, times[c].total_ms, times[c].total_ms / times[0].total_ms,
-                times[c].total_ms / times[1].total_ms);
+                times[c].total_ms / times[1].total_ms, times[c].page_faults);
   return 0;
 }
 

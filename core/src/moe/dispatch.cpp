@@ -7,6 +7,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -70,35 +71,27 @@ std::vector<Item> make_items(const std::vector<std::int64_t>& sizes, std::int64_
   return items;
 }
 
-// Runs f(index) for every item. On the CPU with several threads the items are spread over the
-// threads in groups of similar total size (largest first into the lightest group) and each
-// item's operations run single-threaded: one parallel region per pass instead of one per
-// operation, which keeps small products efficient and robust on a busy machine. f must only
-// write what belongs to its item.
+// Runs f(index) for every item. On the CPU with several threads, the threads take whole items
+// from a shared counter, largest first, and each item's operations run single-threaded: one
+// parallel region per pass instead of one per operation, which keeps small products efficient,
+// and a thread that the machine holds back leaves its share to the others. f must only write
+// what belongs to its item.
 template <class F>
 void run_items(const at::Tensor& like, const std::vector<Item>& items, F f) {
   const auto n = static_cast<std::int64_t>(items.size());
-  const std::int64_t threads = at::get_num_threads();
-  if (!like.is_cpu() || threads < 2 || n < 2 || at::in_parallel_region()) {
+  const std::int64_t threads = std::min<std::int64_t>(at::get_num_threads(), n);
+  if (!like.is_cpu() || threads < 2 || at::in_parallel_region()) {
     for (std::int64_t i = 0; i < n; ++i) f(i);
     return;
   }
-  const auto bins = std::min(threads, n);
   std::vector<std::int64_t> order(n);
   for (std::int64_t i = 0; i < n; ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(),
                    [&](std::int64_t a, std::int64_t b) { return items[a].rows > items[b].rows; });
-  std::vector<std::vector<std::int64_t>> groups(bins);
-  std::vector<std::int64_t> load(bins, 0);
-  for (auto i : order) {
-    const auto g = std::min_element(load.begin(), load.end()) - load.begin();
-    groups[g].push_back(i);
-    load[g] += items[i].rows;
-  }
-  at::parallel_for(0, bins, 1, [&](std::int64_t begin, std::int64_t end) {
+  std::atomic<std::int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](std::int64_t, std::int64_t) {
     at::NoGradGuard no_grad;  // grad mode is per thread; the caller's is off already
-    for (auto g = begin; g < end; ++g)
-      for (auto i : groups[g]) f(i);
+    for (auto i = next++; i < n; i = next++) f(order[i]);
   });
 }
 
@@ -120,8 +113,8 @@ class ExpertMlps : public torch::autograd::Function<ExpertMlps> {
     const auto items = make_items(sizes, block);
     const auto I = static_cast<std::int64_t>(items.size());
     const bool gathered = token.numel() > 0, weighted = weight.numel() > 0;
-    // Saved: x, weight, w1, w2, token, then h, a, y of every item.
-    variable_list saved(5 + 3 * I);
+    // Saved: x, weight, w1, w2, token, then h, a, y (if weighted), x_e (if gathered) per item.
+    variable_list saved(5 + 4 * I);
     saved[0] = x, saved[1] = weight, saved[2] = w1, saved[3] = w2, saved[4] = token;
     at::Tensor out = gathered ? at::empty({token.size(0), x.size(1)}, x.options())
                               : at::empty_like(x, at::MemoryFormat::Contiguous);
@@ -135,11 +128,12 @@ class ExpertMlps : public torch::autograd::Function<ExpertMlps> {
       if (weighted) {
         const at::Tensor y = at::addmm(b2.select(0, e), a, w2.select(0, e));
         at::mul_out(rows, y, weight.narrow(0, off, n).unsqueeze(1));
-        saved[7 + 3 * i] = y;
+        saved[7 + 4 * i] = y;
       } else {
         at::addmm_out(rows, b2.select(0, e), a, w2.select(0, e));
       }
-      saved[5 + 3 * i] = h, saved[6 + 3 * i] = a;
+      saved[5 + 4 * i] = h, saved[6 + 4 * i] = a;
+      if (gathered) saved[8 + 4 * i] = xe;  // kept: the backward needs it again
     });
     ctx->save_for_backward(saved);
     ctx->saved_data["sizes"] = sizes;
@@ -161,33 +155,47 @@ class ExpertMlps : public torch::autograd::Function<ExpertMlps> {
     const bool want_experts = ctx->needs_input_grad(2) || ctx->needs_input_grad(3) ||
                               ctx->needs_input_grad(4) || ctx->needs_input_grad(5);
 
-    at::Tensor grad_rows, grad_weight, items_w1, items_b1, items_w2, items_b2;
+    at::Tensor grad_rows, grad_weight, grad_w1, grad_b1, grad_w2, grad_b2;
     if (want_x)
       grad_rows = gathered ? at::empty({token.size(0), D}, x.options())
                            : at::empty_like(x, at::MemoryFormat::Contiguous);
     if (want_weight) grad_weight = at::empty_like(weight);
-    if (want_experts) {  // per item, summed per expert afterwards
-      items_w1 = at::empty({I, D, H}, w1.options());
-      items_b1 = at::empty({I, H}, w1.options());
-      items_w2 = at::empty({I, H, D}, w2.options());
-      items_b2 = at::empty({I, D}, w2.options());
+    // Expert weight gradients: the first block of an expert writes them, every further block
+    // writes its own partial sums (slot p), which are added once all blocks are done.
+    std::vector<std::int64_t> partial(I, -1);
+    std::int64_t partials = 0;
+    for (std::int64_t i = 1; i < I; ++i)
+      if (items[i].expert == items[i - 1].expert) partial[i] = partials++;
+    at::Tensor part_w1, part_b1, part_w2, part_b2;
+    if (want_experts) {
+      grad_w1 = at::zeros_like(w1);
+      grad_b1 = at::zeros({w1.size(0), H}, w1.options());
+      grad_w2 = at::zeros_like(w2);
+      grad_b2 = at::zeros({w2.size(0), D}, w2.options());
+      part_w1 = at::empty({partials, D, H}, w1.options());
+      part_b1 = at::empty({partials, H}, w1.options());
+      part_w2 = at::empty({partials, H, D}, w2.options());
+      part_b2 = at::empty({partials, D}, w2.options());
     }
     const at::Tensor grad = grads[0].contiguous();
     run_items(x, items, [&](std::int64_t i) {
       const auto [e, off, n] = items[i];
-      const at::Tensor &h = saved[5 + 3 * i], &a = saved[6 + 3 * i];
+      const at::Tensor &h = saved[5 + 4 * i], &a = saved[6 + 4 * i];
       const at::Tensor tokens = gathered ? token.narrow(0, off, n) : at::Tensor();
       const at::Tensor gy = gathered ? grad.index_select(0, tokens) : grad.narrow(0, off, n);
       at::Tensor gys = gy;  // gradient at the unweighted expert output
       if (weighted) {
-        if (want_weight) grad_weight.narrow(0, off, n).copy_((gy * saved[7 + 3 * i]).sum(1));
+        if (want_weight) grad_weight.narrow(0, off, n).copy_((gy * saved[7 + 4 * i]).sum(1));
         gys = gy * weight.narrow(0, off, n).unsqueeze(1);
       }
       const at::Tensor gh = at::gelu_backward(at::mm(gys, w2.select(0, e).t()), h);
       if (want_experts) {
-        const at::Tensor xe = gathered ? x.index_select(0, tokens) : x.narrow(0, off, n);
-        at::Tensor gw2 = items_w2.select(0, i), gw1 = items_w1.select(0, i);
-        at::Tensor gb2 = items_b2.select(0, i), gb1 = items_b1.select(0, i);
+        const at::Tensor xe = gathered ? saved[8 + 4 * i] : x.narrow(0, off, n);
+        const auto p = partial[i];
+        at::Tensor gw2 = p < 0 ? grad_w2.select(0, e) : part_w2.select(0, p);
+        at::Tensor gw1 = p < 0 ? grad_w1.select(0, e) : part_w1.select(0, p);
+        at::Tensor gb2 = p < 0 ? grad_b2.select(0, e) : part_b2.select(0, p);
+        at::Tensor gb1 = p < 0 ? grad_b1.select(0, e) : part_b1.select(0, p);
         at::mm_out(gw2, a.t(), gys);
         at::sum_out(gb2, gys, at::IntArrayRef{0});
         at::mm_out(gw1, xe.t(), gh);
@@ -198,16 +206,17 @@ class ExpertMlps : public torch::autograd::Function<ExpertMlps> {
         at::mm_out(rows, gh, w1.select(0, e).t());
       }
     });
-    at::Tensor grad_x, grad_w1, grad_b1, grad_w2, grad_b2;
+    at::Tensor grad_x;
     if (want_x) grad_x = gathered ? at::zeros_like(x).index_add_(0, token, grad_rows) : grad_rows;
-    if (want_experts) {
+    if (want_experts && partials > 0) {
       std::vector<std::int64_t> owner;
-      for (const auto& item : items) owner.push_back(item.expert);
+      for (std::int64_t i = 0; i < I; ++i)
+        if (partial[i] >= 0) owner.push_back(items[i].expert);
       const at::Tensor expert = at::tensor(owner, x.options().dtype(at::kLong));
-      grad_w1 = at::zeros_like(w1).index_add_(0, expert, items_w1);
-      grad_b1 = at::zeros({w1.size(0), H}, w1.options()).index_add_(0, expert, items_b1);
-      grad_w2 = at::zeros_like(w2).index_add_(0, expert, items_w2);
-      grad_b2 = at::zeros({w2.size(0), D}, w2.options()).index_add_(0, expert, items_b2);
+      grad_w1.index_add_(0, expert, part_w1);
+      grad_b1.index_add_(0, expert, part_b1);
+      grad_w2.index_add_(0, expert, part_w2);
+      grad_b2.index_add_(0, expert, part_b2);
     }
     return {grad_x,  grad_weight,  grad_w1,      grad_b1,     grad_w2,
             grad_b2, at::Tensor(), at::Tensor(), at::Tensor()};

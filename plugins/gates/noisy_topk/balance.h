@@ -24,12 +24,16 @@ inline at::Tensor importance_loss(const at::Tensor& probs) {
 // clean, noisy: [n, E] logits before and after the N(0, sigma²) noise. The threshold of an item is
 // its k-th largest noisy logit; P[n, e] = 1 - Φ((thr_n - clean_ne) / sigma) is the chance that
 // expert e would still be among its top k if e's noise were drawn again. L_load = CV²(mean_n P).
-inline at::Tensor load_loss(const at::Tensor& clean, const at::Tensor& noisy, double sigma,
-                            std::int64_t k) {
-  const at::Tensor threshold = std::get<0>(noisy.topk(k, 1)).select(1, k - 1).unsqueeze(1);
+// threshold: [n, 1] k-th largest noisy logit of each item.
+inline at::Tensor load_loss(const at::Tensor& clean, const at::Tensor& threshold, double sigma) {
   const at::Tensor z = (threshold - clean) / sigma;
   const at::Tensor p = 0.5 * at::erfc(z / std::sqrt(2.0));  // 1 - Φ(z)
   return squared_cv(p.mean(0));
+}
+
+inline at::Tensor load_loss(const at::Tensor& clean, const at::Tensor& noisy, double sigma,
+                            std::int64_t k) {
+  return load_loss(clean, std::get<0>(noisy.topk(k, 1)).narrow(1, k - 1, 1), sigma);
 }
 
 // logits + N(0, sigma²) when sigma > 0, else the logits themselves.

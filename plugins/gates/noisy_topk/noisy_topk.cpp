@@ -107,7 +107,10 @@ class NoisyTopK : public wb::Gate {
     const at::Tensor logits = x.mm(weight_.t());
     const at::Tensor noisy = wb::gates::add_noise(logits, sigma);
     const at::Tensor probs = at::softmax(noisy, 1);
-    auto [top_p, top_e] = probs.topk(k_, 1);  // sorted: first choice first
+    // Top-k of the noisy logits = top-k of the probabilities; their k-th value is also the
+    // threshold of the load loss. Sorted: first choice first.
+    auto [top_logit, top_e] = noisy.topk(k_, 1);
+    const at::Tensor top_p = probs.gather(1, top_e);
 
     wb::Routing r;
     r.experts = top_e;
@@ -124,7 +127,8 @@ class NoisyTopK : public wb::Gate {
     }
     r.aux["importance"] =
         wb::gates::importance_loss(clean_importance_ && sigma > 0 ? at::softmax(logits, 1) : probs);
-    if (sigma > 0) r.aux["load"] = wb::gates::load_loss(logits, noisy, sigma, k_);
+    if (sigma > 0)
+      r.aux["load"] = wb::gates::load_loss(logits, top_logit.narrow(1, k_ - 1, 1), sigma);
     r.tokens = x;
     r.tokens_per_image = in.tokens_per_image;
     return r;
