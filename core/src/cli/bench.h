@@ -7,5 +7,6 @@
 namespace wb::cli {
 
 int bench_loader(const Args& args);  // bench_loader.cpp
+int bench_step(const Args& args);    // bench_step.cpp
 
 }  // namespace wb::cli
