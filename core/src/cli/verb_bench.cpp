@@ -17,6 +17,8 @@ struct Benchmark {
 const Benchmark kBenchmarks[] = {
     {"loader", "two MoCo views per image per second: Fashion-MNIST and 224-px JPEG folders",
      bench_loader},
+    {"moe", "one MoE layer (16 experts, top-2) vs the FLOP-matched dense MLP, forward + backward",
+     bench_moe},
     {"step", "images/s of one training step (trainer's train_step) on a pre-made batch",
      bench_step},
 };

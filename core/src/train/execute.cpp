@@ -3,7 +3,11 @@
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <csignal>
+#include <ctime>
+#include <set>
 #include <stdexcept>
 
 #include "dist/communicator.h"
@@ -106,19 +110,30 @@ void execute_point(const PointContext& context) {
   Model model = build_model(config, *context.registry, shape, comm.get());
   model.to(device);
   const ModelCost cost = model.backbone->cost();
-  log.info("backbone {}: {} parameters ({} active per token), {}FLOPs per image",
+  log.info("backbone {}: {} parameters ({} active per token), {}MACs per image (the papers' "
+           "FLOPs)",
            config.backbone.plugin, format_count(cost.parameters),
            format_count(cost.active_parameters), format_count(cost.flops_per_image));
 
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  const std::time_t now = std::time(nullptr);
+  char started[32];
+  std::strftime(started, sizeof started, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
   std::map<std::string, std::string> provenance{
       {"workbench_version", WORKBENCH_VERSION},
+      {"git_commit", WORKBENCH_GIT_COMMIT},
+      {"experiment", context.dir.parent_path().filename().string()},
+      {"point_id", context.dir.filename().string()},
+      {"hostname", host},
+      {"started", started},
       {"torch_version", WORKBENCH_TORCH_VERSION},
       {"device", device.str()},
       {"seed", std::to_string(seed)},
       {"threads", std::to_string(context.threads)},
       {"parameters", std::to_string(cost.parameters)},
       {"active_parameters", std::to_string(cost.active_parameters)},
-      {"flops_per_image", std::to_string(cost.flops_per_image)}};
+      {"macs_per_image", std::to_string(static_cast<std::int64_t>(cost.flops_per_image))}};
   context.metrics->set_config(config.toml);
   context.metrics->set_provenance(provenance);
 

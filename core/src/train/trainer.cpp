@@ -166,7 +166,7 @@ StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Ba
     LossResult r = model.losses[i]->compute(st);
     const double v = r.value.item<double>();
     terms << (i ? ", " : "") << model.loss_names[i] << " = " << v;
-    result.logged["loss/" + model.loss_names[i]] = v;
+    result.logged["loss/" + model.loss_names[i] + "/total"] = v;
     for (const auto& [k, x] : r.metrics) result.logged["loss/" + model.loss_names[i] + "/" + k] = x;
     total = total.defined() ? total + r.value : r.value;
   }
@@ -217,6 +217,8 @@ void train(const PointContext& context, Model& model, Loader& loader, Communicat
   auto last_flush = Clock::now();
   std::int64_t interval_steps = 0;
   double images_per_second = 0;
+  double smoothed_rate = 0;  // images/s, exponential moving average of recent steps
+  auto step_start = Clock::now();
   const auto run_start = Clock::now();
   const std::int64_t first_step = step;
 
@@ -255,13 +257,16 @@ void train(const PointContext& context, Model& model, Loader& loader, Communicat
       interval_start = Clock::now();
       interval_steps = 0;
     }
+    const double step_rate = s.images_per_step / std::max(1e-9, seconds_since(step_start));
+    step_start = Clock::now();
+    smoothed_rate = smoothed_rate == 0 ? step_rate : 0.8 * smoothed_rate + 0.2 * step_rate;
     if (context.progress) {
       ProgressInfo info;
       info.epoch = static_cast<double>(step) / s.batches_per_epoch;
       info.step = step;
       info.total_steps = s.total_steps;
       info.loss = loss_value;
-      info.images_per_second = images_per_second;
+      info.images_per_second = smoothed_rate;
       const double rate = (step - first_step) / std::max(1e-9, seconds_since(run_start));
       info.eta_seconds = rate > 0 ? (s.total_steps - step) / rate : 0;
       context.progress(info);

@@ -56,9 +56,8 @@ class Accuracy final : public wb::Evaluator {
     wb::EvalResult r;
     r.scalars["top1"] = 100.0 * top1 / std::max<std::int64_t>(1, n);
     r.scalars["top5"] = 100.0 * top5 / std::max<std::int64_t>(1, n);
-    r.scalars["images"] = static_cast<double>(n);
     ctx.info("accuracy on " + data->describe() + ": top-1 " + std::to_string(r.scalars["top1"]) +
-             " %");
+             " % of " + std::to_string(n) + " images");
     return r;
   }
 
