@@ -14,10 +14,9 @@
 #include "h5/metrics.h"
 #include "store/run_dir.h"
 #include "train/data_access.h"
-#include "train/eval_context.h"
 #include "train/model.h"
+#include "train/run_evaluators.h"
 #include "train/trainer.h"
-#include "workbench/evaluator.h"
 #include "workbench/plugin.h"
 #include "workbench/registry.h"
 #include "workbench/version.h"
@@ -27,14 +26,6 @@ namespace wb {
 namespace fs = std::filesystem;
 
 namespace {
-
-c10::Device pick_device(const std::string& wanted) {
-  const bool cuda = at::hasCUDA();
-  if (wanted == "cuda" && !cuda)
-    throw std::runtime_error("device = \"cuda\" but this LibTorch has no usable CUDA device");
-  if (wanted == "cuda" || (wanted == "auto" && cuda)) return c10::Device(c10::kCUDA);
-  return c10::Device(c10::kCPU);
-}
 
 void on_stop_signal(int) { g_stop_requested.store(true); }
 
@@ -54,41 +45,6 @@ std::string format_count(double n) {
   else
     std::snprintf(buf, sizeof buf, "%.0f", n);
   return buf;
-}
-
-void run_evaluators(const PointContext& context, Model& model, c10::Device device,
-                    std::int64_t trained_steps) {
-  const RunConfig& config = *context.config;
-  if (config.evaluators.empty()) return;
-  context.metrics->flush();
-  std::set<std::string> done;
-  for (const auto& [evaluator, metrics] : MetricsReader(context.metrics->path()).eval())
-    done.insert(evaluator);
-  RunEvalContext eval(config, *context.registry, model, device, context.threads, context.dir / "eval", *context.log,
-                      "step" + std::to_string(trained_steps));
-  model.train(false);
-  const auto names = evaluator_names(config);
-  for (std::size_t i = 0; i < config.evaluators.size(); ++i) {
-    if (done.count(names[i])) {
-      context.log->info("evaluator {} already done", names[i]);
-      continue;
-    }
-    const auto& e = config.evaluators[i];
-    context.log->info("evaluating: {}", names[i]);
-    auto evaluator = context.registry->make_evaluator(e.plugin, e.params);
-    EvalResult result = evaluator->evaluate(eval);
-    for (const auto& [metric, value] : result.scalars) {
-      context.metrics->eval_scalar(names[i], metric, value);
-      context.log->info("  {}/{} = {}", names[i], metric, value);
-    }
-    for (const auto& [metric, tensor] : result.arrays) {
-      const at::Tensor t = tensor.detach().to(at::kCPU, at::kDouble).contiguous();
-      std::vector<double> values(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
-      std::vector<std::int64_t> shape(t.sizes().begin(), t.sizes().end());
-      context.metrics->eval_array(names[i], metric, values, shape);
-    }
-    context.metrics->flush();  // each evaluator's results survive a crash of the next one
-  }
 }
 
 }  // namespace
@@ -152,7 +108,15 @@ void execute_point(const PointContext& context) {
            settings.total_steps, settings.batches_per_epoch, options.batch_size, settings.peak_lr,
            settings.warmup_steps);
   train(context, model, loader, *comm, device, settings, context.dir / "checkpoints" / "last.pt");
-  run_evaluators(context, model, device, settings.total_steps);
+  EvaluatorRun evaluators;
+  evaluators.dir = context.dir;
+  evaluators.config = context.config;
+  evaluators.registry = context.registry;
+  evaluators.metrics = context.metrics;
+  evaluators.log = context.log;
+  evaluators.threads = context.threads;
+  evaluators.cache_tag = "step" + std::to_string(settings.total_steps);
+  run_evaluators(evaluators, model, device);
 }
 
 }  // namespace wb

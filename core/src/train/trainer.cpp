@@ -273,6 +273,7 @@ void train(const PointContext& context, Model& model, Loader& loader, Communicat
     }
     const bool stop = g_stop_requested.load();
     if (step % s.checkpoint_every == 0 || step == s.total_steps || stop) {
+      state.step = step;  // what a resume (and `workbench eval`) reads back
       save_checkpoint(checkpoint, state);
       metrics.flush();
       last_flush = Clock::now();

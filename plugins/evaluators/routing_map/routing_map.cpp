@@ -1,0 +1,134 @@
+// Expert x class routing map (MoCE Fig. 3, methods.md §6): for every MoE layer, the fraction of
+// each class's tokens (all tokens, or CLS tokens only) that have each expert among their top-k
+// choices, counted with the backbone in eval mode on eval-recipe views. Each column therefore
+// sums to k. Written as a heat map PNG per layer plus the matrix [layers, experts, classes].
+#include <ATen/ATen.h>
+
+#include <fstream>
+#include <stdexcept>
+
+#include "workbench/draw.h"
+#include "workbench/eval_tools.h"
+#include "workbench/evaluator.h"
+#include "workbench/plugin.h"
+
+namespace {
+
+wb::Split parse_split(const std::string& s) {
+  if (s == "train") return wb::Split::Train;
+  if (s == "val") return wb::Split::Val;
+  return wb::Split::Test;
+}
+
+std::vector<std::int64_t> spread(std::int64_t size, std::int64_t count) {
+  std::vector<std::int64_t> items;
+  for (std::int64_t i = 0; i < count; ++i) items.push_back(i * size / count);
+  return items;
+}
+
+class RoutingMap final : public wb::Evaluator {
+ public:
+  explicit RoutingMap(const wb::Params& p)
+      : dataset_(p.text("dataset")),
+        split_name_(p.text("split")),
+        split_(parse_split(split_name_)),
+        images_(p.integer("images")),
+        cls_only_(p.text("tokens") == "cls"),
+        cell_(p.integer("cell")) {}
+
+  wb::EvalResult evaluate(wb::EvalContext& ctx) override {
+    auto data = ctx.dataset(dataset_, split_);
+    if (images_ < data->size())
+      data = wb::subset(data, spread(data->size(), images_), "routing-map images");
+    wb::LoaderOptions options = ctx.loader_options();
+    options.shuffle = false;
+    options.drop_last = false;
+    wb::Loader loader(data, {ctx.recipe("eval", dataset_)}, options);
+    loader.start_epoch(0);
+
+    const std::int64_t classes = data->classes();
+    at::Tensor hits;  // [L, E * C]: top-k choices per (expert, class)
+    at::Tensor tokens = at::zeros({classes}, at::TensorOptions().dtype(at::kDouble));
+    std::int64_t experts = 0;
+    while (auto batch = loader.next()) {
+      const wb::Batch b = batch->to(ctx.device());
+      const wb::BackboneOutput out = wb::eval_forward(ctx.backbone(), b);
+      if (out.routings.empty())
+        throw std::runtime_error("routing_map: the backbone has no MoE layer");
+      const auto L = static_cast<std::int64_t>(out.routings.size());
+      experts = out.routings[0].num_experts();
+      if (!hits.defined()) hits = at::zeros({L, experts * classes}, tokens.options());
+      const at::Tensor labels = batch->labels;  // CPU
+      const auto B = b.size();
+      std::int64_t per_image = 0;
+      for (std::int64_t l = 0; l < L; ++l) {
+        const wb::Routing& routing = out.routings[static_cast<std::size_t>(l)];
+        const auto k = routing.experts.size(1);
+        at::Tensor chosen = routing.experts.to(at::kCPU).reshape({B, -1, k});
+        if (cls_only_) chosen = chosen.narrow(1, 0, 1);
+        per_image = chosen.size(1);
+        const at::Tensor cell = chosen * classes + labels.view({B, 1, 1});
+        hits[l].add_(at::bincount(cell.flatten(), {}, experts * classes).to(at::kDouble));
+      }
+      tokens.add_(at::bincount(labels, {}, classes).to(at::kDouble) *
+                  static_cast<double>(per_image));
+    }
+    if (!hits.defined()) throw std::runtime_error("routing_map: no images");
+    const auto L = hits.size(0);
+    const at::Tensor fraction =
+        (hits.view({L, experts, classes}) / tokens.clamp_min(1).view({1, 1, classes})).contiguous();
+
+    wb::EvalResult r;
+    r.arrays["fraction"] = fraction;
+    r.arrays["tokens_per_class"] = tokens;
+    const std::string tag = "routing_map_" + (dataset_.empty() ? "" : dataset_ + "_") +
+                            split_name_ + "_" + (cls_only_ ? "cls" : "all");
+    std::ofstream legend(ctx.output_dir() / (tag + ".txt"));
+    legend << "routing map (" << (cls_only_ ? "CLS tokens" : "all tokens") << ", " << split_name_
+           << " split, " << data->describe() << ")\n"
+           << "rows: experts 0.." << experts - 1 << "; columns: classes 0.." << classes - 1
+           << "\ncolour: fraction of the class's tokens with the expert among their top-k "
+              "choices (viridis, 0 = dark, the file's maximum = yellow)\n";
+    for (std::int64_t l = 0; l < L; ++l) {
+      const at::Tensor m = fraction[l].contiguous();
+      const std::vector<double> values(m.data_ptr<double>(), m.data_ptr<double>() + m.numel());
+      const std::string file = tag + "_moe" + std::to_string(l) + ".png";
+      const double vmax = m.max().item<double>();
+      wb::write_png((ctx.output_dir() / file).string(),
+                    wb::heatmap(values, experts, classes, cell_, vmax));
+      legend << file << ": MoE layer " << l << ", maximum " << vmax << "\n";
+      r.files.push_back(file);
+    }
+    legend.close();
+    if (!legend) throw std::runtime_error("routing_map: cannot write " + tag + ".txt");
+    r.files.push_back(tag + ".txt");
+    ctx.info("routing_map: " + std::to_string(L) + " layers x " + std::to_string(experts) +
+             " experts x " + std::to_string(classes) + " classes -> " + tag + "_moe*.png");
+    return r;
+  }
+
+ private:
+  std::string dataset_, split_name_;
+  wb::Split split_;
+  std::int64_t images_;
+  bool cls_only_;
+  std::int64_t cell_;
+};
+
+}  // namespace
+
+WORKBENCH_PLUGIN("expert x class routing map") {
+  registry.add_evaluator(
+      "routing_map",
+      "per MoE layer: fraction of each class's tokens routed to each expert (top-k), heat map "
+      "PNG + matrix (MoCE Fig. 3)",
+      {wb::ParamSpec::text("dataset", "", "data set name ('' = the run's own)"),
+       wb::ParamSpec::text("split", "test", "split the images come from")
+           .one_of({"train", "val", "test"}),
+       wb::ParamSpec::integer("images", 1000, "images counted (spread evenly over the split)")
+           .at_least(1),
+       wb::ParamSpec::text("tokens", "all", "all tokens, or the CLS token of each image")
+           .one_of({"all", "cls"}),
+       wb::ParamSpec::integer("cell", 16, "pixels per heat-map cell").range(4, 128)},
+      [](const wb::Params& p) { return std::make_shared<RoutingMap>(p); });
+}

@@ -1,0 +1,291 @@
+// Semi-supervised evaluation (methods.md §7): a class-balanced fraction of the training labels
+// (seeded). 1 %: linear heads on frozen features; 10 %: fine-tuning of the backbone together
+// with the first layer of the projection head (Loss::finetune_*) and a new linear head.
+// Hyper-parameters (the lr) are chosen on a class-balanced validation split drawn from the
+// training images *outside* the labelled subset; the test split is read once, by the choice.
+#include <ATen/ATen.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/optim/adamw.h>
+#include <torch/optim/sgd.h>
+
+#include <cmath>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+
+#include "workbench/eval_tools.h"
+#include "workbench/evaluator.h"
+#include "workbench/plugin.h"
+
+namespace {
+
+at::Tensor as_tensor(const std::vector<double>& v) {
+  return at::tensor(v, at::TensorOptions().dtype(at::kDouble));
+}
+at::Tensor as_tensor(const std::vector<std::int64_t>& v) {
+  return at::tensor(v, at::TensorOptions().dtype(at::kLong)).to(at::kDouble);
+}
+
+// A fine-tuned model: the trainable copy, the loss whose head it starts from (may be null),
+// and the new classifier.
+struct Tuned {
+  wb::TrainableCopy model;
+  wb::Loss* head = nullptr;
+  torch::nn::Linear classifier{nullptr};
+
+  at::Tensor logits(const at::Tensor& cls) {
+    return classifier->forward(head ? head->finetune_forward(cls) : cls);
+  }
+  void train(bool on) {
+    model.backbone->train(on);
+    if (head) head->train(on);
+    classifier->train(on);
+  }
+};
+
+// Top-1 / top-5 (percent) of a fine-tuned model on a data set, eval-recipe views.
+std::pair<double, double> accuracy(wb::EvalContext& ctx, Tuned& tuned,
+                                   std::shared_ptr<const wb::Dataset> data,
+                                   const std::string& dataset) {
+  wb::LoaderOptions options = ctx.loader_options();
+  options.shuffle = false;
+  options.drop_last = false;
+  wb::Loader loader(std::move(data), {ctx.recipe("eval", dataset)}, options);
+  loader.start_epoch(0);
+  at::NoGradGuard no_grad;
+  tuned.train(false);
+  std::int64_t n = 0, top1 = 0, top5 = 0;
+  while (auto batch = loader.next()) {
+    const wb::Batch b = batch->to(ctx.device());
+    const at::Tensor logits = tuned.logits(wb::eval_forward(*tuned.model.backbone, b).cls);
+    top1 += wb::topk_correct(logits, b.labels, 1);
+    top5 += wb::topk_correct(logits, b.labels, 5);
+    n += b.size();
+  }
+  if (n == 0) throw std::runtime_error("semi_supervised: nothing to evaluate on");
+  return {100.0 * static_cast<double>(top1) / static_cast<double>(n),
+          100.0 * static_cast<double>(top5) / static_cast<double>(n)};
+}
+
+class SemiSupervised final : public wb::Evaluator {
+ public:
+  explicit SemiSupervised(const wb::Params& p)
+      : dataset_(p.text("dataset")),
+        fraction_(p.real("fraction")),
+        label_seed_(static_cast<std::uint64_t>(p.integer("label_seed"))),
+        val_fraction_(p.real("val_fraction")),
+        lrs_(p.reals("lrs")),
+        epochs_(p.integer("epochs")),
+        batch_(p.integer("batch")),
+        batch_norm_(p.boolean("batch_norm")),
+        finetune_lrs_(p.reals("finetune_lrs")),
+        finetune_epochs_(p.integer("finetune_epochs")),
+        optimizer_(p.text("optimizer")),
+        weight_decay_(p.real("weight_decay")),
+        crop_scale_min_(p.real("crop_scale_min")) {
+    const std::string mode = p.text("mode");
+    finetune_ = mode == "finetune" || (mode == "auto" && fraction_ >= 0.1 - 1e-9);
+  }
+
+  wb::EvalResult evaluate(wb::EvalContext& ctx) override {
+    auto train_data = ctx.dataset(dataset_, wb::Split::Train);
+    const at::Tensor labels = wb::labels_of(*train_data);
+    const wb::Draw labelled = wb::draw_fraction(labels, fraction_, label_seed_);
+    const wb::Draw val = wb::draw_fraction(labels, labelled.rest, val_fraction_, label_seed_ + 1);
+    const auto classes = wb::count_classes({labels});
+    std::ostringstream log;
+    log << "semi_supervised: " << labelled.drawn.size() << " labelled images (" << fraction_ * 100
+        << " %), " << val.drawn.size() << " validation images from the rest, "
+        << (finetune_ ? "fine-tuning" : "linear heads");
+    ctx.info(log.str());
+
+    wb::EvalResult r = finetune_ ? finetune(ctx, train_data, labelled.drawn, val.drawn, classes)
+                                 : linear(ctx, labelled.drawn, val.drawn, classes);
+    r.scalars["labelled"] = static_cast<double>(labelled.drawn.size());
+    r.scalars["finetune"] = finetune_ ? 1 : 0;
+    const at::Tensor idx = at::tensor(labelled.drawn, at::TensorOptions().dtype(at::kLong));
+    r.arrays["labelled_per_class"] =
+        as_tensor(wb::class_counts(labels.index_select(0, idx), classes));
+    ctx.info("semi_supervised: test top-1 " + std::to_string(r.scalars["top1"]) + " %");
+    return r;
+  }
+
+ private:
+  wb::EvalResult linear(wb::EvalContext& ctx, const std::vector<std::int64_t>& labelled,
+                        const std::vector<std::int64_t>& val_items, std::int64_t classes) {
+    const wb::FeatureSet all = ctx.features(dataset_, wb::Split::Train);
+    const wb::FeatureSet train = wb::take(all, labelled), val = wb::take(all, val_items);
+    wb::LinearHeadOptions options;
+    options.lrs = lrs_;
+    options.batch_norm = batch_norm_;
+    options.seed = ctx.seed();
+    options.device = ctx.device();
+    wb::LinearHeads heads(all.features.size(1), classes, options);
+    wb::train_heads(heads, train, epochs_, batch_, ctx.seed());
+    const std::vector<double> val_top1 = heads.accuracy(val);
+    const std::int64_t best = wb::best_head(val_top1);
+    heads.keep_only(best);
+    const wb::FeatureSet test = ctx.features(dataset_, wb::Split::Test);
+    wb::EvalResult r;
+    r.scalars["top1"] = heads.accuracy(test, 1).at(0);
+    r.scalars["top5"] = heads.accuracy(test, 5).at(0);
+    r.scalars["val_top1"] = val_top1[static_cast<std::size_t>(best)];
+    r.scalars["lr"] = lrs_[static_cast<std::size_t>(best)];
+    r.arrays["lrs"] = as_tensor(lrs_);
+    r.arrays["val_top1_per_lr"] = as_tensor(val_top1);
+    return r;
+  }
+
+  wb::EvalResult finetune(wb::EvalContext& ctx, std::shared_ptr<const wb::Dataset> train_data,
+                          const std::vector<std::int64_t>& labelled,
+                          const std::vector<std::int64_t>& val_items, std::int64_t classes) {
+    auto train = wb::subset(train_data, labelled, "labelled subset");
+    auto val = wb::subset(train_data, val_items, "validation");
+    std::unique_ptr<Tuned> best;
+    double best_val = -1, best_lr = 0;
+    std::vector<double> val_top1;
+    for (double lr : finetune_lrs_) {
+      auto tuned = finetune_one(ctx, train, classes, lr);
+      val_top1.push_back(accuracy(ctx, *tuned, val, dataset_).first);
+      ctx.info("semi_supervised: fine-tuned with lr " + std::to_string(lr) + ": val top-1 " +
+               std::to_string(val_top1.back()) + " %");
+      if (val_top1.back() > best_val) {
+        best_val = val_top1.back();
+        best_lr = lr;
+        best = std::move(tuned);
+      }
+    }
+    const auto [top1, top5] =
+        accuracy(ctx, *best, ctx.dataset(dataset_, wb::Split::Test), dataset_);
+    wb::EvalResult r;
+    r.scalars["top1"] = top1;
+    r.scalars["top5"] = top5;
+    r.scalars["val_top1"] = best_val;
+    r.scalars["lr"] = best_lr;
+    r.arrays["lrs"] = as_tensor(finetune_lrs_);
+    r.arrays["val_top1_per_lr"] = as_tensor(val_top1);
+    return r;
+  }
+
+  std::unique_ptr<Tuned> finetune_one(wb::EvalContext& ctx,
+                                      std::shared_ptr<const wb::Dataset> train,
+                                      std::int64_t classes, double lr) {
+    auto tuned = std::make_unique<Tuned>();
+    tuned->model = ctx.trainable_copy();
+    for (auto& loss : tuned->model.losses)
+      if (loss->finetune_dim() > 0) {
+        tuned->head = loss.get();
+        break;
+      }
+    if (!tuned->head)
+      ctx.info(
+          "semi_supervised: no loss provides a fine-tuning head (finetune_dim); "
+          "fine-tuning the backbone with a linear head on the CLS feature");
+    const std::int64_t dim =
+        tuned->head ? tuned->head->finetune_dim() : tuned->model.backbone->feature_dim();
+    tuned->classifier = torch::nn::Linear(dim, classes);
+    {
+      at::NoGradGuard no_grad;  // zero init: every class starts equally likely
+      tuned->classifier->weight.zero_();
+      tuned->classifier->bias.zero_();
+    }
+    tuned->classifier->to(ctx.device());
+
+    std::vector<at::Tensor> params;
+    for (const auto& p : tuned->model.backbone->parameters())
+      if (p.requires_grad()) params.push_back(p);
+    if (tuned->head)
+      for (const auto& p : tuned->head->finetune_parameters()) params.push_back(p);
+    for (const auto& p : tuned->classifier->parameters()) params.push_back(p);
+    std::unique_ptr<torch::optim::Optimizer> optimizer;
+    if (optimizer_ == "sgd")
+      optimizer = std::make_unique<torch::optim::SGD>(
+          params, torch::optim::SGDOptions(lr).momentum(0.9).weight_decay(weight_decay_));
+    else
+      optimizer = std::make_unique<torch::optim::AdamW>(
+          params, torch::optim::AdamWOptions(lr).weight_decay(weight_decay_));
+
+    wb::ViewRecipe recipe = ctx.recipe("train", dataset_);
+    recipe.scale_min = crop_scale_min_;
+    wb::LoaderOptions options = ctx.loader_options();
+    options.batch_size = batch_;
+    options.shuffle = true;
+    options.drop_last = train->size() >= batch_;
+    wb::Loader loader(train, {recipe}, options);
+    const std::int64_t total = finetune_epochs_ * loader.batches_per_epoch();
+    const double pi = std::acos(-1.0);
+    std::int64_t step = 0;
+    for (std::int64_t epoch = 0; epoch < finetune_epochs_; ++epoch) {
+      loader.start_epoch(epoch);
+      tuned->train(true);
+      while (auto batch = loader.next()) {
+        if (batch->size() < 2) continue;  // batch norm in the projection head needs two
+        const wb::Batch b = batch->to(ctx.device());
+        wb::RoutingContext rc;  // fine-tuning trains: gates as in training
+        rc.training = true;
+        rc.view = at::zeros({b.size()}, at::TensorOptions().dtype(at::kLong).device(ctx.device()));
+        rc.cluster = b.cluster;
+        const at::Tensor logits = tuned->logits(tuned->model.backbone->forward(b.views[0], rc).cls);
+        const at::Tensor loss = at::nll_loss(at::log_softmax(logits, 1), b.labels);
+        for (auto& group : optimizer->param_groups())
+          group.options().set_lr(
+              lr * 0.5 *
+              (1 + std::cos(pi * static_cast<double>(step) / static_cast<double>(total))));
+        optimizer->zero_grad();
+        loss.backward();
+        optimizer->step();
+        ++step;
+      }
+    }
+    return tuned;
+  }
+
+  std::string dataset_;
+  double fraction_;
+  std::uint64_t label_seed_;
+  double val_fraction_;
+  std::vector<double> lrs_;
+  std::int64_t epochs_, batch_;
+  bool batch_norm_;
+  std::vector<double> finetune_lrs_;
+  std::int64_t finetune_epochs_;
+  std::string optimizer_;
+  double weight_decay_, crop_scale_min_;
+  bool finetune_ = false;
+};
+
+}  // namespace
+
+WORKBENCH_PLUGIN("semi-supervised evaluator") {
+  registry.add_evaluator(
+      "semi_supervised",
+      "class-balanced label fraction: linear heads on frozen features (1 %) or fine-tuning "
+      "from the projection head's first layer (10 %); lr chosen on a validation split of the "
+      "unlabelled rest of train; top-1 on test",
+      {wb::ParamSpec::real("fraction", 0.01, "share of the training labels used, per class")
+           .range(0.0001, 1),
+       wb::ParamSpec::text("mode", "auto",
+                           "linear | finetune | auto (finetune from 10 % of the labels)")
+           .one_of({"auto", "linear", "finetune"}),
+       wb::ParamSpec::text("dataset", "", "data set name ('' = the run's own)"),
+       wb::ParamSpec::integer("label_seed", 0, "seed of the labelled subset").at_least(0),
+       wb::ParamSpec::real("val_fraction", 0.05,
+                           "class-balanced share of the unlabelled training images used to "
+                           "choose the lr")
+           .range(0.001, 0.9),
+       wb::ParamSpec::reals("lrs", {0.03, 0.1, 0.3, 1.0}, "linear: learning rates (one head each)")
+           .above(0),
+       wb::ParamSpec::integer("epochs", 100, "linear: passes over the labelled subset").at_least(1),
+       wb::ParamSpec::integer("batch", 128, "images per step").at_least(2),
+       wb::ParamSpec::boolean("batch_norm", true, "linear: batch norm without affine first"),
+       wb::ParamSpec::reals("finetune_lrs", {1e-4, 1e-3}, "finetune: learning rates tried")
+           .above(0),
+       wb::ParamSpec::integer("finetune_epochs", 5, "finetune: passes over the labelled subset")
+           .at_least(1),
+       wb::ParamSpec::text("optimizer", "adamw", "finetune: adamw | sgd (momentum 0.9)")
+           .one_of({"adamw", "sgd"}),
+       wb::ParamSpec::real("weight_decay", 0.05, "finetune: weight decay").at_least(0),
+       wb::ParamSpec::real("crop_scale_min", 0.08, "finetune: smallest crop area fraction")
+           .range(0.01, 1)},
+      [](const wb::Params& p) { return std::make_shared<SemiSupervised>(p); });
+}

@@ -1,0 +1,137 @@
+// Evaluators that learn from part of the labels: semi_supervised (label fraction, linear and
+// fine-tuning) and few_shot (k shots per class, several seeds, other data sets).
+#include <ATen/ATen.h>
+#include <doctest/doctest.h>
+
+#include <algorithm>
+
+#include "test_eval_helpers.h"
+#include "workbench/eval_tools.h"
+
+using wbtest::FakeContext;
+using wbtest::run_evaluator;
+
+namespace {
+
+std::vector<std::int64_t> as_counts(const at::Tensor& t) {
+  std::vector<std::int64_t> out;
+  for (double v : wbtest::values(t)) out.push_back(static_cast<std::int64_t>(v));
+  return out;
+}
+
+// Features whose labels match the data set's (the real context extracts them in item order).
+void serve_clusters(FakeContext& ctx, const std::vector<std::int64_t>& train_counts,
+                    const std::vector<std::int64_t>& test_counts, const std::string& name = "") {
+  const wb::FeatureSet train = wbtest::clusters(train_counts, 8, 6.0, 11);
+  ctx.set_features(wb::Split::Train, train, name);
+  ctx.set_features(wb::Split::Test, wbtest::clusters(test_counts, 8, 6.0, 12), name);
+  ctx.datasets[FakeContext::key(name, wb::Split::Train)] =
+      std::make_shared<wbtest::SyntheticDataset>(wbtest::labels_with_counts(train_counts), 1, 4);
+}
+
+}  // namespace
+
+TEST_CASE("semi_supervised 1 %: linear heads on exactly the class-balanced labelled subset") {
+  FakeContext ctx;
+  serve_clusters(ctx, {1000, 600, 400}, {50, 50, 50});
+  const wb::EvalResult r = run_evaluator("semi_supervised", ctx, {{"epochs", std::int64_t{30}}});
+  // round(1 % of each class).
+  CHECK(as_counts(r.arrays.at("labelled_per_class")) == std::vector<std::int64_t>{10, 6, 4});
+  CHECK(r.scalars.at("labelled") == 20);
+  CHECK(r.scalars.at("finetune") == 0);
+  CHECK(r.scalars.at("top1") >= 95.0);
+  // The lr is chosen before the test split is read.
+  CHECK(ctx.first("features  test") == ctx.events.size() - 2);  // then only the last info line
+}
+
+TEST_CASE("semi_supervised 10 %: fine-tunes a copy with the loss's head, chosen on validation") {
+  FakeContext ctx;
+  const auto train_labels = wbtest::labels_with_counts({100, 100, 100});
+  ctx.datasets[FakeContext::key("", wb::Split::Train)] =
+      std::make_shared<wbtest::ClassImages>(train_labels, 4, 1);
+  ctx.datasets[FakeContext::key("", wb::Split::Test)] =
+      std::make_shared<wbtest::ClassImages>(wbtest::labels_with_counts({20, 20, 20}), 4, 2);
+  ctx.image_size = 4;
+  auto original = std::make_shared<wbtest::LinearBackbone>(16, 5);
+  const at::Tensor original_weight = original->proj->weight.clone();
+  ctx.model = original;
+  std::vector<std::shared_ptr<wbtest::HeadLoss>> heads;
+  ctx.copy = [&] {
+    auto backbone = std::make_shared<wbtest::LinearBackbone>(16, 5);
+    auto loss = std::make_shared<wbtest::HeadLoss>(5);
+    {
+      at::NoGradGuard no_grad;
+      backbone->proj->weight.copy_(original->proj->weight);
+      backbone->proj->bias.copy_(original->proj->bias);
+    }
+    heads.push_back(loss);
+    return wb::TrainableCopy{backbone, {loss}};
+  };
+  const wb::EvalResult r = run_evaluator("semi_supervised", ctx,
+                                         {{"fraction", 0.1},
+                                          {"finetune_lrs", std::vector<double>{1e-4, 3e-2}},
+                                          {"finetune_epochs", std::int64_t{15}},
+                                          {"batch", std::int64_t{10}},
+                                          {"val_fraction", 0.2},
+                                          {"crop_scale_min", 1.0}});
+  CHECK(r.scalars.at("finetune") == 1);  // mode auto at 10 %
+  CHECK(as_counts(r.arrays.at("labelled_per_class")) == std::vector<std::int64_t>{10, 10, 10});
+  REQUIRE(heads.size() == 2);  // one copy per lr
+  for (const auto& h : heads) CHECK(h->calls > 0);
+  const auto val = wbtest::values(r.arrays.at("val_top1_per_lr"));
+  REQUIRE(val.size() == 2);
+  CHECK(r.scalars.at("lr") == (val[1] > val[0] ? 3e-2 : 1e-4));
+  CHECK(r.scalars.at("top1") >= 90.0);
+  // The model other evaluators see is untouched.
+  CHECK(at::equal(original->proj->weight, original_weight));
+}
+
+TEST_CASE("semi_supervised without a fine-tuning head says so and trains a head on CLS") {
+  FakeContext ctx;
+  const auto labels = wbtest::labels_with_counts({40, 40});
+  ctx.datasets[FakeContext::key("", wb::Split::Train)] =
+      std::make_shared<wbtest::ClassImages>(labels, 4, 3);
+  ctx.datasets[FakeContext::key("", wb::Split::Test)] =
+      std::make_shared<wbtest::ClassImages>(wbtest::labels_with_counts({10, 10}), 4, 4);
+  ctx.image_size = 4;
+  ctx.model = std::make_shared<wbtest::LinearBackbone>(16, 3);
+  ctx.copy = [] { return wb::TrainableCopy{std::make_shared<wbtest::LinearBackbone>(16, 3), {}}; };
+  const wb::EvalResult r = run_evaluator("semi_supervised", ctx,
+                                         {{"fraction", 0.5},
+                                          {"mode", std::string("finetune")},
+                                          {"finetune_lrs", std::vector<double>{3e-2}},
+                                          {"finetune_epochs", std::int64_t{5}},
+                                          {"batch", std::int64_t{8}}});
+  CHECK(ctx.first("info semi_supervised: no loss provides a fine-tuning head") < ctx.events.size());
+  CHECK(as_counts(r.arrays.at("labelled_per_class")) == std::vector<std::int64_t>{20, 20});
+  CHECK(r.scalars.at("top1") >= 90.0);
+}
+
+TEST_CASE("few_shot: k per class (fewer when a class is smaller), mean and std over seeds") {
+  FakeContext ctx;
+  serve_clusters(ctx, {30, 20, 3}, {30, 30, 30}, "transfer");
+  const wb::EvalResult r = run_evaluator("few_shot", ctx,
+                                         {{"dataset", std::string("transfer")},
+                                          {"seeds", std::int64_t{3}},
+                                          {"epochs", std::int64_t{30}}});
+  CHECK(as_counts(r.arrays.at("4shot_per_class")) == std::vector<std::int64_t>{4, 4, 3});
+  CHECK(as_counts(r.arrays.at("10shot_per_class")) == std::vector<std::int64_t>{10, 10, 3});
+  for (const std::string k : {"4shot", "10shot"}) {
+    const auto per_seed = wbtest::values(r.arrays.at(k));
+    REQUIRE(per_seed.size() == 3);
+    const wb::MeanStd m = wb::mean_std(per_seed);
+    CHECK(r.scalars.at(k + "_mean") == doctest::Approx(m.mean));
+    CHECK(r.scalars.at(k + "_std") == doctest::Approx(m.std));
+    CHECK(r.scalars.at(k + "_mean") >= 95.0);
+  }
+  // Only the named data set was read.
+  for (const auto& e : ctx.events)
+    if (e.rfind("features", 0) == 0) CHECK(e.find("transfer") != std::string::npos);
+}
+
+TEST_CASE("few_shot: different seeds draw different shots") {
+  const at::Tensor labels =
+      at::tensor(wbtest::labels_with_counts({50, 50}), at::TensorOptions().dtype(at::kLong));
+  CHECK(wb::draw_shots(labels, 4, 0).drawn != wb::draw_shots(labels, 4, 1).drawn);
+  CHECK(wb::mean_std({1, 2, 3, 4}).std == doctest::Approx(std::sqrt(5.0 / 3.0)));
+}

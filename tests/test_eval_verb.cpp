@@ -1,0 +1,194 @@
+// `workbench eval` end to end: a tiny run (test backbone tiny_moe, 200 Fashion-MNIST images,
+// one epoch) trained by `workbench run`, then evaluated again from its checkpoint: missing
+// evaluators only, --add with schema validation, --evaluator with --force, bad names.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "config/run_config.h"
+#include "data/codec.h"
+#include "h5/metrics.h"
+#include "plugin/loader.h"
+#include "store/status.h"
+#include "test_data_helpers.h"
+#include "workbench/registry.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kPlugin = std::string(WB_E2E_PLUGIN_DIR) + "/test_tiny_moe.so";
+
+std::string slurp(const fs::path& file) {
+  std::ifstream in(file);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Runs the workbench with `args` (shell words); returns the exit code and the output.
+std::pair<int, std::string> workbench(const std::string& args, const fs::path& scratch) {
+  const fs::path out = scratch / "out.txt";
+  const std::string command = std::string(WB_WORKBENCH_EXE) + " " + args + " --plugin-path " +
+                              kPlugin + " > " + out.string() + " 2>&1";
+  const int status = std::system(command.c_str());
+  REQUIRE(WIFEXITED(status));
+  return {WEXITSTATUS(status), slurp(out)};
+}
+
+std::size_t count(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto p = text.find(what); p != std::string::npos; p = text.find(what, p + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("workbench eval: missing evaluators, --add, --evaluator --force, errors") {
+  if (!fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
+    MESSAGE("Fashion-MNIST is not installed: skipped");
+    return;
+  }
+  wbtest::TempDir dir;
+  // A transfer set as an image folder: 3 classes of class-coloured 12 px RGB squares.
+  const fs::path folder = dir.path() / "colours";
+  for (const auto& [split, n] : {std::pair<std::string, int>{"train", 4}, {"test", 3}})
+    for (int c = 0; c < 3; ++c) {
+      fs::create_directories(folder / split / ("class" + std::to_string(c)));
+      for (int i = 0; i < n; ++i) {
+        wb::Image img{3, 12, 12, std::vector<std::uint8_t>(12 * 12 * 3)};
+        for (std::size_t p = 0; p < img.pixels.size(); ++p)
+          img.pixels[p] =
+              static_cast<std::uint8_t>(p % 3 == static_cast<std::size_t>(c) ? 200 + 10 * i : 30);
+        wb::data::write_png(
+            (folder / split / ("class" + std::to_string(c)) / (std::to_string(i) + ".png"))
+                .string(),
+            img);
+      }
+    }
+  const fs::path experiment = dir.path() / "tiny.toml";
+  std::ofstream(experiment) << R"(
+[experiment]
+name = "evaltest"
+seeds = [0]
+
+[base]
+threads = 1
+workers = 1
+
+[base.data]
+dataset = "fashion_mnist"
+train_limit = 200
+test_limit = 100
+
+[base.datasets.transfer]
+dataset = "folder"
+path = ")" + folder.string() + R"("
+channels = 1      # RGB folder -> the grey backbone
+image_size = 16   # the eval recipe resizes to the backbone's 28 px
+
+[base.backbone]
+plugin = "tiny_moe"
+
+[[base.losses]]
+plugin = "classify"
+
+[[base.evaluators]]
+plugin = "knn"
+k = 5
+
+[base.train]
+epochs = 1
+batch = 50
+warmup_epochs = 0
+)";
+  auto [code, out] = workbench("run " + experiment.string() + " --runs-dir " +
+                                   (dir.path() / "runs").string() + " --no-report",
+                               dir.path());
+  REQUIRE_MESSAGE(code == 0, out);
+  fs::path run;
+  for (const auto& e : fs::directory_iterator(dir.path() / "runs" / "evaltest"))
+    if (fs::exists(e.path() / "config.toml")) run = e.path();
+  REQUIRE_FALSE(run.empty());
+  const double knn_top1 = wb::MetricsReader(run / "metrics.h5").eval().at("knn").at("top1").at(0);
+
+  {  // --add runs extra evaluators, records them in metrics.h5, status and config.toml
+    std::tie(code, out) = workbench("eval " + run.string() +
+                                        " --add '{ plugin = \"routing_consistency\", images = 20 }'"
+                                        " --add '{ plugin = \"linear_probe\", epochs = 2 }'"
+                                        " --add '{ plugin = \"few_shot\", dataset = \"transfer\","
+                                        " shots = [2], seeds = 2 }'",
+                                    dir.path());
+    REQUIRE_MESSAGE(code == 0, out);
+    wb::MetricsReader metrics(run / "metrics.h5");
+    const auto eval = metrics.eval();
+    CHECK(eval.at("knn").at("top1").at(0) == knn_top1);  // not rerun
+    CHECK(metrics.eval_shape("routing_consistency", "cls_corresponding") ==
+          std::vector<std::int64_t>{1});
+    const double corr = eval.at("routing_consistency").at("patch_corresponding").at(0);
+    CHECK(corr >= 0.0);
+    CHECK(corr <= 2.0);  // k = 2
+    CHECK(eval.at("linear_probe").count("top1") == 1);
+    // Few-shot on the folder set named in [datasets], converted to grey and resized.
+    CHECK(eval.at("few_shot").at("2shot_per_class") == std::vector<double>{2, 2, 2});
+    CHECK(eval.at("few_shot").at("2shot").size() == 2);
+    const auto status = wb::read_status(run / "status.toml");
+    CHECK(status.state == wb::RunState::Done);
+    CHECK(status.evaluators_done ==
+          std::vector<std::string>{"knn", "routing_consistency", "linear_probe", "few_shot"});
+    wb::Registry registry;
+    wb::load_plugins(registry, {kPlugin});
+    const wb::RunConfig config = wb::load_run_config(run / "config.toml", registry);
+    REQUIRE(config.evaluators.size() == 4);
+    CHECK(config.evaluators[1].plugin == "routing_consistency");
+    CHECK(config.evaluators[1].params.integer("images") == 20);
+  }
+
+  {  // --evaluator NAME --force reruns that one; an --add table already listed is that one
+    std::tie(code, out) =
+        workbench("eval " + run.string() + " --evaluator knn --force" +
+                      " --add '{ plugin = \"routing_consistency\", images = 20 }'",
+                  dir.path());
+    CHECK_MESSAGE(code == 0, out);
+    const std::string log = slurp(run / "run.log");
+    CHECK(count(log, "evaluating: knn") == 2);
+    CHECK(count(log, "evaluating: routing_consistency") == 2);
+    CHECK(count(log, "evaluating: linear_probe") == 1);
+    // Same checkpoint (step 4 of 4), same cached features, same k-NN.
+    CHECK(wb::MetricsReader(run / "metrics.h5").eval().at("knn").at("top1").at(0) == knn_top1);
+    CHECK(fs::exists(run / "eval" / "features_train_data_train_step4.pt"));
+    for (const auto& f : fs::directory_iterator(run / "eval")) {
+      const bool other_weights = f.path().extension() == ".pt" &&
+                                 f.path().filename().string().find("_step4.") == std::string::npos;
+      CHECK_MESSAGE(!other_weights, f.path());
+    }
+    wb::Registry registry;
+    wb::load_plugins(registry, {kPlugin});
+    CHECK(wb::load_run_config(run / "config.toml", registry).evaluators.size() == 4);
+  }
+
+  {  // without options: only what is missing, here nothing
+    std::tie(code, out) = workbench("eval " + run.string(), dir.path());
+    CHECK_MESSAGE(code == 0, out);
+    CHECK(out.find("nothing to evaluate") != std::string::npos);
+    CHECK(count(slurp(run / "run.log"), "evaluating: knn") == 2);
+  }
+
+  {  // errors: a parameter out of its range, an unknown evaluator name
+    std::tie(code, out) =
+        workbench("eval " + run.string() + " --add '{ plugin = \"knn\", k = 0 }'", dir.path());
+    CHECK(code == 2);
+    CHECK(out.find("--add: evaluators.knn.k = 0 is out of range") != std::string::npos);
+    std::tie(code, out) = workbench("eval " + run.string() + " --evaluator nope", dir.path());
+    CHECK(code == 2);
+    CHECK(out.find("no evaluator named 'nope'") != std::string::npos);
+    std::tie(code, out) = workbench("eval " + (dir.path() / "nowhere").string(), dir.path());
+    CHECK(code == 2);
+    CHECK(out.find("not a run directory") != std::string::npos);
+  }
+}
