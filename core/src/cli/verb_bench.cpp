@@ -19,6 +19,8 @@ const Benchmark kBenchmarks[] = {
      bench_loader},
     {"moe", "one MoE layer (16 experts, top-2) vs the FLOP-matched dense MLP, forward + backward",
      bench_moe},
+    {"step", "images/s of one training step (trainer's train_step) on a pre-made batch",
+     bench_step},
 };
 
 void usage(std::ostream& os) {
