@@ -47,7 +47,7 @@ case "$what" in
   build) ;;
   main)
     cd "$here"
-    "$build/bin/workbench" run experiments/quickstart.toml
+    "$build/bin/workbench" run experiments/crmoe_small.toml
     ;;
   test)
     cd "$build"

@@ -10,15 +10,15 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <map>
+#include <sstream>
 #include <thread>
 
 #include <ATen/ATen.h>
 
+#include "checkpoint_tensors.h"
 #include "h5/metrics.h"
 #include "store/status.h"
-#include "checkpoint_tensors.h"
 #include "test_data_helpers.h"
 
 namespace fs = std::filesystem;
@@ -83,7 +83,8 @@ log_every = 1
 
 }  // namespace
 
-TEST_CASE("workbench run: failing points are recorded and the sweep goes on; reruns skip done points") {
+TEST_CASE(
+    "workbench run: failing points are recorded and the sweep goes on; reruns skip done points") {
   REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
   wbtest::TempDir dir;
   std::ofstream(dir.path() / "sweep.toml") << R"([experiment]
@@ -100,8 +101,8 @@ checkpoint_every = 2
 losses = [ { plugin = "nan_at", nan_at = 3 } ]
 evaluators = []
 )";
-  const std::string args =
-      "run " + (dir.path() / "sweep.toml").string() + " --runs-dir " + (dir.path() / "runs").string();
+  const std::string args = "run " + (dir.path() / "sweep.toml").string() + " --runs-dir " +
+                           (dir.path() / "runs").string();
   auto [code, out] = run(args, dir.path());
   INFO(out);
   CHECK(code == 1);  // some point failed
@@ -150,8 +151,8 @@ seeds = [0]
 steps = 400
 checkpoint_every = 4
 )";
-  const std::string args =
-      "run " + (dir.path() / "long.toml").string() + " --runs-dir " + (dir.path() / "runs").string();
+  const std::string args = "run " + (dir.path() / "long.toml").string() + " --runs-dir " +
+                           (dir.path() / "runs").string();
   const pid_t parent = fork();
   REQUIRE(parent >= 0);
   if (parent == 0) {

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <random>
 
-#include "data/image_ops.h"
 #include "config/schema.h"
+#include "data/image_ops.h"
 #include "data/view_overrides.h"
 #include "data/view_pipeline.h"
 #include "test_data_helpers.h"
@@ -307,10 +307,18 @@ TEST_CASE("view recipe overrides match the configuration schema") {
   for (const auto& spec : wb::view_override_schema()) {
     wb::Params one("views.view1");
     switch (spec.type) {
-      case wb::ParamType::Bool: one.set(spec.name, true); break;
-      case wb::ParamType::Int: one.set(spec.name, std::int64_t{8}); break;
-      case wb::ParamType::FloatList: one.set(spec.name, std::vector<double>{0.5}); break;
-      default: one.set(spec.name, 0.25); break;
+      case wb::ParamType::Bool:
+        one.set(spec.name, true);
+        break;
+      case wb::ParamType::Int:
+        one.set(spec.name, std::int64_t{8});
+        break;
+      case wb::ParamType::FloatList:
+        one.set(spec.name, std::vector<double>{0.5});
+        break;
+      default:
+        one.set(spec.name, 0.25);
+        break;
     }
     CHECK_NOTHROW(wb::apply_view_overrides(wb::view_preset("moco1"), one));
   }

@@ -18,9 +18,9 @@ class CentreDistance final : public wb::Matcher {
     const at::Tensor k = wb::patch_boxes(*in.key_view, in.grid);
     const at::Tensor qc = q.narrow(2, 0, 2) + q.narrow(2, 2, 2) / 2;  // centres [B, N, 2]
     const at::Tensor kc = k.narrow(2, 0, 2) + k.narrow(2, 2, 2) / 2;
-    const at::Tensor distance = at::cdist(qc, kc);                    // [B, N, N]
+    const at::Tensor distance = at::cdist(qc, kc);  // [B, N, N]
     auto [nearest, index] = distance.min(2);
-    const at::Tensor width = q.select(2, 2);                          // query patch widths [B, N]
+    const at::Tensor width = q.select(2, 2);  // query patch widths [B, N]
     return {index, nearest < max_distance_ * width};
   }
 

@@ -24,9 +24,8 @@ class NanAt final : public wb::Loss {
 }  // namespace
 
 WORKBENCH_PLUGIN("test: a loss that turns NaN") {
-  registry.add_loss("nan_at", "finite, then NaN from step nan_at",
-                    {wb::ParamSpec::integer("nan_at", 3, "first NaN step")},
-                    [](const wb::Params& p, const wb::LossContext&) {
-                      return std::make_shared<NanAt>(p);
-                    });
+  registry.add_loss(
+      "nan_at", "finite, then NaN from step nan_at",
+      {wb::ParamSpec::integer("nan_at", 3, "first NaN step")},
+      [](const wb::Params& p, const wb::LossContext&) { return std::make_shared<NanAt>(p); });
 }

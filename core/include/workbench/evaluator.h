@@ -47,7 +47,7 @@ class EvalContext {
   virtual LoaderOptions loader_options() const = 0;  // the run's workers, batch size and seed
   // CLS features under the "eval" recipe, extracted once per run and cached.
   virtual FeatureSet features(const std::string& dataset, Split split) = 0;
-  virtual TrainableCopy trainable_copy() = 0;  // on device(), in train mode
+  virtual TrainableCopy trainable_copy() = 0;            // on device(), in train mode
   virtual std::filesystem::path output_dir() const = 0;  // where PNGs and other files go
   virtual void info(const std::string& message) = 0;     // into the run's log
 };

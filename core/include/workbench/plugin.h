@@ -35,7 +35,7 @@
 #endif
 #define WORKBENCH_CXX_ABI \
   WB_COMPILER_FAMILY      \
-      " cxx11abi=" WB_STRINGIFY(_GLIBCXX_USE_CXX11_ABI) " std=" WB_STRINGIFY(__cplusplus)
+  " cxx11abi=" WB_STRINGIFY(_GLIBCXX_USE_CXX11_ABI) " std=" WB_STRINGIFY(__cplusplus)
 
 extern "C" {
 // Plain C so that the host can read it from any library, whatever it was built with.

@@ -4,7 +4,10 @@
 // The batch is synthetic: normal pixels and MoCo-like random resized crop boxes and flips, so
 // that OGAR's overlap matching sees realistic geometry. With --without NAME the same step is
 // also timed without that loss (e.g. ogar), interleaved step by step with the full one so that
-// load changes on the machine hit both alike; the difference is that loss's cost.
+// load changes on the machine hit both alike; the difference is that loss's cost. With --loader
+// the full step is also fed by the real loader (the configuration's data set, views and workers)
+// in blocks that alternate with blocks on the pre-made batch; each loader block restarts the
+// epoch, so its queue starts empty and any wait for a batch is inside the timed steps.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/optim/adamw.h>
@@ -16,6 +19,7 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -24,9 +28,11 @@
 #include "config/experiment.h"
 #include "dist/communicator.h"
 #include "plugin/loader.h"
+#include "train/data_access.h"
 #include "train/model.h"
 #include "train/trainer.h"
 #include "workbench/registry.h"
+#include "workbench/views.h"
 
 namespace wb::cli {
 
@@ -95,13 +101,62 @@ std::string join(const std::vector<std::string>& names) {
   return out;
 }
 
+// The full step fed by the real loader against the same step on the pre-made batch, in
+// alternating blocks (loader first). Means, not medians: a loader that starves the trainer shows
+// up as a few long waits, which a median would hide.
+void loader_comparison(const RunConfig& config, Candidate& c, const Batch& premade,
+                       const TrainSettings& settings, Communicator& comm, int steps, int blocks,
+                       int workers, int warmup) {
+  auto data = open_data(config.data, Split::Train);
+  LoaderOptions options;
+  options.batch_size = config.train.integer("batch");
+  options.workers = workers >= 0 ? workers : static_cast<int>(config.run.integer("workers"));
+  options.seed = static_cast<std::uint64_t>(config.run.integer("seed"));
+  Loader loader(data, train_recipes(config, c.model.needs.views, data->image_size()), options);
+  double loader_s = 0, premade_s = 0;
+  std::vector<double> loader_steps, premade_steps;
+  std::int64_t step = warmup + steps, epoch = 0;
+  for (int block = 0; block < blocks; ++block) {
+    loader.start_epoch(epoch++);
+    for (int i = 0; i < steps; ++i, ++step) {
+      const auto t0 = Clock::now();
+      std::optional<Batch> b = loader.next();
+      if (!b) {
+        loader.start_epoch(epoch++);
+        b = loader.next();
+        if (!b) throw std::runtime_error("the loader gives no batch (data set smaller than one)");
+      }
+      (void)train_step(c.model, *c.optimizer, *b, step, settings, comm);
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      loader_s += s;
+      loader_steps.push_back(s);
+    }
+    for (int i = 0; i < steps; ++i, ++step) {
+      const auto t0 = Clock::now();
+      (void)train_step(c.model, *c.optimizer, premade, step, settings, comm);
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      premade_s += s;
+      premade_steps.push_back(s);
+    }
+  }
+  const double n = static_cast<double>(steps) * blocks;
+  std::printf("\nreal loader (%s, %d workers) against the pre-made batch, %d blocks of %d steps:\n",
+              data->describe().c_str(), options.workers, blocks, steps);
+  std::printf("| fed by | ms per step (mean) | ms per step (median) |\n|---|---|---|\n");
+  std::printf("| loader | %.1f | %.1f |\n", 1e3 * loader_s / n, 1e3 * median(loader_steps));
+  std::printf("| pre-made batch | %.1f | %.1f |\n", 1e3 * premade_s / n,
+              1e3 * median(premade_steps));
+  std::printf("loader_ratio %.3f\n", loader_s / premade_s);
+}
+
 }  // namespace
 
 int bench_step(const Args& args) {
   po::options_description opts("workbench bench step --config FILE [options]");
   std::string file, profile;
   std::vector<std::string> sets, plugin_paths, without;
-  int steps = 20, warmup = 3, threads = 0;
+  int steps = 20, warmup = 3, threads = 0, workers = -1, blocks = 3;
+  bool with_loader = false;
   std::int64_t point_index = 0;
   opts.add_options()("help,h", "show this help")(
       "config", po::value(&file), "experiment file; its first point is timed (see --point)")(
@@ -113,7 +168,11 @@ int bench_step(const Args& args) {
       "threads", po::value(&threads), "intra-op threads (default: all cores)")(
       "without", po::value(&without)->composing(),
       "also time the step without this loss plugin (repeatable), interleaved with the full one")(
-      "plugin-path", po::value(&plugin_paths)->composing(), "extra plugin folder or file");
+      "plugin-path", po::value(&plugin_paths)->composing(), "extra plugin folder or file")(
+      "loader", po::bool_switch(&with_loader),
+      "also time the full step fed by the real loader against the pre-made batch")(
+      "workers", po::value(&workers), "loader threads for --loader (default: the config's)")(
+      "blocks", po::value(&blocks), "--loader: alternating blocks of --steps steps each (3)");
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(opts).run(), vm);
   po::notify(vm);
@@ -211,13 +270,24 @@ int bench_step(const Args& args) {
     const double m = median(c->seconds);
     std::printf("| %s | %.1f | %.1f |\n", c->name.c_str(), 1e3 * m, batch / m);
   }
+  // A loss's cost: the median of the step-by-step differences (full minus reduced, timed back to
+  // back), which cancels slow drifts of the machine's load better than a difference of medians.
   const double full = median(candidates.front()->seconds);
   for (std::size_t i = 1; i < candidates.size(); ++i) {
-    const double reduced = median(candidates[i]->seconds);
-    std::printf("cost of %s: %.1f ms per step = %.2f %% of the full step\n", without[i - 1].c_str(),
-                1e3 * (full - reduced), 100 * (full - reduced) / full);
+    std::vector<double> diff;
+    for (std::size_t j = 0; j < candidates[i]->seconds.size(); ++j)
+      diff.push_back(candidates.front()->seconds[j] - candidates[i]->seconds[j]);
+    std::sort(diff.begin(), diff.end());
+    const double d = median(diff), lo = diff[diff.size() / 4], hi = diff[(3 * diff.size()) / 4];
+    std::printf(
+        "cost of %s: %.1f ms per step = %.2f %% of the full step (median of paired differences; "
+        "quartiles %.1f / %.1f ms)\n",
+        without[i - 1].c_str(), 1e3 * d, 100 * d / full, 1e3 * lo, 1e3 * hi);
   }
   std::printf("images_per_s %.2f\n", batch / full);
+  if (with_loader)
+    loader_comparison(base, *candidates.front(), data, settings, *comm, steps, blocks, workers,
+                      warmup);
   return 0;
 }
 

@@ -2,10 +2,10 @@
 // Started by `workbench run` (one child process per point); owns the point's status.toml while
 // it runs, its run.log and its metrics file, and calls the trainer (execute_point).
 #include <ATen/Parallel.h>
+#include <signal.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
-#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -51,9 +51,9 @@ Logging make_logging(const std::filesystem::path& file, bool console_too = true)
   auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
   console->set_pattern("[%H:%M:%S] [%^%l%$] %v");
   Logging out;
-  out.log = console_too
-                ? std::make_shared<spdlog::logger>("point", spdlog::sinks_init_list{file_sink, console})
-                : std::make_shared<spdlog::logger>("point", file_sink);
+  out.log = console_too ? std::make_shared<spdlog::logger>(
+                              "point", spdlog::sinks_init_list{file_sink, console})
+                        : std::make_shared<spdlog::logger>("point", file_sink);
   out.file_only = std::make_shared<spdlog::logger>("progress", file_sink);
   for (auto* l : {out.log.get(), out.file_only.get()}) {
     l->set_level(spdlog::level::debug);
@@ -77,9 +77,10 @@ class Ranks {
     std::error_code ec;
     std::filesystem::remove(dir / "c10d.store", ec);  // a stale store would hang the rendezvous
     for (int r = 1; r < nproc; ++r) {
-      std::vector<std::string> argv = {"/proc/self/exe", "_point",   dir.string(),
-                                       "--rank",         std::to_string(r), "--nproc",
-                                       std::to_string(nproc), "--threads", std::to_string(threads)};
+      std::vector<std::string> argv = {
+          "/proc/self/exe",       "_point",  dir.string(),          "--rank",
+          std::to_string(r),      "--nproc", std::to_string(nproc), "--threads",
+          std::to_string(threads)};
       for (const auto& p : plugin_paths) {
         argv.push_back("--plugin-path");
         argv.push_back(p);
@@ -194,8 +195,8 @@ int run_point(const Args& args) {
   std::string dir;
   int threads = 0, nproc = 1, rank = 0;
   std::vector<std::string> plugin_paths;
-  opts.add_options()("help,h", "show this help")(
-      "nproc", po::value(&nproc), "data-parallel processes (ranks) for this point")(
+  opts.add_options()("help,h", "show this help")("nproc", po::value(&nproc),
+                                                 "data-parallel processes (ranks) for this point")(
       "rank", po::value(&rank), "internal: this process's rank (rank 0 starts the others)")(
       "threads", po::value(&threads), "intra-op threads (default: config threads, else all cores)")(
       "plugin-path", po::value(&plugin_paths)->composing(), "extra plugin folder or file");

@@ -154,8 +154,13 @@ int run(const Args& args) {
     item.command.name = point.id.substr(0, 6);
     // The point's threads are shared by its ranks.
     const int per_rank = std::max(1, t / std::max(1, nproc));
-    item.command.argv = {exe, "_point", item.dir.string(), "--threads", std::to_string(per_rank),
-                         "--nproc", std::to_string(nproc)};
+    item.command.argv = {exe,
+                         "_point",
+                         item.dir.string(),
+                         "--threads",
+                         std::to_string(per_rank),
+                         "--nproc",
+                         std::to_string(nproc)};
     for (const auto& p : plugin_paths) {
       item.command.argv.push_back("--plugin-path");
       item.command.argv.push_back(std::filesystem::absolute(p).string());

@@ -22,8 +22,9 @@ class C10d final : public Communicator {
       group_ = c10::make_intrusive<::c10d::ProcessGroupNCCL>(store, rank, world);
       return;
 #else
-      throw std::runtime_error("CUDA training over several processes needs NCCL, and this "
-                               "LibTorch was built without it");
+      throw std::runtime_error(
+          "CUDA training over several processes needs NCCL, and this "
+          "LibTorch was built without it");
 #endif
     }
     // A rank that died surfaces as an error within minutes rather than a hang.
@@ -32,8 +33,12 @@ class C10d final : public Communicator {
     group_ = c10::make_intrusive<::c10d::ProcessGroupGloo>(store, rank, world, options);
   }
 
-  int rank() const override { return rank_; }
-  int world_size() const override { return world_; }
+  int rank() const override {
+    return rank_;
+  }
+  int world_size() const override {
+    return world_;
+  }
 
   at::Tensor all_gather(const at::Tensor& local) override {
     at::NoGradGuard no_grad;
@@ -53,7 +58,9 @@ class C10d final : public Communicator {
     for (auto& t : tensors) t.div_(world_);
   }
 
-  void barrier() override { group_->barrier()->wait(); }
+  void barrier() override {
+    group_->barrier()->wait();
+  }
 
  private:
   int rank_, world_;

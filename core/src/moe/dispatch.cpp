@@ -37,6 +37,8 @@ DispatchPlan plan_dispatch(const Routing& routing, std::int64_t experts) {
   for (auto n : plan.sizes) plan.assignments += n;
   plan.slot = order.narrow(0, 0, plan.assignments);
   plan.token = at::div(plan.slot, routing.experts.size(1), "trunc");
+  plan.back = at::full({bucket.size(0)}, plan.assignments, bucket.options())
+                  .index_put_({plan.slot}, at::arange(plan.assignments, bucket.options()));
   return plan;
 }
 
@@ -95,6 +97,15 @@ void run_items(const at::Tensor& like, const std::vector<Item>& items, F f) {
   });
 }
 
+// Sum of each token's k grouped rows: rows is [A + 1, D] with a zero last row (dropped
+// assignments point there). A parallel gather and a reduction, where index_add_ is a serial loop
+// over the A rows on the CPU.
+at::Tensor gather_back(const at::Tensor& rows, const at::Tensor& back, std::int64_t tokens) {
+  const auto k = back.size(0) / tokens;
+  const at::Tensor picked = rows.index_select(0, back);
+  return k == 1 ? picked : picked.view({tokens, k, rows.size(1)}).sum(1);
+}
+
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
@@ -108,7 +119,7 @@ class ExpertMlps : public torch::autograd::Function<ExpertMlps> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
-                            const at::Tensor& b2, const at::Tensor& token,
+                            const at::Tensor& b2, const at::Tensor& token, const at::Tensor& back,
                             std::vector<std::int64_t> sizes, std::int64_t block) {
     const auto items = make_items(sizes, block);
     const auto I = static_cast<std::int64_t>(items.size());
@@ -116,8 +127,10 @@ class ExpertMlps : public torch::autograd::Function<ExpertMlps> {
     // Saved: x, weight, w1, w2, token, then h, a, y (if weighted), x_e (if gathered) per item.
     variable_list saved(5 + 4 * I);
     saved[0] = x, saved[1] = weight, saved[2] = w1, saved[3] = w2, saved[4] = token;
-    at::Tensor out = gathered ? at::empty({token.size(0), x.size(1)}, x.options())
+    // Gathered: one extra zero row, where the dropped assignments of `back` point.
+    at::Tensor out = gathered ? at::empty({token.size(0) + 1, x.size(1)}, x.options())
                               : at::empty_like(x, at::MemoryFormat::Contiguous);
+    if (gathered) out.select(0, token.size(0)).zero_();
     run_items(x, items, [&](std::int64_t i) {
       const auto [e, off, n] = items[i];
       const at::Tensor xe =
@@ -135,16 +148,18 @@ class ExpertMlps : public torch::autograd::Function<ExpertMlps> {
       saved[5 + 4 * i] = h, saved[6 + 4 * i] = a;
       if (gathered) saved[8 + 4 * i] = xe;  // kept: the backward needs it again
     });
+    saved.push_back(back);
     ctx->save_for_backward(saved);
     ctx->saved_data["sizes"] = sizes;
     ctx->saved_data["block"] = block;
-    return gathered ? at::zeros_like(x).index_add_(0, token, out) : out;
+    return gathered ? gather_back(out, back, x.size(0)) : out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &weight = saved[1], &w1 = saved[2], &w2 = saved[3];
     const at::Tensor& token = saved[4];
+    const at::Tensor& back = saved.back();
     const bool gathered = token.numel() > 0, weighted = weight.numel() > 0;
     const auto items =
         make_items(ctx->saved_data["sizes"].toIntVector(), ctx->saved_data["block"].toInt());
@@ -157,8 +172,9 @@ class ExpertMlps : public torch::autograd::Function<ExpertMlps> {
 
     at::Tensor grad_rows, grad_weight, grad_w1, grad_b1, grad_w2, grad_b2;
     if (want_x)
-      grad_rows = gathered ? at::empty({token.size(0), D}, x.options())
+      grad_rows = gathered ? at::empty({token.size(0) + 1, D}, x.options())
                            : at::empty_like(x, at::MemoryFormat::Contiguous);
+    if (want_x && gathered) grad_rows.select(0, token.size(0)).zero_();
     if (want_weight) grad_weight = at::empty_like(weight);
     // Expert weight gradients: the first block of an expert writes them, every further block
     // writes its own partial sums (slot p), which are added once all blocks are done.
@@ -207,7 +223,7 @@ class ExpertMlps : public torch::autograd::Function<ExpertMlps> {
       }
     });
     at::Tensor grad_x;
-    if (want_x) grad_x = gathered ? at::zeros_like(x).index_add_(0, token, grad_rows) : grad_rows;
+    if (want_x) grad_x = gathered ? gather_back(grad_rows, back, x.size(0)) : grad_rows;
     if (want_experts && partials > 0) {
       std::vector<std::int64_t> owner;
       for (std::int64_t i = 0; i < I; ++i)
@@ -218,8 +234,8 @@ class ExpertMlps : public torch::autograd::Function<ExpertMlps> {
       grad_w2.index_add_(0, expert, part_w2);
       grad_b2.index_add_(0, expert, part_b2);
     }
-    return {grad_x,  grad_weight,  grad_w1,      grad_b1,     grad_w2,
-            grad_b2, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {grad_x,  grad_weight,  grad_w1,      grad_b1,      grad_w2,
+            grad_b2, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -298,7 +314,7 @@ at::Tensor moe::dispatch_combine_blocked(const at::Tensor& x, const Routing& rou
   check_shapes(x, routing, w1, b1, w2, b2);
   const DispatchPlan plan = plan_dispatch(routing, w1.size(0));
   if (plan.assignments == 0) return at::zeros_like(x);
-  return ExpertMlps::apply(x, grouped_weights(routing, plan), w1, b1, w2, b2, plan.token,
+  return ExpertMlps::apply(x, grouped_weights(routing, plan), w1, b1, w2, b2, plan.token, plan.back,
                            plan.sizes, block_rows(x, block));
 }
 
@@ -318,7 +334,7 @@ at::Tensor blocked_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tens
   // The dense MLP is one expert that every row uses, in order.
   const at::Tensor none = at::empty({0}, x.options());
   return moe::ExpertMlps::apply(x, none, w1.unsqueeze(0), b1.reshape({1, -1}), w2.unsqueeze(0),
-                                b2.reshape({1, -1}), none.to(at::kLong),
+                                b2.reshape({1, -1}), none.to(at::kLong), none.to(at::kLong),
                                 std::vector<std::int64_t>{x.size(0)}, moe::block_rows(x, block));
 }
 

@@ -16,6 +16,9 @@ namespace wb::moe {
 struct DispatchPlan {
   at::Tensor token;  // [A] int64: token of each kept assignment, grouped by expert (stable)
   at::Tensor slot;   // [A] int64: its index into the flattened [T * k] routing tensors
+  // [T * k] int64: the grouped row of each (token, choice), A for a dropped one (a zero row):
+  // the combine gathers a token's k rows back instead of scattering them (index_add).
+  at::Tensor back;
   std::vector<std::int64_t> sizes;  // [E]: assignments per expert (read once from the device)
   std::int64_t assignments = 0;     // A
 };

@@ -23,7 +23,9 @@ void fsync_path(const fs::path& p, bool directory) {
   ::close(fd);
 }
 
-at::Tensor rng_state() { return at::detail::getDefaultCPUGenerator().get_state(); }
+at::Tensor rng_state() {
+  return at::detail::getDefaultCPUGenerator().get_state();
+}
 
 }  // namespace
 
@@ -73,7 +75,8 @@ std::int64_t load_checkpoint(const fs::path& file, CheckpointState& state) {
     }
     if (state.optimizer) {
       torch::serialize::InputArchive sub;
-      if (!archive.try_read("optimizer", sub)) throw std::runtime_error("it has no optimizer state");
+      if (!archive.try_read("optimizer", sub))
+        throw std::runtime_error("it has no optimizer state");
       state.optimizer->load(sub);
     }
     state.step = step.item<std::int64_t>();

@@ -69,4 +69,16 @@ ViewRecipe make_recipe(const std::string& preset, const Params& overrides, std::
   return apply_view_overrides(recipe, overrides);
 }
 
+std::vector<ViewRecipe> train_recipes(const RunConfig& config, int views, std::int64_t size) {
+  std::string recipe = config.views.text("recipe");
+  if (recipe == "auto") recipe = views >= 2 ? "moco" : "train";
+  const std::vector<std::string> presets =
+      recipe == "moco" ? std::vector<std::string>{"moco1", "moco2"}
+                       : std::vector<std::string>(static_cast<std::size_t>(views), recipe);
+  std::vector<ViewRecipe> recipes;
+  for (std::size_t v = 0; v < presets.size(); ++v)
+    recipes.push_back(make_recipe(presets[v], v == 0 ? config.view1 : config.view2, size));
+  return recipes;
+}
+
 }  // namespace wb

@@ -3,6 +3,9 @@
 
 #include <memory>
 #include <string>
+#include <vector>
+
+#include "config/run_config.h"
 
 #include "workbench/data.h"
 #include "workbench/params.h"
@@ -16,5 +19,9 @@ std::shared_ptr<const Dataset> open_data(const Params& data, Split split);
 // A named preset with the user's overrides (only the keys set in `overrides`) at the model's
 // input size; empty mean/std normalise with the data set's own statistics.
 ViewRecipe make_recipe(const std::string& preset, const Params& overrides, std::int64_t size);
+
+// The training views of a run: [views] recipe ("auto" = moco for two views, train for one)
+// with view1 / view2 overrides, at the given input size.
+std::vector<ViewRecipe> train_recipes(const RunConfig& config, int views, std::int64_t size);
 
 }  // namespace wb

@@ -42,8 +42,8 @@ const Params& RunEvalContext::data_params(const std::string& name) const {
   if (it != config_.datasets.end()) return it->second;
   std::string known;
   for (const auto& [n, p] : config_.datasets) known += (known.empty() ? "" : ", ") + n;
-  throw std::runtime_error("no data set named '" + name + "' in [datasets] (defined: " +
-                           (known.empty() ? "none" : known) + ")");
+  throw std::runtime_error("no data set named '" + name +
+                           "' in [datasets] (defined: " + (known.empty() ? "none" : known) + ")");
 }
 
 std::shared_ptr<const Dataset> RunEvalContext::dataset(const std::string& name, Split split) {
@@ -107,7 +107,9 @@ TrainableCopy RunEvalContext::trainable_copy() {
   return {copy.backbone, copy.losses};
 }
 
-void RunEvalContext::info(const std::string& message) { log_.info("{}", message); }
+void RunEvalContext::info(const std::string& message) {
+  log_.info("{}", message);
+}
 
 FeatureSet extract_features(Backbone& backbone, std::shared_ptr<const Dataset> data,
                             const ViewRecipe& recipe, const LoaderOptions& options,

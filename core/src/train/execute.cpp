@@ -28,13 +28,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-void on_stop_signal(int) { g_stop_requested.store(true); }
-
-std::vector<std::string> view_presets(const RunConfig& config, int views) {
-  std::string recipe = config.views.text("recipe");
-  if (recipe == "auto") recipe = views >= 2 ? "moco" : "train";
-  if (recipe == "moco") return {"moco1", "moco2"};
-  return std::vector<std::string>(static_cast<std::size_t>(views), recipe);
+void on_stop_signal(int) {
+  g_stop_requested.store(true);
 }
 
 std::string format_count(double n) {
@@ -71,20 +66,22 @@ void execute_point(const PointContext& context) {
   if (context.world > 1) {
     // Rank r trains on images r, r + world, ...: the global batch is split between the ranks.
     std::vector<std::int64_t> mine;
-    for (std::int64_t i = context.rank; i < train_data->size(); i += context.world) mine.push_back(i);
-    train_data = data::subset(train_data, std::move(mine),
-                              "rank " + std::to_string(context.rank) + " of " +
-                                  std::to_string(context.world));
+    for (std::int64_t i = context.rank; i < train_data->size(); i += context.world)
+      mine.push_back(i);
+    train_data = data::subset(
+        train_data, std::move(mine),
+        "rank " + std::to_string(context.rank) + " of " + std::to_string(context.world));
   }
   log.info("data: {}", train_data->describe());
   DataShape shape{train_data->channels(), train_data->image_size(), train_data->classes()};
   Model model = build_model(config, *context.registry, shape, comm.get());
   model.to(device);
   const ModelCost cost = model.backbone->cost();
-  log.info("backbone {}: {} parameters ({} active per token), {}MACs per image (the papers' "
-           "FLOPs)",
-           config.backbone.plugin, format_count(cost.parameters),
-           format_count(cost.active_parameters), format_count(cost.flops_per_image));
+  log.info(
+      "backbone {}: {} parameters ({} active per token), {}MACs per image (the papers' "
+      "FLOPs)",
+      config.backbone.plugin, format_count(cost.parameters), format_count(cost.active_parameters),
+      format_count(cost.flops_per_image));
 
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
@@ -109,11 +106,8 @@ void execute_point(const PointContext& context) {
   context.metrics->set_config(config.toml);
   context.metrics->set_provenance(provenance);
 
-  std::vector<ViewRecipe> recipes;
-  const auto presets = view_presets(config, model.needs.views);
-  for (std::size_t v = 0; v < presets.size(); ++v)
-    recipes.push_back(make_recipe(presets[v], v == 0 ? config.view1 : config.view2,
-                                  train_data->image_size()));
+  const std::vector<ViewRecipe> recipes =
+      train_recipes(config, model.needs.views, train_data->image_size());
   LoaderOptions options;
   const std::int64_t global_batch = config.train.integer("batch");
   if (global_batch % context.world != 0)
@@ -126,7 +120,8 @@ void execute_point(const PointContext& context) {
   Loader loader(train_data, recipes, options);
   // Gate noise and other random draws differ between ranks, as they would across GPUs.
   if (context.world > 1) at::manual_seed(seed * 1000003 + static_cast<std::uint64_t>(context.rank));
-  const TrainSettings settings = train_settings(config, loader.batches_per_epoch(), comm->world_size());
+  const TrainSettings settings =
+      train_settings(config, loader.batches_per_epoch(), comm->world_size());
   log.info("training: {} steps ({} per epoch), batch {}, peak lr {:.3g}, warmup {} steps",
            settings.total_steps, settings.batches_per_epoch, options.batch_size, settings.peak_lr,
            settings.warmup_steps);

@@ -15,7 +15,7 @@ struct RoutingStats {
   double load_entropy = 0;   // entropy (nats) of expert_load: log E when balanced, 0 when collapsed
   double token_entropy = 0;  // mean entropy of the dense gate distribution of a token
   double importance_cv2 = 0, load_cv2 = 0;  // the aux losses, when the gate computes them
-  double dropped = 0;        // fraction of assignments dropped for capacity
+  double dropped = 0;                       // fraction of assignments dropped for capacity
 };
 
 RoutingStats routing_stats(const Routing& routing);

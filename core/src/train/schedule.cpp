@@ -14,8 +14,8 @@ double learning_rate(std::int64_t step, std::int64_t total_steps, std::int64_t w
 }
 
 double momentum(std::int64_t step, std::int64_t total_steps, double m0) {
-  const double t = std::clamp(static_cast<double>(step) / std::max<std::int64_t>(1, total_steps),
-                              0.0, 1.0);
+  const double t =
+      std::clamp(static_cast<double>(step) / std::max<std::int64_t>(1, total_steps), 0.0, 1.0);
   return 1.0 - 0.5 * (1.0 + std::cos(M_PI * t)) * (1.0 - m0);
 }
 

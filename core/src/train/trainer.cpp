@@ -92,8 +92,8 @@ std::vector<BackboneOutput> forward_views(Backbone& backbone, const Batch& batch
   std::vector<BackboneOutput> out;
   for (int v = 0; v < views; ++v) {
     RoutingContext context;
-    context.view = at::full({batch.size()}, v, at::TensorOptions().dtype(at::kLong).device(
-                                                    batch.views[v].device()));
+    context.view = at::full({batch.size()}, v,
+                            at::TensorOptions().dtype(at::kLong).device(batch.views[v].device()));
     context.cluster = batch.cluster;
     context.training = training;
     out.push_back(backbone.forward(batch.views[v], context));
@@ -109,9 +109,9 @@ TrainSettings train_settings(const RunConfig& config, std::int64_t batches_per_e
   TrainSettings s;
   s.batches_per_epoch = std::max<std::int64_t>(1, batches_per_epoch);
   const std::int64_t steps = t.integer("steps");
-  s.total_steps = steps > 0 ? steps
-                            : std::max<std::int64_t>(
-                                  1, std::llround(t.real("epochs") * s.batches_per_epoch));
+  s.total_steps =
+      steps > 0 ? steps
+                : std::max<std::int64_t>(1, std::llround(t.real("epochs") * s.batches_per_epoch));
   s.warmup_steps = std::min<std::int64_t>(
       s.total_steps, std::llround(t.real("warmup_epochs") * s.batches_per_epoch));
   const std::int64_t batch = t.integer("batch");
@@ -127,8 +127,8 @@ TrainSettings train_settings(const RunConfig& config, std::int64_t batches_per_e
   s.clip_grad = t.real("clip_grad");
   s.log_every = std::max<std::int64_t>(1, t.integer("log_every"));
   s.stats_every = t.integer("stats_every");
-  s.checkpoint_every = t.integer("checkpoint_every") > 0 ? t.integer("checkpoint_every")
-                                                          : s.batches_per_epoch;
+  s.checkpoint_every =
+      t.integer("checkpoint_every") > 0 ? t.integer("checkpoint_every") : s.batches_per_epoch;
   (void)world_size;  // train.batch is the global batch: each rank loads batch / world_size
   return s;
 }
@@ -194,9 +194,9 @@ void train(const PointContext& context, Model& model, Loader& loader, Communicat
   MetricsFile& metrics = *context.metrics;
   spdlog::logger& log = *context.log;
   const std::vector<at::Tensor> params = model.trainable_parameters();
-  torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(s.peak_lr)
-                                            .betas({s.beta1, s.beta2})
-                                            .weight_decay(s.weight_decay));
+  torch::optim::AdamW optimizer(
+      params,
+      torch::optim::AdamWOptions(s.peak_lr).betas({s.beta1, s.beta2}).weight_decay(s.weight_decay));
   CheckpointState state = checkpoint_state(model, &optimizer);
 
   std::int64_t step = 0;
@@ -227,7 +227,9 @@ void train(const PointContext& context, Model& model, Loader& loader, Communicat
     if (!next) {
       loader.start_epoch(++epoch);
       next = loader.next();
-      if (!next) throw std::runtime_error("the training set yields no batch (too small for the batch size?)");
+      if (!next)
+        throw std::runtime_error(
+            "the training set yields no batch (too small for the batch size?)");
     }
     const Batch batch = next->to(device);
     StepResult r;
