@@ -10,22 +10,13 @@
 #include <numeric>
 #include <vector>
 
-#include "plugin/loader.h"
+#include "built_plugins.h"
 #include "workbench/gate.h"
 #include "workbench/registry.h"
 
 namespace {
 
-wb::Registry& plugins() {
-  static wb::Registry registry;
-  static const bool loaded = [] {
-    wb::PluginLoader loader(registry);
-    loader.load_directory(WB_BUILD_DIR "/plugins");
-    return true;
-  }();
-  (void)loaded;
-  return registry;
-}
+using wb_test::plugins;
 
 std::shared_ptr<wb::Gate> make_gate(const std::string& name, wb::Params p, std::int64_t dim,
                                     std::int64_t experts) {

@@ -6,23 +6,14 @@
 
 #include <cmath>
 
+#include "built_plugins.h"
 #include "moe/dispatch.h"
-#include "plugin/loader.h"
 #include "workbench/moe_layer.h"
 #include "workbench/registry.h"
 
 namespace {
 
-wb::Registry& plugins() {
-  static wb::Registry registry;
-  static const bool loaded = [] {
-    wb::PluginLoader loader(registry);
-    loader.load_directory(WB_BUILD_DIR "/plugins");
-    return true;
-  }();
-  (void)loaded;
-  return registry;
-}
+using wb_test::plugins;
 
 std::shared_ptr<wb::Gate> topk_gate(std::int64_t dim, std::int64_t experts, std::int64_t k,
                                     double eval_capacity_factor = 0) {

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "plugin/loader.h"
+#include "built_plugins.h"
 #include "workbench/comm.h"
 #include "workbench/loss.h"
 #include "workbench/matcher.h"
@@ -22,17 +22,7 @@ namespace crmoe_test {
 using Vec = std::vector<double>;
 using Mat = std::vector<Vec>;
 
-// The in-tree plugins of this build, loaded once.
-inline wb::Registry& plugins() {
-  static wb::Registry registry;
-  static const bool loaded = [] {
-    wb::PluginLoader loader(registry);
-    loader.load_directory(WB_BUILD_DIR "/plugins");
-    return true;
-  }();
-  (void)loaded;
-  return registry;
-}
+using wb_test::plugins;  // the in-tree plugins of this build, loaded once
 
 inline std::shared_ptr<const wb::PluginRef> plugin_ref(const std::string& name,
                                                        const wb::Params& params) {

@@ -6,23 +6,14 @@
 
 #include <cmath>
 
-#include "plugin/loader.h"
+#include "built_plugins.h"
 #include "workbench/backbone.h"
 #include "workbench/moe_layer.h"
 #include "workbench/registry.h"
 
 namespace {
 
-wb::Registry& plugins() {
-  static wb::Registry registry;
-  static const bool loaded = [] {
-    wb::PluginLoader loader(registry);
-    loader.load_directory(WB_BUILD_DIR "/plugins");
-    return true;
-  }();
-  (void)loaded;
-  return registry;
-}
+using wb_test::plugins;
 
 // A tiny ViT: 1 x 8 x 8 images, 4 x 4 patches (grid 2), width 8, 4 blocks, 2 heads.
 wb::Params tiny() {

@@ -39,6 +39,7 @@ class Dataset {
 };
 
 enum class Split { Train, Val, Test };
-const char* split_name(Split split);  // "train", "val", "test"
+const char* split_name(Split split);         // "train", "val", "test"
+Split split_named(const std::string& name);  // the inverse; throws on another name
 
 }  // namespace wb

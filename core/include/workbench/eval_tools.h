@@ -123,4 +123,8 @@ struct MeanStd {
 };
 MeanStd mean_std(const std::vector<double>& values);
 
+// `count` item indices spread evenly over [0, size): i * size / count, ascending: a
+// deterministic sample that is fair to data sets stored class by class.
+std::vector<std::int64_t> spread_items(std::int64_t size, std::int64_t count);
+
 }  // namespace wb

@@ -21,6 +21,12 @@ const char* split_name(Split split) {
   return "?";
 }
 
+Split split_named(const std::string& name) {
+  for (Split s : {Split::Train, Split::Val, Split::Test})
+    if (name == split_name(s)) return s;
+  throw std::invalid_argument("unknown split '" + name + "' (train, val or test)");
+}
+
 }  // namespace wb
 
 namespace wb::data {

@@ -277,4 +277,10 @@ MeanStd mean_std(const std::vector<double>& values) {
   return out;
 }
 
+std::vector<std::int64_t> spread_items(std::int64_t size, std::int64_t count) {
+  std::vector<std::int64_t> items;
+  for (std::int64_t i = 0; i < count; ++i) items.push_back(i * size / count);
+  return items;
+}
+
 }  // namespace wb

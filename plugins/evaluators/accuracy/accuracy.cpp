@@ -9,16 +9,10 @@
 
 namespace {
 
-wb::Split parse_split(const std::string& s) {
-  if (s == "train") return wb::Split::Train;
-  if (s == "val") return wb::Split::Val;
-  return wb::Split::Test;
-}
-
 class Accuracy final : public wb::Evaluator {
  public:
   explicit Accuracy(const wb::Params& p)
-      : dataset_(p.text("dataset")), split_(parse_split(p.text("split"))) {}
+      : dataset_(p.text("dataset")), split_(wb::split_named(p.text("split"))) {}
 
   wb::EvalResult evaluate(wb::EvalContext& ctx) override {
     wb::Loss* classifier = nullptr;

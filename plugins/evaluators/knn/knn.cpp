@@ -12,10 +12,6 @@
 
 namespace {
 
-wb::Split parse_split(const std::string& s) {
-  return s == "val" ? wb::Split::Val : wb::Split::Test;
-}
-
 at::Tensor l2_normalise(const at::Tensor& x) {
   return x / x.norm(2, {1}, /*keepdim=*/true).clamp_min(1e-12);
 }
@@ -24,7 +20,7 @@ class Knn final : public wb::Evaluator {
  public:
   explicit Knn(const wb::Params& p)
       : dataset_(p.text("dataset")),
-        split_(parse_split(p.text("split"))),
+        split_(wb::split_named(p.text("split"))),
         k_(p.integer("k")),
         tau_(p.real("tau")),
         chunk_(p.integer("chunk")) {}

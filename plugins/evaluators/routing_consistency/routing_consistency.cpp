@@ -15,36 +15,24 @@
 
 namespace {
 
-wb::Split parse_split(const std::string& s) {
-  if (s == "train") return wb::Split::Train;
-  if (s == "val") return wb::Split::Val;
-  return wb::Split::Test;
-}
-
 // Shared experts between the top-k sets a[b, p, :] and b[b, p, :] -> [B, P]. The k choices of
 // one token are distinct, so counting equal pairs counts the intersection.
 at::Tensor shared_experts(const at::Tensor& a, const at::Tensor& b) {
   return a.unsqueeze(3).eq(b.unsqueeze(2)).sum({2, 3}).to(at::kDouble);
 }
 
-// Evenly spread items (deterministic, and fair to data sets stored class by class).
-std::vector<std::int64_t> spread(std::int64_t size, std::int64_t count) {
-  std::vector<std::int64_t> items;
-  for (std::int64_t i = 0; i < count; ++i) items.push_back(i * size / count);
-  return items;
-}
-
 class RoutingConsistency final : public wb::Evaluator {
  public:
   explicit RoutingConsistency(const wb::Params& p)
       : dataset_(p.text("dataset")),
-        split_(parse_split(p.text("split"))),
+        split_(wb::split_named(p.text("split"))),
         images_(p.integer("images")) {}
 
   wb::EvalResult evaluate(wb::EvalContext& ctx) override {
     auto data = ctx.dataset(dataset_, split_);
     if (images_ < data->size())
-      data = wb::subset(data, spread(data->size(), images_), "routing-consistency images");
+      data =
+          wb::subset(data, wb::spread_items(data->size(), images_), "routing-consistency images");
     const wb::ViewRecipe recipe = ctx.recipe("color_only", dataset_);
     wb::LoaderOptions options = ctx.loader_options();
     options.shuffle = false;

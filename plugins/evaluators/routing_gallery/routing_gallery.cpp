@@ -14,18 +14,6 @@
 
 namespace {
 
-wb::Split parse_split(const std::string& s) {
-  if (s == "train") return wb::Split::Train;
-  if (s == "val") return wb::Split::Val;
-  return wb::Split::Test;
-}
-
-std::vector<std::int64_t> spread(std::int64_t size, std::int64_t count) {
-  std::vector<std::int64_t> items;
-  for (std::int64_t i = 0; i < count; ++i) items.push_back(i * size / count);
-  return items;
-}
-
 struct Candidate {
   double gate = 0;
   std::int64_t image = -1, patch = -1;  // image: item of the probed set; patch: row-major
@@ -37,7 +25,7 @@ class RoutingGallery final : public wb::Evaluator {
   explicit RoutingGallery(const wb::Params& p)
       : dataset_(p.text("dataset")),
         split_name_(p.text("split")),
-        split_(parse_split(split_name_)),
+        split_(wb::split_named(split_name_)),
         images_(p.integer("images")),
         layer_(p.integer("layer")),
         per_expert_(p.integer("per_expert")),
@@ -46,7 +34,7 @@ class RoutingGallery final : public wb::Evaluator {
   wb::EvalResult evaluate(wb::EvalContext& ctx) override {
     auto data = ctx.dataset(dataset_, split_);
     if (images_ < data->size())
-      data = wb::subset(data, spread(data->size(), images_), "routing-gallery images");
+      data = wb::subset(data, wb::spread_items(data->size(), images_), "routing-gallery images");
     const wb::ViewRecipe recipe = ctx.recipe("eval", dataset_);
     // The normalisation the loader applies: the recipe's, else the data set's own.
     const std::vector<double> mean = recipe.mean.empty() ? data->pixel_mean() : recipe.mean;

@@ -14,24 +14,12 @@
 
 namespace {
 
-wb::Split parse_split(const std::string& s) {
-  if (s == "train") return wb::Split::Train;
-  if (s == "val") return wb::Split::Val;
-  return wb::Split::Test;
-}
-
-std::vector<std::int64_t> spread(std::int64_t size, std::int64_t count) {
-  std::vector<std::int64_t> items;
-  for (std::int64_t i = 0; i < count; ++i) items.push_back(i * size / count);
-  return items;
-}
-
 class RoutingMap final : public wb::Evaluator {
  public:
   explicit RoutingMap(const wb::Params& p)
       : dataset_(p.text("dataset")),
         split_name_(p.text("split")),
-        split_(parse_split(split_name_)),
+        split_(wb::split_named(split_name_)),
         images_(p.integer("images")),
         cls_only_(p.text("tokens") == "cls"),
         cell_(p.integer("cell")) {}
@@ -39,7 +27,7 @@ class RoutingMap final : public wb::Evaluator {
   wb::EvalResult evaluate(wb::EvalContext& ctx) override {
     auto data = ctx.dataset(dataset_, split_);
     if (images_ < data->size())
-      data = wb::subset(data, spread(data->size(), images_), "routing-map images");
+      data = wb::subset(data, wb::spread_items(data->size(), images_), "routing-map images");
     wb::LoaderOptions options = ctx.loader_options();
     options.shuffle = false;
     options.drop_last = false;
