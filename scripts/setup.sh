@@ -18,6 +18,7 @@ packages=(
   dataset-fashion-mnist          # the embedded default data set
   gnuplot-nox                    # report plots
   python3-torch python3-h5py     # benchmarks against PyTorch, reading results from Python
+  python3-pandas python3-numpy   # python/workbench_results.py and its test
 )
 
 install_packages() {

@@ -67,7 +67,7 @@ TEST_CASE("core schemas declare every key with a doc; view overrides have no def
     for (const auto& p : *s.params) CHECK_MESSAGE(!p.doc.empty(), s.name << "." << p.name);
   }
   CHECK(names == std::vector<std::string>{"", "data", "datasets.<name>", "views", "views.view1",
-                                          "views.view2", "train"});
+                                          "views.view2", "train", "init"});
   std::vector<std::string> view_keys;
   for (const auto& p : wb::view_override_schema()) {
     view_keys.push_back(p.name);

@@ -24,6 +24,8 @@ const std::vector<Verb>& verbs() {
       {"plugins", "list plugins, their parameters and defaults, and libraries that failed",
        plugins},
       {"eval", "run evaluators on a finished run from its checkpoint", eval},
+      {"export", "write a run's backbone for PyTorch / timm (.pt, .safetensors, .json)",
+       export_weights},
       {"report", "write the comparison report of one or more experiments", report},
       {"bench", "run a benchmark (moe, step, loader, ...)", bench},
       {"views", "draw a batch of view pairs with crop boxes and matched patches (PNG)", views},

@@ -12,6 +12,7 @@ int plugins(const Args& args);
 int run(const Args& args);
 int run_point(const Args& args);  // internal: one grid point in a child process
 int eval(const Args& args);
+int export_weights(const Args& args);
 int report(const Args& args);
 int bench(const Args& args);
 int views(const Args& args);

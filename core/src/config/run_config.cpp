@@ -75,6 +75,8 @@ std::string canonical_toml(const RunConfig& c, bool with_evaluators) {
   for (const auto& [name, params] : c.datasets)
     write_table(out, "datasets." + format_key(name), params);
   if (!c.gate.plugin.empty()) write_plugin(out, "[gate]", c.gate);
+  // Only when set, so that the ids of runs without it stay as they were.
+  if (c.init.has("from") && !c.init.text("from").empty()) write_table(out, "init", c.init);
   for (const auto& loss : c.losses) write_plugin(out, "[[losses]]", loss);
   write_table(out, "train", c.train);
   write_table(out, "views", c.views);

@@ -32,6 +32,7 @@ struct RunConfig {
   std::vector<PluginConfig> losses;
   std::vector<PluginConfig> evaluators;
   Params train;  // [train]
+  Params init;   // [init]: initial weights; part of the id only when `from` is set
 
   std::string toml;  // canonical TOML of the whole resolved configuration
   std::string id;    // point id: 12 hex digits of FNV-1a over `toml` without evaluators

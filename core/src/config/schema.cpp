@@ -112,7 +112,9 @@ const std::vector<ParamSpec>& view_override_schema() {
 
 const std::vector<ParamSpec>& train_schema() {
   static const std::vector<ParamSpec> specs = {
-      ParamSpec::real("epochs", 10.0, "training length; steps = epochs x batches per epoch")
+      ParamSpec::real("epochs", 10.0,
+                      "training length; steps = epochs x batches per epoch (at least 1); 0 = no "
+                      "training: evaluate the initial weights ([init])")
           .at_least(0),
       ParamSpec::integer("steps", 0, "training length in steps; > 0 overrides epochs").at_least(0),
       ParamSpec::integer("batch", 256, "images per step (all processes together)").at_least(1),
@@ -134,6 +136,22 @@ const std::vector<ParamSpec>& train_schema() {
   return specs;
 }
 
+const std::vector<ParamSpec>& init_schema() {
+  static const std::vector<ParamSpec> specs = {
+      ParamSpec::text("from", "",
+                      "start the backbone from these weights: a state dict (.pt of torch.save, "
+                      ".safetensors; timm's names for a ViT), a workbench export, or a run "
+                      "directory or its checkpoint; empty = random initialisation"),
+      ParamSpec::texts("allow_missing", {},
+                       "glob patterns of backbone weights the source may lack (they keep their "
+                       "initial values); [\"*\"] allows any"),
+      ParamSpec::texts("allow_unexpected", {},
+                       "glob patterns of source weights the backbone has no place for (ignored), "
+                       "e.g. [\"head.*\"]"),
+  };
+  return specs;
+}
+
 std::vector<CoreSection> core_sections() {
   return {
       {"", "top level of the configuration", &run_schema()},
@@ -146,6 +164,8 @@ std::vector<CoreSection> core_sections() {
       {"views.view2", "overrides of the recipe's second view (ViewRecipe fields)",
        &view_override_schema()},
       {"train", "optimisation and logging", &train_schema()},
+      {"init", "initial weights of the backbone (only for a fresh start, never on resume)",
+       &init_schema()},
   };
 }
 

@@ -17,6 +17,7 @@ const std::vector<ParamSpec>& views_schema();  // [views]: recipe
 // keys the user sets are kept, and they override the recipe's preset.
 const std::vector<ParamSpec>& view_override_schema();
 const std::vector<ParamSpec>& train_schema();  // [train]
+const std::vector<ParamSpec>& init_schema();   // [init]: initial weights (weights/init.h)
 
 struct CoreSection {
   std::string name;  // "" (top level), "data", "datasets.<name>", "views", "views.view1", ...

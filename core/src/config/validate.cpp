@@ -289,8 +289,8 @@ std::vector<PluginConfig> plugin_list(const Node& list, Kind kind, const Registr
 }  // namespace
 
 RunConfig validate_run(const Node& root, const Registry& registry, const std::string& root_name) {
-  static const std::vector<std::string> structural = {"data", "datasets", "views",      "backbone",
-                                                      "gate", "losses",   "evaluators", "train"};
+  static const std::vector<std::string> structural = {
+      "data", "datasets", "views", "backbone", "gate", "losses", "evaluators", "train", "init"};
   const Node empty = Node::table(root.pos);
   RunConfig rc;
   rc.run = validate_params(root, run_schema(), registry, Scope{"", root_name}, "run", structural);
@@ -334,6 +334,8 @@ RunConfig validate_run(const Node& root, const Registry& registry, const std::st
     fail(betas ? betas->pos : train.pos,
          "train.betas: expected two values (AdamW's beta1, beta2), got " + std::to_string(n));
   }
+  rc.init =
+      validate_params(section(root, "init", empty), init_schema(), registry, {"init", ""}, "init");
   return rc;
 }
 

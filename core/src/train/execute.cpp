@@ -18,6 +18,7 @@
 #include "train/model.h"
 #include "train/run_evaluators.h"
 #include "train/trainer.h"
+#include "weights/init.h"
 #include "workbench/plugin.h"
 #include "workbench/registry.h"
 #include "workbench/version.h"
@@ -75,6 +76,8 @@ void execute_point(const PointContext& context) {
   log.info("data: {}", train_data->describe());
   DataShape shape{train_data->channels(), train_data->image_size(), train_data->classes()};
   Model model = build_model(config, *context.registry, shape, comm.get());
+  const fs::path checkpoint = context.dir / "checkpoints" / "last.pt";
+  if (!fs::exists(checkpoint)) apply_init(config.init, model, log);  // a resume keeps its weights
   model.to(device);
   const ModelCost cost = model.backbone->cost();
   log.info(
@@ -125,7 +128,7 @@ void execute_point(const PointContext& context) {
   log.info("training: {} steps ({} per epoch), batch {}, peak lr {:.3g}, warmup {} steps",
            settings.total_steps, settings.batches_per_epoch, options.batch_size, settings.peak_lr,
            settings.warmup_steps);
-  train(context, model, loader, *comm, device, settings, context.dir / "checkpoints" / "last.pt");
+  train(context, model, loader, *comm, device, settings, checkpoint);
   if (context.rank != 0) return;  // the other ranks' weights are the same: rank 0 evaluates
   EvaluatorRun evaluators;
   evaluators.dir = context.dir;

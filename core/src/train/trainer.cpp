@@ -109,9 +109,12 @@ TrainSettings train_settings(const RunConfig& config, std::int64_t batches_per_e
   TrainSettings s;
   s.batches_per_epoch = std::max<std::int64_t>(1, batches_per_epoch);
   const std::int64_t steps = t.integer("steps");
-  s.total_steps =
-      steps > 0 ? steps
-                : std::max<std::int64_t>(1, std::llround(t.real("epochs") * s.batches_per_epoch));
+  // epochs = 0 (and steps = 0) trains nothing: the initial weights ([init]) are evaluated.
+  const double epochs = t.real("epochs");
+  s.total_steps = steps > 0 ? steps
+                  : epochs == 0
+                      ? 0
+                      : std::max<std::int64_t>(1, std::llround(epochs * s.batches_per_epoch));
   s.warmup_steps = std::min<std::int64_t>(
       s.total_steps, std::llround(t.real("warmup_epochs") * s.batches_per_epoch));
   const std::int64_t batch = t.integer("batch");
@@ -205,7 +208,11 @@ void train(const PointContext& context, Model& model, Loader& loader, Communicat
     log.info("resumed from {} at step {}/{}", checkpoint.string(), step, s.total_steps);
   }
   metrics.truncate_after(step);
-  if (step >= s.total_steps) return;
+  if (step >= s.total_steps) {
+    // Nothing to train (epochs = 0): the checkpoint holds the initial weights for eval/export.
+    if (!std::filesystem::exists(checkpoint)) save_checkpoint(checkpoint, state);
+    return;
+  }
 
   std::int64_t epoch = step / s.batches_per_epoch;
   loader.start_epoch(epoch);
