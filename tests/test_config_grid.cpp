@@ -350,6 +350,20 @@ TEST_CASE("--set replaces tables with inline tables and names itself in errors")
   o.overrides = {"no_equals_sign"};
   err = config_error([&] { f.parse(kBase, o); });
   CHECK(contains(err.message, "expected --set key=value"));
+
+  // Text that opens a table, an array or a quoted string but is not valid TOML is refused,
+  // not taken as a string (which would surface later as a confusing type error, or not at all
+  // for a string-valued key).
+  for (const std::string bad : {"gate={plugin=\"fixed\"", "train.betas=[0.5, 0.6",
+                                "data.path=\"/data/x", "gate={plugin=fixed}"}) {
+    CAPTURE(bad);
+    o.overrides = {bad};
+    err = config_error([&] { f.parse(kBase, o); });
+    CHECK(err.file == "--set " + bad);
+    CHECK(contains(err.message, "malformed "));
+  }
+  o.overrides = {"data.path=/data/{x}"};  // a bare word with braces inside stays a string
+  CHECK(f.parse(kBase, o).points[0].config.data.text("path") == "/data/{x}");
 }
 
 TEST_CASE("dotted addressing: by plugin name, by index, nested plugins, ambiguity") {
