@@ -39,11 +39,13 @@ extern "C" void jpeg_error_exit(j_common_ptr cinfo) {
   std::longjmp(err->jump, 1);
 }
 
-// Warnings are counted silently, except a premature end of data: a truncated file would
-// otherwise decode with a grey bottom and nobody would notice.
+// Warnings are counted silently, except a premature end of the file or of the compressed
+// data (a marker where data should be): a truncated file would otherwise decode with a grey
+// bottom and nobody would notice, and a few hundred bytes could claim and yield megapixels.
 extern "C" void jpeg_emit_message(j_common_ptr cinfo, int level) {
   if (level >= 0) return;
-  if (cinfo->err->msg_code == JWRN_JPEG_EOF) jpeg_error_exit(cinfo);
+  const int code = cinfo->err->msg_code;
+  if (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER) jpeg_error_exit(cinfo);
   cinfo->err->num_warnings++;
 }
 
