@@ -123,7 +123,8 @@ IdxHeader read_header(GzFile& file, int ndim, const char* kind) {
 }
 
 // The data after the header. A raw file is checked against its size first; a gzip file is
-// read in growing chunks, so a lying header costs at most twice what the file really holds.
+// read in growing chunks, so a lying header costs at most twice what the file really holds
+// (plus 1 MB).
 std::vector<std::uint8_t> read_data(GzFile& file, const IdxHeader& h) {
   const std::string& path = file.path();
   std::vector<std::uint8_t> data;
