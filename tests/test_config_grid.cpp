@@ -121,7 +121,7 @@ train.batch = [64, 256]
   CHECK(e.points[3].config.train.integer("batch") == 256);
 }
 
-TEST_CASE("zip lists advance together; unequal lengths name both keys") {
+TEST_CASE("zip lists advance together, unequal lengths name both keys") {
   Fixture f;
   const std::string text = kBase + R"(
 [grid]
@@ -164,7 +164,7 @@ train.batch = [8, 16]
   CHECK(contains(err.message, "'train.epochs' is varied twice: in [grid] and in [zip.z]"));
 }
 
-TEST_CASE("[[exclude]] drops matching points; [[point]] adds points; duplicates are dropped") {
+TEST_CASE("[[exclude]] drops matching points, [[point]] adds points, duplicates are dropped") {
   Fixture f;
   const std::string text = R"(
 [experiment]
@@ -440,7 +440,7 @@ TEST_CASE("experiment file structure: name, sections, syntax") {
   CHECK(err.line == position(kBase + "\n[grid\n", "[grid").first);
 }
 
-TEST_CASE("load_experiment reads the file; format_points_table aligns the varied keys") {
+TEST_CASE("load_experiment reads the file, format_points_table aligns the varied keys") {
   Fixture f;
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / "wb_test_grid";
   std::filesystem::create_directories(dir);

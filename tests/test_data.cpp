@@ -116,7 +116,7 @@ TEST_CASE("IDX errors name the file and what is wrong") {
   }
 }
 
-TEST_CASE("PNG and JPEG round trips; garbage and truncated files give errors naming them") {
+TEST_CASE("PNG and JPEG round trips, garbage and truncated files give errors naming them") {
   TempDir dir;
   const wb::Image img = pattern(12, 20, 1);
   wb::data::write_png(dir.file("a.png"), img);

@@ -400,7 +400,7 @@ TEST_CASE("image decoders: what PNG and JPEG variants become, and the kinds refu
         "e.jpg: corrupt JPEG: Corrupt JPEG data: premature end of data segment");
 }
 
-TEST_CASE("image folder: image_size 0 keeps the native size; mixed sizes then need one") {
+TEST_CASE("image folder: image_size 0 keeps the native size, mixed sizes then need one") {
   TempDir dir;
   fs::create_directories(dir.path() / "a");
   fs::create_directories(dir.path() / "b");
