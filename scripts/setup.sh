@@ -17,6 +17,7 @@ packages=(
   zlib1g-dev libpng-dev libjpeg-dev
   dataset-fashion-mnist          # the embedded default data set
   gnuplot-nox                    # report plots
+  clang-14 libclang-rt-14-dev    # the fuzz targets (libFuzzer), run briefly by the test suite
   python3-torch python3-h5py     # benchmarks against PyTorch, reading results from Python
   python3-pandas python3-numpy   # python/workbench_results.py and its test
 )

@@ -235,7 +235,7 @@ TEST_CASE("noisy_topk: k above the number of experts is refused") {
                        std::invalid_argument);
 }
 
-TEST_CASE("fixed: view i goes to expert i; eval_expert picks the eval path") {
+TEST_CASE("fixed: view i goes to expert i, eval_expert picks the eval path") {
   wb::Params p = defaults("fixed");
   CHECK(p.integer("eval_expert") == 0);
   auto gate = make_gate("fixed", p, 4, 2);

@@ -106,7 +106,7 @@ TEST_CASE("ogar in a real V-MoE: gradients reach the online gates, not the momen
   }
 }
 
-TEST_CASE("moco + load_balance + ogar train a real V-MoE; w_G = 0 still steps") {
+TEST_CASE("moco + load_balance + ogar train a real V-MoE, w_G = 0 still steps") {
   OneRank comm;
   for (double w : {0.001, 0.0}) {
     CAPTURE(w);

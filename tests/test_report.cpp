@@ -285,7 +285,7 @@ struct Sweep {
 
 }  // namespace
 
-TEST_CASE("summarize: mean and sample std; non-finite values are left out") {
+TEST_CASE("summarize: mean and sample std, non-finite values are left out") {
   const wb::Stat s = wb::summarize({1.0, 2.0, 4.0, NAN});
   CHECK(s.n == 3);
   CHECK(s.mean == doctest::Approx(7.0 / 3));
@@ -514,7 +514,7 @@ TEST_CASE("report comparing two experiments: experiment column, union of columns
   CHECK(contains(b, "| gate.k | knn/top1 | linear_probe/top1 | seeds | time |"));
 }
 
-TEST_CASE("report errors: not an experiment directory; plots without gnuplot") {
+TEST_CASE("report errors: not an experiment directory, plots without gnuplot") {
   Sweep sweep;
   CHECK_THROWS_WITH_AS(wb::write_report({sweep.tmp.path}), doctest::Contains("no points found"),
                        std::runtime_error);

@@ -40,6 +40,11 @@ const std::vector<ParamSpec>& data_schema() {
                       "/usr/share/datasets/fashion-mnist"),
       ParamSpec::integer("image_size", 0, "resize images on load to this side; 0 = native size")
           .at_least(0),
+      ParamSpec::integer("num_classes", 0,
+                         "class count the labels must lie below; 0 = the data set's own "
+                         "(fashion_mnist, cifar10: 10; cifar100: 100; folder: its class "
+                         "folders; idx: the largest label + 1)")
+          .at_least(0),
       below(ParamSpec::real("val_fraction", 0.0,
                             "fraction of train carved out as a class-balanced validation split")
                 .at_least(0),

@@ -169,8 +169,18 @@ Node parse_value(const std::string& text, const std::string& origin) {
   try {
     toml::table t = toml::parse("v = " + text, origin);
     if (t.size() == 1 && t.contains("v")) return convert(*t.get("v"), pos, true);
-  } catch (const toml::parse_error&) {
-    // Not a TOML value: a bare word, taken as a string below.
+  } catch (const toml::parse_error& e) {
+    // Not a TOML value: a bare word is taken as a string below, but text that opens a table,
+    // an array or a quoted string was meant as one and is refused.
+    const std::size_t start = text.find_first_not_of(" \t");
+    const char open = start == std::string::npos ? ' ' : text[start];
+    const char* what = open == '{'                   ? "inline table"
+                       : open == '['                 ? "array"
+                       : open == '"' || open == '\'' ? "quoted string"
+                                                     : nullptr;
+    if (what)
+      fail(pos,
+           std::string("malformed ") + what + " '" + text + "': " + std::string(e.description()));
   }
   return Node::string(text, pos);
 }

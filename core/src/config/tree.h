@@ -64,7 +64,8 @@ const char* node_type_name(const Node& node);
 Node parse_toml(const std::string& text, const std::string& origin, bool no_lines = false);
 
 // Parses the value of `--set key=value`: a TOML value, or the bare text as a string when it
-// is not one ("--set data.path=/data/x").
+// is not one ("--set data.path=/data/x"). Text opening with { [ " or ' that is not valid TOML
+// is a ConfigError at `origin`, not a string.
 Node parse_value(const std::string& text, const std::string& origin);
 
 // A TOML literal for messages, assignments and canonical output: numbers in a normalised

@@ -64,19 +64,26 @@ Stats imagenet_stats() {
 
 MemoryDataset::MemoryDataset(std::string name, std::int64_t channels, std::int64_t height,
                              std::int64_t width, std::vector<std::uint8_t> pixels,
-                             std::vector<std::int64_t> labels, std::int64_t image_size, Stats stats)
+                             std::vector<std::int64_t> labels, std::int64_t image_size, Stats stats,
+                             std::int64_t classes)
     : name_(std::move(name)),
       channels_(channels),
       height_(height),
       width_(width),
       image_size_(image_size > 0 ? image_size : std::min(height, width)),
+      classes_(classes),
       pixels_(std::move(pixels)),
       labels_(std::move(labels)),
       stats_(std::move(stats)) {
   if (static_cast<std::int64_t>(pixels_.size()) != size() * channels * height * width)
     throw std::logic_error(name_ + ": pixel buffer does not match " + std::to_string(size()) +
                            " images");
-  for (auto l : labels_) classes_ = std::max(classes_, l + 1);
+  for (auto l : labels_) {
+    if (l < 0 || (classes > 0 && l >= classes))
+      throw std::logic_error(name_ + ": label " + std::to_string(l) + " outside the " +
+                             std::to_string(classes) + " classes");  // readers check first
+    if (classes == 0) classes_ = std::max(classes_, l + 1);
+  }
   if (stats_.mean.empty()) stats_.mean.assign(channels, 0.5);
   if (stats_.std.empty()) stats_.std.assign(channels, 0.5);
 }

@@ -54,8 +54,17 @@ std::string idx_file(const std::string& dir, const std::string& prefix, const ch
   return fs::exists(gz) || !fs::exists(base) ? gz.string() : base.string();
 }
 
+// Formats that declare their class count: data.num_classes, when set, must agree with it.
+std::int64_t declared_classes(const std::string& kind, std::int64_t declared,
+                              std::int64_t num_classes) {
+  if (num_classes > 0 && num_classes != declared)
+    throw std::invalid_argument("data.num_classes = " + std::to_string(num_classes) + ", but " +
+                                kind + " has " + std::to_string(declared) + " classes");
+  return declared;
+}
+
 std::shared_ptr<const NamedDataset> load_base(const std::string& kind, std::string path, bool train,
-                                              std::int64_t image_size) {
+                                              std::int64_t image_size, std::int64_t num_classes) {
   const std::string split = train ? "train" : "test";
   if (kind == "fashion_mnist" || kind == "idx") {
     if (path.empty()) {
@@ -63,16 +72,18 @@ std::shared_ptr<const NamedDataset> load_base(const std::string& kind, std::stri
       path = "/usr/share/datasets/fashion-mnist";
     }
     const std::string prefix = train ? "train" : "t10k";
-    const data::Stats stats = kind == "fashion_mnist" ? data::fashion_mnist_stats() : data::Stats{};
+    const bool fashion = kind == "fashion_mnist";
+    const data::Stats stats = fashion ? data::fashion_mnist_stats() : data::Stats{};
     return data::load_idx(idx_file(path, prefix, "images-idx3"),
                           idx_file(path, prefix, "labels-idx1"), kind + " " + split, image_size,
-                          stats);
+                          stats, fashion ? declared_classes(kind, 10, num_classes) : num_classes);
   }
   if (kind == "cifar10" || kind == "cifar100") {
     if (path.empty())
       throw std::invalid_argument("data.path must name the folder of the " + kind +
                                   " binary batches");
     const bool c100 = kind == "cifar100";
+    declared_classes(kind, c100 ? 100 : 10, num_classes);
     std::vector<std::string> files;
     if (c100) {
       files.push_back((fs::path(path) / (train ? "train.bin" : "test.bin")).string());
@@ -87,12 +98,16 @@ std::shared_ptr<const NamedDataset> load_base(const std::string& kind, std::stri
   }
   if (kind == "folder") {
     if (path.empty()) throw std::invalid_argument("data.path must name the image folder");
-    // root/train + root/test (or root/val) when present, else root is the training set.
+    // root/train + root/test (or root/val) when present, else root is the training set. The
+    // test split takes the training folder's classes, so that a class missing from test/
+    // does not shift the labels of the others.
     std::string dir = path;
+    std::vector<std::string> classes;
     if (fs::is_directory(fs::path(path) / "train")) {
       if (train) {
         dir = (fs::path(path) / "train").string();
       } else {
+        classes = data::folder_classes((fs::path(path) / "train").string());
         dir = (fs::path(path) / "test").string();
         if (!fs::is_directory(dir)) dir = (fs::path(path) / "val").string();
       }
@@ -101,8 +116,11 @@ std::shared_ptr<const NamedDataset> load_base(const std::string& kind, std::stri
                                   ": no train/ and test/ (or val/) folders, so no test split");
     }
     if (!fs::is_directory(dir)) throw std::invalid_argument(dir + ": no such folder");
-    return data::open_folder(dir, "folder " + fs::path(path).filename().string() + " " + split,
-                             image_size);
+    auto folder =
+        data::open_folder(dir, "folder " + fs::path(path).filename().string() + " " + split,
+                          image_size, std::move(classes));
+    declared_classes(dir, folder->classes(), num_classes);
+    return folder;
   }
   throw std::invalid_argument("data.dataset: unknown data set '" + kind +
                               "' (valid: fashion_mnist, idx, cifar10, cifar100, folder)");
@@ -115,8 +133,10 @@ std::shared_ptr<const Dataset> open_dataset(const Params& p, Split split) {
   const std::string path = text_or(p, "path", "");
   const std::int64_t image_size = int_or(p, "image_size", 0);
   if (image_size < 0) throw std::invalid_argument("data.image_size must be >= 0");
+  const std::int64_t num_classes = int_or(p, "num_classes", 0);
+  if (num_classes < 0) throw std::invalid_argument("data.num_classes must be >= 0");
   const bool train = split != Split::Test;
-  std::shared_ptr<const Dataset> d = load_base(kind, path, train, image_size);
+  std::shared_ptr<const Dataset> d = load_base(kind, path, train, image_size, num_classes);
 
   d = data::first_n(d, int_or(p, train ? "train_limit" : "test_limit", 0));
   const auto classes = class_list(p, *d);
