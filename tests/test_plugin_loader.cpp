@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <elf.h>
+#include <sys/wait.h>
 #include <toml++/toml.h>
 #include <unistd.h>
 
