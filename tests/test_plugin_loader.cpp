@@ -212,7 +212,7 @@ TEST_CASE("hostile libraries fail in their probes and the host lives on") {
   CHECK(contains(reason_for(loader, "test_torch_mismatch.so"), "LibTorch 0.0.1"));
 }
 
-TEST_CASE("probe verdicts are cached; a touched or rewritten library is probed again") {
+TEST_CASE("probe verdicts are cached and a touched or rewritten library is probed again") {
   TempDir tmp("cache");
   const fs::path cache = tmp.path / "probes.toml";
   const fs::path a = tmp.path / "a.so", b = tmp.path / "b.so";
@@ -285,7 +285,7 @@ TEST_CASE("a probe cache that cannot be written only costs probes") {
   }
 }
 
-TEST_CASE("without a working probe program nothing is loaded, and nothing is cached") {
+TEST_CASE("without a working probe program nothing is loaded and nothing is cached") {
   TempDir tmp("no_program");
   const fs::path cache = tmp.path / "probes.toml";
   wb::ProbeOptions broken = probing(cache);
@@ -397,7 +397,7 @@ TEST_CASE("run --dry-run validates an experiment beside a hostile library") {
 }
 
 TEST_CASE(
-    "--plugin-path naming nothing is an error; a missing WORKBENCH_PLUGIN_PATH entry is not") {
+    "--plugin-path naming nothing is an error but a missing WORKBENCH_PLUGIN_PATH entry is not") {
   TempDir tmp("missing_path");
   const std::string missing = (tmp.path / "no_such_folder").string();
   const Shell r =
