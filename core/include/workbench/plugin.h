@@ -6,7 +6,8 @@
 //
 // which exports the one symbol the host looks for, `workbench_plugin_info`. The host reads the
 // plain-C header of that record first and calls the registration function only when the ABI,
-// LibTorch and compiler ABI all match its own, so a mismatched library is refused, not run.
+// the record's size, LibTorch and compiler ABI all match its own, so a mismatched library is
+// refused, not run.
 #pragma once
 
 #include <torch/version.h>
@@ -17,7 +18,7 @@
 #include "workbench/version.h"
 
 // Bump whenever an SDK header changes in a way that breaks compiled plugins.
-#define WORKBENCH_ABI_VERSION 1u
+#define WORKBENCH_ABI_VERSION 2u
 
 #define WB_STRINGIFY2(x) #x
 #define WB_STRINGIFY(x) WB_STRINGIFY2(x)
@@ -41,6 +42,9 @@ extern "C" {
 // Plain C so that the host can read it from any library, whatever it was built with.
 struct wb_plugin_info {
   std::uint32_t abi_version;
+  // sizeof(wb_plugin_info) in the plugin, checked against the host's before any later field is
+  // read, so that a record of another layout is refused even if its ABI number was not bumped.
+  std::uint32_t info_size;
   const char* sdk_version;    // workbench version the plugin was built against
   const char* torch_version;  // "1.13.0"
   const char* cxx_abi;        // WORKBENCH_CXX_ABI
@@ -50,18 +54,18 @@ struct wb_plugin_info {
 };
 }
 
-#define WORKBENCH_PLUGIN(DESCRIPTION)                                             \
-  static void wb_register_entries_(::wb::Registry& registry);                     \
-  extern "C" __attribute__((visibility("default"))) const wb_plugin_info*         \
-  workbench_plugin_info() {                                                       \
-    static const wb_plugin_info info{                                             \
-        WORKBENCH_ABI_VERSION,                                                    \
-        WORKBENCH_VERSION,                                                        \
-        WORKBENCH_TORCH_VERSION,                                                  \
-        WORKBENCH_CXX_ABI,                                                        \
-        __VERSION__,                                                              \
-        DESCRIPTION,                                                              \
-        [](void* r) { wb_register_entries_(*static_cast<::wb::Registry*>(r)); }}; \
-    return &info;                                                                 \
-  }                                                                               \
+#define WORKBENCH_PLUGIN(DESCRIPTION)                                     \
+  static void wb_register_entries_(::wb::Registry& registry);             \
+  extern "C" __attribute__((visibility("default"))) const wb_plugin_info* \
+  workbench_plugin_info() {                                               \
+    static const wb_plugin_info info{WORKBENCH_ABI_VERSION,               \
+                                     sizeof(wb_plugin_info),              \
+                                     WORKBENCH_VERSION,                   \
+                                     WORKBENCH_TORCH_VERSION,             \
+                                     WORKBENCH_CXX_ABI,                   \
+                                     __VERSION__,                         \
+                                     DESCRIPTION,                         \
+                                     [](void* r) { wb_register_entries_(*static_cast<::wb::Registry*>(r)); }};                    \
+    return &info;                                                         \
+  }                                                                       \
   static void wb_register_entries_(::wb::Registry& registry)

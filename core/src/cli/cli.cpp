@@ -30,6 +30,7 @@ const std::vector<Verb>& verbs() {
       {"bench", "run a benchmark (moe, step, loader, ...)", bench},
       {"views", "draw a batch of view pairs with crop boxes and matched patches (PNG)", views},
       {"_point", "internal: run one point in this process", run_point, true},
+      {"_probe", "internal: load one plugin library and report what it holds", probe, true},
   };
   return table;
 }

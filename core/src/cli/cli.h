@@ -11,6 +11,7 @@ using Args = std::vector<std::string>;  // the arguments after the verb
 int plugins(const Args& args);
 int run(const Args& args);
 int run_point(const Args& args);  // internal: one grid point in a child process
+int probe(const Args& args);      // internal: load one plugin library, report what was found
 int eval(const Args& args);
 int export_weights(const Args& args);
 int report(const Args& args);
