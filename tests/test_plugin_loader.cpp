@@ -5,6 +5,7 @@
 
 #include "plugin/loader.h"
 #include "workbench/gate.h"
+#include "workbench/plugin.h"  // WORKBENCH_ABI_VERSION
 #include "workbench/registry.h"
 
 namespace fs = std::filesystem;
@@ -49,8 +50,9 @@ TEST_CASE("loader refuses mismatched and foreign libraries with the file and the
   CHECK_FALSE(loader.load_file(kDir / "test_not_a_plugin.so"));
   CHECK_FALSE(loader.load_file(kDir / "test_throwing_registration.so"));
   REQUIRE(loader.failures().size() == 4);
-  CHECK(reason_for(loader, "test_abi_mismatch.so").find("plugin ABI 2, this host uses ABI 1") !=
-        std::string::npos);
+  const std::string abi = "plugin ABI " + std::to_string(WORKBENCH_ABI_VERSION + 1) +
+                          ", this host uses ABI " + std::to_string(WORKBENCH_ABI_VERSION);
+  CHECK(reason_for(loader, "test_abi_mismatch.so").find(abi) != std::string::npos);
   CHECK(reason_for(loader, "test_torch_mismatch.so").find("LibTorch 0.0.1") != std::string::npos);
   CHECK(reason_for(loader, "test_not_a_plugin.so").find("not a workbench plugin") !=
         std::string::npos);

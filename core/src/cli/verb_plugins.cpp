@@ -11,7 +11,7 @@ namespace wb::cli {
 
 namespace po = boost::program_options;
 
-int plugins(const Args& args) {
+int verb_plugins(const Args& args) {
   po::options_description opts("workbench plugins [options]");
   std::vector<std::string> paths;
   opts.add_options()("help,h", "show this help")("plugin-path", po::value(&paths)->composing(),
@@ -29,6 +29,10 @@ int plugins(const Args& args) {
   }
   auto print_params = [](const std::vector<ParamSpec>& params) {
     for (const auto& p : params) {
+      if (!p.moved_to.empty()) {
+        std::cout << "    " << p.name << ": moved to " << p.moved_to << "\n";
+        continue;
+      }
       std::cout << "    " << p.name << " = "
                 << (p.default_value ? format_value(*p.default_value) : std::string("(unset)"))
                 << "   [" << p.describe() << "]";
