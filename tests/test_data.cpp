@@ -8,6 +8,7 @@
 #include "data/datasets.h"
 #include "test_data_files.h"
 #include "test_data_helpers.h"
+#include "workbench/draw.h"
 
 using wbtest::TempDir;
 namespace fs = std::filesystem;
@@ -119,7 +120,7 @@ TEST_CASE("IDX errors name the file and what is wrong") {
 TEST_CASE("PNG and JPEG round trips, garbage and truncated files give errors naming them") {
   TempDir dir;
   const wb::Image img = pattern(12, 20, 1);
-  wb::data::write_png(dir.file("a.png"), img);
+  wb::write_png(dir.file("a.png"), img);
   const wb::Image png = wb::data::decode_image_file(dir.file("a.png"));
   CHECK(png.width == 20);
   CHECK(png.height == 12);
@@ -160,9 +161,9 @@ TEST_CASE("image folder: classes sorted by name, images resized to squares, lazy
   fs::create_directories(dir.path() / "train" / "zebra");
   fs::create_directories(dir.path() / "train" / "ant");
   fs::create_directories(dir.path() / "test" / "ant");
-  wb::data::write_png(dir.file("train/zebra/1.png"), pattern(10, 20, 0));
+  wb::write_png(dir.file("train/zebra/1.png"), pattern(10, 20, 0));
   wb::data::write_jpeg(dir.file("train/zebra/0.JPG"), pattern(16, 16, 1));
-  wb::data::write_png(dir.file("train/ant/x.png"), pattern(8, 8, 2));
+  wb::write_png(dir.file("train/ant/x.png"), pattern(8, 8, 2));
   write_raw(dir.file("train/ant/notes.txt"), Bytes{'x'});
   write_raw(dir.file("test/ant/broken.jpeg"), Bytes{0xFF, 0xD8, 0xFF, 0xE0, 0, 0});
   wb::Params p = data_params("folder", dir.path().string());

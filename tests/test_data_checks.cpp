@@ -18,6 +18,7 @@
 #include "data/datasets.h"
 #include "test_data_files.h"
 #include "test_data_helpers.h"
+#include "workbench/draw.h"
 
 using namespace wbtest;
 namespace fs = std::filesystem;
@@ -404,9 +405,9 @@ TEST_CASE("image folder: image_size 0 keeps the native size, mixed sizes then ne
   TempDir dir;
   fs::create_directories(dir.path() / "a");
   fs::create_directories(dir.path() / "b");
-  wb::data::write_png(dir.file("a/0.png"), solid(12, 12, 10));
-  wb::data::write_png(dir.file("a/1.png"), solid(20, 12, 20));  // 12 x 20: central 12 x 12
-  wb::data::write_png(dir.file("b/0.png"), solid(10, 16, 30));  // shorter side 10
+  wb::write_png(dir.file("a/0.png"), solid(12, 12, 10));
+  wb::write_png(dir.file("a/1.png"), solid(20, 12, 20));  // 12 x 20: central 12 x 12
+  wb::write_png(dir.file("b/0.png"), solid(10, 16, 30));  // shorter side 10
   auto d = wb::data::open_folder(dir.path().string(), "f", 0);
   CHECK(d->image_size() == 12);
   const wb::Image first = d->image(0);
@@ -429,7 +430,7 @@ TEST_CASE("image folder: empty classes, test splits with the training classes, n
     fs::create_directories(dir.path() / c);
   for (const char* f : {"train/ant/0.png", "train/bee/0.png", "train/cat/0.png", "test/ant/0.png",
                         "test/cat/0.png"})
-    wb::data::write_png(dir.file(f), solid(4, 4, 1));
+    wb::write_png(dir.file(f), solid(4, 4, 1));
   wb::Params p = data_params("folder", dir.path().string());
   auto train = wb::open_dataset(p, wb::Split::Train);
   auto test = wb::open_dataset(p, wb::Split::Test);

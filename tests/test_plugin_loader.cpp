@@ -15,7 +15,7 @@
 #include "plugin/loader_elf.h"
 #include "plugin/loader_probe.h"
 #include "workbench/gate.h"
-#include "workbench/plugin.h"
+#include "workbench/plugin.h"  // WORKBENCH_ABI_VERSION
 #include "workbench/registry.h"
 
 namespace fs = std::filesystem;

@@ -347,8 +347,9 @@ losses = [{ plugin = "classify" }]
 
   const wb::RunConfig zero =
       wb::parse_run_config(base + "[train]\nepochs = 0\n", "z.toml", plugins());
-  CHECK(wb::train_settings(zero, 10, 1).total_steps == 0);
+  CHECK(wb::train_schedule(zero.settings.train, 10).total_steps == 0);
   const wb::RunConfig small =
       wb::parse_run_config(base + "[train]\nepochs = 0.01\n", "s.toml", plugins());
-  CHECK(wb::train_settings(small, 10, 1).total_steps == 1);  // a fraction still trains a step
+  CHECK(wb::train_schedule(small.settings.train, 10).total_steps ==
+        1);  // a fraction still trains a step
 }

@@ -17,7 +17,7 @@ namespace wb::cli {
 
 namespace po = boost::program_options;
 
-int export_weights(const Args& args) {
+int verb_export(const Args& args) {
   po::options_description opts("workbench export RUN_DIR [options]");
   std::string dir, out;
   std::vector<std::string> plugin_paths;

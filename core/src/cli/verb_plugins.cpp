@@ -12,7 +12,7 @@ namespace wb::cli {
 
 namespace po = boost::program_options;
 
-int probe(const Args& args) {
+int verb_probe(const Args& args) {
   po::options_description opts(
       "workbench _probe [options] LIBRARY...   (internal: load each library in a child process "
       "and report on stdout, as TOML, what was found)");
@@ -44,7 +44,7 @@ int probe(const Args& args) {
   return std::cout ? 0 : 1;
 }
 
-int plugins(const Args& args) {
+int verb_plugins(const Args& args) {
   po::options_description opts("workbench plugins [options]");
   std::vector<std::string> paths;
   opts.add_options()("help,h", "show this help")("plugin-path", po::value(&paths)->composing(),
@@ -65,6 +65,10 @@ int plugins(const Args& args) {
   }
   auto print_params = [](const std::vector<ParamSpec>& params) {
     for (const auto& p : params) {
+      if (!p.moved_to.empty()) {
+        std::cout << "    " << p.name << ": moved to " << p.moved_to << "\n";
+        continue;
+      }
       std::cout << "    " << p.name << " = "
                 << (p.default_value ? format_value(*p.default_value) : std::string("(unset)"))
                 << "   [" << p.describe() << "]";

@@ -137,6 +137,14 @@ const std::vector<ParamSpec>& train_schema() {
       ParamSpec::integer("stats_every", 50, "steps between routing statistics").at_least(1),
       ParamSpec::integer("checkpoint_every", 0, "steps between checkpoints; 0 = once per epoch")
           .at_least(0),
+      ParamSpec::real("momentum", 0.99,
+                      "m0 of the momentum encoder (losses that ask for one): m rises from m0 to 1 "
+                      "on a half cosine over the run")
+          .range(0, 1),
+      ParamSpec::real("temperature", 0.2,
+                      "tau of every contrastive term: MoCo's ctr and OGAR's InfoNCE (CR-MoE uses "
+                      "the same value for both)")
+          .above(0),
   };
   return specs;
 }

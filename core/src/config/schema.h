@@ -1,6 +1,8 @@
 // Schemas of the core sections of a run configuration (design.md, "Run configuration"). They
 // are declared with wb::ParamSpec like plugin parameters, so that validation, defaults and
-// `workbench plugins` treat core keys and plugin keys alike.
+// `workbench plugins` treat core keys and plugin keys alike. The plugin-valued sections
+// (backbone, required; gate, optional; losses, at least one; evaluators) are validated against
+// the plugins' own schemas (config/validate.h).
 #pragma once
 
 #include <string>
@@ -26,8 +28,5 @@ struct CoreSection {
 };
 // Every core section in the order a configuration file shows them, for `workbench plugins`.
 std::vector<CoreSection> core_sections();
-
-// The plugin-valued sections of a run configuration besides the core sections above.
-// backbone (required), gate (optional), losses (list, at least one), evaluators (list).
 
 }  // namespace wb

@@ -69,10 +69,10 @@ Node parse_toml(const std::string& text, const std::string& origin, bool no_line
 Node parse_value(const std::string& text, const std::string& origin);
 
 // A TOML literal for messages, assignments and canonical output: numbers in a normalised
-// form (floats round-trip exactly), strings quoted, tables inline with their keys in order.
+// form (floats round-trip exactly), strings quoted (wb::toml_string), tables inline with their
+// keys in order.
 std::string literal(const Node& node);
 std::string format_real(double v);               // shortest text that reads back as exactly v
-std::string quote(const std::string& s);         // TOML basic string
 std::string format_key(const std::string& key);  // bare when possible, else quoted
 
 // Numeric-aware equality: 1 == 1.0; a string equals a table whose `plugin` is that string.

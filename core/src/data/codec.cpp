@@ -243,20 +243,6 @@ void commit(const std::string& tmp, const std::string& path) {
 }
 }  // namespace
 
-void write_png(const std::string& path, const Image& image) {
-  check_writable(image, path);
-  png_image png;
-  std::memset(&png, 0, sizeof png);
-  png.version = PNG_IMAGE_VERSION;
-  png.width = static_cast<png_uint_32>(image.width);
-  png.height = static_cast<png_uint_32>(image.height);
-  png.format = image.channels == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
-  const std::string tmp = path + ".tmp";
-  if (!png_image_write_to_file(&png, tmp.c_str(), 0, image.pixels.data(), 0, nullptr))
-    fail(path, std::string("cannot write PNG: ") + png.message);
-  commit(tmp, path);
-}
-
 void write_jpeg(const std::string& path, const Image& image, int quality) {
   check_writable(image, path);
   const std::string tmp = path + ".tmp";

@@ -7,31 +7,24 @@
 #include <string>
 #include <vector>
 
+#include "config/settings.h"
+#include "data/subset.h"
 #include "workbench/data.h"
 #include "workbench/params.h"
 
 namespace wb {
 
-// The data set described by a [data] table (docs/design.md: dataset, path, image_size,
-// num_classes, val_fraction, label_fraction, shots, classes, subset_seed, train_limit,
-// test_limit, and relabel = true: whether a class filter renumbers the kept classes 0..n-1).
-// Missing keys take their documented defaults. Order: first-N limit, class filter, validation
-// split (Train = train minus Val), then label fraction and shots (Train only).
+// The data set described by a [data] table (docs/design.md; config/settings.h): dataset, path,
+// image_size, num_classes (0 = the format's own), then its subsets in this order: first-N limit,
+// class filter (relabel: renumber the kept classes 0..n-1), validation split (Train = train minus
+// Val), then label fraction and shots (Train only).
+std::shared_ptr<const Dataset> open_dataset(const DataSettings& data, Split split);
+// The same for a table built by hand: keys it lacks take the schema's defaults.
 std::shared_ptr<const Dataset> open_dataset(const Params& data, Split split);
 
 }  // namespace wb
 
 namespace wb::data {
-
-// Our data sets know a short name ("fashion_mnist train, 10% labels") and their classes' names.
-class NamedDataset : public Dataset {
- public:
-  virtual std::string name() const = 0;
-  virtual std::vector<std::string> class_names() const;  // default "0", "1", ...
-  std::string describe() const override;                 // name + " (N images, K classes)"
-};
-
-std::string name_of(const Dataset& data);  // name() when it is a NamedDataset, else describe()
 
 struct Stats {
   std::vector<double> mean, std;
@@ -68,9 +61,8 @@ std::shared_ptr<const NamedDataset> open_folder(const std::string& root, std::st
                                                 std::int64_t image_size,
                                                 std::vector<std::string> classes = {});
 
-// Subsets. Each keeps the base's item order; seeds make them reproducible.
-std::shared_ptr<const Dataset> subset(std::shared_ptr<const Dataset> base,
-                                      std::vector<std::int64_t> indices, std::string what);
+// Subsets (data::subset and data::relabelled_subset are in data/subset.h). Each keeps the base's
+// item order; seeds make them reproducible.
 std::shared_ptr<const Dataset> first_n(std::shared_ptr<const Dataset> base, std::int64_t n);
 // Per class round(fraction x count), at least 1.
 std::shared_ptr<const Dataset> label_fraction(std::shared_ptr<const Dataset> base, double fraction,

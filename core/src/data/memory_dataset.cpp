@@ -1,5 +1,5 @@
-// In-memory data set (see memory_dataset.h) and the pieces every reader shares: names,
-// descriptions, normalisation statistics.
+// In-memory data set (see memory_dataset.h) and the normalisation statistics of the known data
+// sets.
 #include "data/memory_dataset.h"
 
 #include <algorithm>
@@ -7,45 +7,7 @@
 
 #include "data/image_ops.h"
 
-namespace wb {
-
-const char* split_name(Split split) {
-  switch (split) {
-    case Split::Train:
-      return "train";
-    case Split::Val:
-      return "val";
-    case Split::Test:
-      return "test";
-  }
-  return "?";
-}
-
-Split split_named(const std::string& name) {
-  for (Split s : {Split::Train, Split::Val, Split::Test})
-    if (name == split_name(s)) return s;
-  throw std::invalid_argument("unknown split '" + name + "' (train, val or test)");
-}
-
-}  // namespace wb
-
 namespace wb::data {
-
-std::vector<std::string> NamedDataset::class_names() const {
-  std::vector<std::string> names;
-  for (std::int64_t c = 0; c < classes(); ++c) names.push_back(std::to_string(c));
-  return names;
-}
-
-std::string NamedDataset::describe() const {
-  return name() + " (" + std::to_string(size()) + " images, " + std::to_string(classes()) +
-         " classes)";
-}
-
-std::string name_of(const Dataset& data) {
-  if (auto* named = dynamic_cast<const NamedDataset*>(&data)) return named->name();
-  return data.describe();
-}
 
 // Fashion-MNIST: mean and std of the training pixels. CIFAR: per-channel statistics of the
 // training set; folders: the ImageNet statistics everyone uses.

@@ -1,8 +1,6 @@
 // open_dataset: the data set of a run from its [data] parameters (docs/design.md).
-#include <algorithm>
 #include <filesystem>
 #include <stdexcept>
-#include <variant>
 
 #include "data/datasets.h"
 
@@ -12,40 +10,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using data::NamedDataset;
-
-// Tests and tools build Params by hand; missing keys take the documented defaults.
-std::string text_or(const Params& p, const char* key, const char* def) {
-  return p.has(key) ? p.text(key) : def;
-}
-std::int64_t int_or(const Params& p, const char* key, std::int64_t def) {
-  return p.has(key) ? p.integer(key) : def;
-}
-double real_or(const Params& p, const char* key, double def) {
-  return p.has(key) ? p.real(key) : def;
-}
-bool bool_or(const Params& p, const char* key, bool def) {
-  return p.has(key) ? p.boolean(key) : def;
-}
-
-// The class filter as numbers; names are accepted too and looked up in the data set (folders).
-std::vector<std::int64_t> class_list(const Params& p, const Dataset& base) {
-  if (!p.has("classes")) return {};
-  const Value& v = p.at("classes");
-  if (auto* ints = std::get_if<std::vector<std::int64_t>>(&v)) return *ints;
-  const auto* names = std::get_if<std::vector<std::string>>(&v);
-  if (!names) throw std::invalid_argument("data.classes must be a list of class numbers or names");
-  std::vector<std::string> known;
-  if (auto* named = dynamic_cast<const NamedDataset*>(&base)) known = named->class_names();
-  std::vector<std::int64_t> out;
-  for (const auto& n : *names) {
-    auto it = std::find(known.begin(), known.end(), n);
-    if (it == known.end())
-      throw std::invalid_argument("data.classes: no class named '" + n + "' in " +
-                                  data::name_of(base));
-    out.push_back(it - known.begin());
-  }
-  return out;
-}
 
 // The IDX files of one split, gzip preferred: <dir>/<prefix>-images-idx3-ubyte[.gz].
 std::string idx_file(const std::string& dir, const std::string& prefix, const char* kind) {
@@ -128,36 +92,32 @@ std::shared_ptr<const NamedDataset> load_base(const std::string& kind, std::stri
 
 }  // namespace
 
-std::shared_ptr<const Dataset> open_dataset(const Params& p, Split split) {
-  const std::string kind = text_or(p, "dataset", "fashion_mnist");
-  const std::string path = text_or(p, "path", "");
-  const std::int64_t image_size = int_or(p, "image_size", 0);
-  if (image_size < 0) throw std::invalid_argument("data.image_size must be >= 0");
-  const std::int64_t num_classes = int_or(p, "num_classes", 0);
-  if (num_classes < 0) throw std::invalid_argument("data.num_classes must be >= 0");
+std::shared_ptr<const Dataset> open_dataset(const DataSettings& p, Split split) {
+  if (p.image_size < 0) throw std::invalid_argument("data.image_size must be >= 0");
+  if (p.num_classes < 0) throw std::invalid_argument("data.num_classes must be >= 0");
   const bool train = split != Split::Test;
-  std::shared_ptr<const Dataset> d = load_base(kind, path, train, image_size, num_classes);
+  std::shared_ptr<const Dataset> d =
+      load_base(p.dataset, p.path, train, p.image_size, p.num_classes);
 
-  d = data::first_n(d, int_or(p, train ? "train_limit" : "test_limit", 0));
-  const auto classes = class_list(p, *d);
-  if (!classes.empty()) d = data::filter_classes(d, classes, bool_or(p, "relabel", true));
+  d = data::first_n(d, train ? p.train_limit : p.test_limit);
+  if (!p.classes.empty()) d = data::filter_classes(d, p.classes, p.relabel);
   if (split == Split::Test) return d;
 
-  const auto seed = static_cast<std::uint64_t>(int_or(p, "subset_seed", 0));
-  const double val_fraction = real_or(p, "val_fraction", 0.0);
-  if (val_fraction > 0.0) {
-    data::TrainVal tv = data::split_validation(d, val_fraction, seed);
+  if (p.val_fraction > 0.0) {
+    data::TrainVal tv = data::split_validation(d, p.val_fraction, p.subset_seed);
     if (split == Split::Val) return tv.val;
     d = tv.train;
   } else if (split == Split::Val) {
     throw std::invalid_argument(
         "no validation split: data.val_fraction is 0 (set it to carve one from train)");
   }
-  const double fraction = real_or(p, "label_fraction", 1.0);
-  if (fraction < 1.0) d = data::label_fraction(d, fraction, seed);
-  const std::int64_t shots = int_or(p, "shots", 0);
-  if (shots > 0) d = data::k_shots(d, shots, seed);
+  if (p.label_fraction < 1.0) d = data::label_fraction(d, p.label_fraction, p.subset_seed);
+  if (p.shots > 0) d = data::k_shots(d, p.shots, p.subset_seed);
   return d;
+}
+
+std::shared_ptr<const Dataset> open_dataset(const Params& data, Split split) {
+  return open_dataset(data_settings(data), split);
 }
 
 }  // namespace wb

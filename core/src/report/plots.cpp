@@ -26,15 +26,15 @@ std::vector<const PointRun*> done_points(const Group& g) {
   return out;
 }
 
-Stat metric_stat(const Group& g, const std::string& metric) {
+MeanStd metric_stat(const Group& g, const std::string& metric) {
   std::vector<double> values;
   for (const auto& p : g.points)
     if (auto it = p.scalars.find(metric); it != p.scalars.end()) values.push_back(it->second);
-  return summarize(values);
+  return mean_std(values);
 }
 
 // Error bars of one seed are zero rather than missing, so the point is still drawn.
-double bar(const Stat& s) {
+double bar(const MeanStd& s) {
   return std::isfinite(s.std) ? s.std : 0.0;
 }
 
@@ -55,7 +55,7 @@ std::vector<LabelledGroup> labelled(const ExperimentRuns& e, const std::string& 
 }
 
 // Element-wise mean and std over seeds of an evaluator's 1-D array.
-std::vector<Stat> vector_stats(const Group& g, const std::string& name) {
+std::vector<MeanStd> vector_stats(const Group& g, const std::string& name) {
   std::vector<std::vector<double>> by_index;
   for (const PointRun* p : done_points(g)) {
     auto it = p->vectors.find(name);
@@ -63,8 +63,8 @@ std::vector<Stat> vector_stats(const Group& g, const std::string& name) {
     if (by_index.size() < it->second.size()) by_index.resize(it->second.size());
     for (std::size_t i = 0; i < it->second.size(); ++i) by_index[i].push_back(it->second[i]);
   }
-  std::vector<Stat> out;
-  for (const auto& values : by_index) out.push_back(summarize(values));
+  std::vector<MeanStd> out;
+  for (const auto& values : by_index) out.push_back(mean_std(values));
   return out;
 }
 
@@ -81,10 +81,10 @@ void metric_plots(const ExperimentRuns& e, const Table& table, Plotter& plotter,
     for (const auto& k : e.varied)
       if (k != key) others.push_back(k);
     for (const auto& metric : table.metrics) {
-      std::vector<std::pair<std::string, std::vector<std::pair<double, Stat>>>> lines;
+      std::vector<std::pair<std::string, std::vector<std::pair<double, MeanStd>>>> lines;
       double lo = INFINITY, hi = -INFINITY;
       for (const auto& g : e.groups) {
-        const Stat s = metric_stat(g, metric);
+        const MeanStd s = metric_stat(g, metric);
         if (s.n == 0) continue;
         std::string label;
         for (const auto& o : others)
@@ -254,7 +254,7 @@ void routing_plots(const std::vector<LabelledGroup>& groups, Plotter& plotter,
           if (e < s->width)
             finals.push_back(s->values[(s->steps.size() - 1) * static_cast<std::size_t>(s->width) +
                                        static_cast<std::size_t>(e)]);
-        row.push_back(summarize(finals).mean);
+        row.push_back(mean_std(finals).mean);
       }
       any = any || !row.empty();
       experts = std::max(experts, row.size());

@@ -165,7 +165,7 @@ struct Writer {
 
 StateDict sample_features(const RunConfig& config, Model& model, std::int64_t n,
                           std::int64_t image_size) {
-  auto test = open_data(config.data, Split::Test);
+  auto test = open_data(config.settings.data, Split::Test);
   test = data::first_n(test, std::min(n, test->size()));
   LoaderOptions o;
   o.batch_size = test->size();
@@ -201,16 +201,11 @@ ExportResult export_run(const fs::path& run_dir, const Registry& registry,
                              " not found: the run has not trained yet (run it with 'workbench "
                              "run')");
   const RunConfig config = load_run_config(paths.config, registry);
-  auto train_data = open_data(config.data, Split::Train);
+  auto train_data = open_data(config.settings.data, Split::Train);
   const DataShape shape{train_data->channels(), train_data->image_size(), train_data->classes()};
   auto comm = make_single_process_communicator();
   Model model = build_model(config, registry, shape, comm.get());
-  // Module names as the trainer saves them (trainer.cpp, checkpoint_state).
-  CheckpointState state;
-  state.modules["backbone"] = model.backbone;
-  if (model.momentum) state.modules["momentum"] = model.momentum;
-  for (std::size_t i = 0; i < model.losses.size(); ++i)
-    state.modules["loss" + std::to_string(i) + "_" + model.loss_names[i]] = model.losses[i];
+  CheckpointState state = checkpoint_state(model);  // the trainer's module names
 
   ExportResult result;
   result.step = load_checkpoint(checkpoint, state);

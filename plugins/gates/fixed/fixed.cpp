@@ -1,4 +1,4 @@
-// Gate "fixed": sep-ViT routing (CR-MoE Table 2; methods.md §3). Every token of view i goes to
+// Gate "fixed": sep-ViT routing (CR-MoE Table 2; docs/methods.md §3). Every token of view i goes to
 // expert i, in the online and the momentum encoder alike; eval mode takes one path
 // (eval_expert) or keeps routing by view (eval_expert = -1). Weight 1, no auxiliary losses.
 //
