@@ -447,9 +447,12 @@ TEST_CASE("report: baseline differences, columns nobody measured, unreadable poi
   const std::string last = "\"linear_probe/top5\"]";
   text.replace(text.find(last), last.size(), "\"linear_probe/top5\", \"knn/top9\"]");
   std::ofstream(dir / "experiment.toml") << text;
-  // A point directory whose point.toml is garbage: listed, not grouped.
+  // A point directory of the current file whose point.toml is garbage: listed, not grouped.
   fs::create_directories(dir / "badpoint");
   std::ofstream(dir / "badpoint" / "point.toml") << "this is = = not toml\n";
+  std::string ids = slurp(dir / "points.toml");
+  ids.insert(ids.rfind(']'), "  \"badpoint\",\n");
+  std::ofstream(dir / "points.toml") << ids;
 
   wb::ReportOptions options;
   options.plots = false;
@@ -471,6 +474,43 @@ TEST_CASE("report: baseline differences, columns nobody measured, unreadable poi
   CHECK(csv[1].at("baseline") == "0");
   CHECK(number(csv[1].at("linear_probe/top1.delta")) == doctest::Approx(delta));
   CHECK(csv[0].at("linear_probe/top1.delta").empty());
+}
+
+TEST_CASE("report of an edited experiment: points the file no longer defines are left out") {
+  Sweep sweep;
+  const fs::path dir = sweep.runs / "toy_a";
+  // The grid loses alpha = 0.3 and the file is run again: its three points stay on disk.
+  std::string text = kExperimentA;
+  const std::string grid = "losses.ogar.alpha = [0.0, 0.3]";
+  REQUIRE(text.find(grid) != std::string::npos);
+  text.replace(text.find(grid), grid.size(), "losses.ogar.alpha = [0.0]");
+  const wb::Experiment edited = sweep.parse(text);
+  REQUIRE(edited.points.size() == 3);
+  wb::write_experiment_copy(sweep.runs, edited);
+  std::vector<std::string> old_ids;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (fs::exists(e.path() / "point.toml") &&
+        std::none_of(edited.points.begin(), edited.points.end(),
+                     [&](const wb::Point& p) { return p.id == e.path().filename().string(); }))
+      old_ids.push_back(e.path().filename().string());
+  REQUIRE(old_ids.size() == 3);
+
+  wb::ReportOptions options;
+  options.plots = false;
+  const wb::ReportResult result = wb::write_report({dir}, options);
+  REQUIRE(result.warnings.size() == 1);
+  CHECK(contains(result.warnings[0], "3 point directories left out"));
+  for (const auto& id : old_ids) CHECK(contains(result.warnings[0], id));
+  const std::string md = slurp(dir / "report" / "report.md");
+  CHECK(contains(md, "3 points in 1 configuration"));
+  CHECK_FALSE(contains(md, "| 0.3 |"));
+  CHECK_FALSE(contains(md, sweep.failed_id + "`"));  // the failed point was an alpha = 0.3 one
+
+  // Without points.toml (runs made before it existed) every directory counts, as before.
+  fs::remove(dir / "points.toml");
+  const wb::ReportResult all = wb::write_report({dir}, options);
+  CHECK(all.warnings.empty());
+  CHECK(contains(slurp(dir / "report" / "report.md"), "6 points in 2 configurations"));
 }
 
 TEST_CASE("report comparing two experiments: experiment column, union of columns") {
