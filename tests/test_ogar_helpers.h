@@ -238,6 +238,7 @@ struct HandStep {
 struct OgarSettings {
   double weight = 0.001, alpha = 0.3, tau = 0.2;
   bool dense = false, negatives = true;
+  bool mean_all = true;        // patch_mean = "all" (eq. 8); false: "valid"
   bool second_of_two = false;  // simulate rank 1 of 2 (SecondOfTwo)
 };
 
@@ -287,7 +288,8 @@ inline OgarRef ogar_reference(
           p += nce_term(Q[i][1 + q], keys, offset + i, s.tau) * 2 * s.tau;
         }
       valid += count;
-      patch += count > 0 ? p / count : 0.0;
+      const double divisor = s.mean_all ? static_cast<double>(B * N) : count;
+      patch += divisor > 0 ? p / divisor : 0.0;
     }
     out.cls += cls;
     out.patch += patch;
@@ -307,6 +309,7 @@ inline std::shared_ptr<wb::Loss> make_ogar(wb::Registry& registry, const OgarSet
   p.set("tau", s.tau);
   p.set("gate_vector", std::string(s.dense ? "dense" : "sparse"));
   p.set("negatives", s.negatives);
+  p.set("patch_mean", std::string(s.mean_all ? "all" : "valid"));
   p.set("matcher", std::shared_ptr<const wb::PluginRef>(plugin_ref(matcher, mp)));
   return registry.make_loss("ogar", p, loss_context(registry, grid));
 }
