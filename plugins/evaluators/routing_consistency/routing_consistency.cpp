@@ -3,6 +3,8 @@
 // backbone in eval mode. Per MoE layer, the mean number of experts shared by the top-k sets of
 // corresponding tokens (same image, same position) and of non-corresponding tokens (image i of
 // view 1 against image i+1 (mod batch) of view 2, same position), for CLS and patch tokens.
+// A backbone without MoE layers (a dense ViT in a sweep with MoE rows) has nothing to measure:
+// the result is moe_layers = 0 and no curves, so one evaluator list serves every row.
 #include <ATen/ATen.h>
 
 #include <array>
@@ -46,9 +48,13 @@ class RoutingConsistency final : public wb::Evaluator {
     while (auto batch = loader.next()) {
       const wb::Batch b = batch->to(ctx.device());
       const wb::BackboneOutput one = wb::eval_forward(ctx.backbone(), b, 0);
+      if (one.routings.empty()) {
+        ctx.info("routing_consistency: the backbone has no MoE layer; nothing to measure");
+        wb::EvalResult none;
+        none.scalars["moe_layers"] = 0;
+        return none;
+      }
       const wb::BackboneOutput two = wb::eval_forward(ctx.backbone(), b, 1);
-      if (one.routings.empty())
-        throw std::runtime_error("routing_consistency: the backbone has no MoE layer");
       sum.resize(one.routings.size(), {0, 0, 0, 0});
       count.resize(one.routings.size(), {0, 0, 0, 0});
       const auto B = b.size();
@@ -75,6 +81,7 @@ class RoutingConsistency final : public wb::Evaluator {
     static const char* names[4] = {"cls_corresponding", "cls_noncorresponding",
                                    "patch_corresponding", "patch_noncorresponding"};
     wb::EvalResult r;
+    r.scalars["moe_layers"] = static_cast<double>(sum.size());
     std::ostringstream log;
     log << "routing_consistency on " << data->size() << " images, shared experts per layer:";
     for (int m = 0; m < 4; ++m) {
@@ -87,7 +94,7 @@ class RoutingConsistency final : public wb::Evaluator {
       r.arrays[names[m]] = at::tensor(per_layer, at::TensorOptions().dtype(at::kDouble));
       r.scalars[std::string(names[m]) + "_mean"] = total / static_cast<double>(sum.size());
       log << "\n  " << names[m] << ":";
-      for (double v : per_layer) log << " " << v;
+      for (double v : per_layer) log << " " << wb::format_number(v, 3);
     }
     ctx.info(log.str());
     return r;
