@@ -1,10 +1,15 @@
 #include "report/plots.h"
 
+#include "report/consistency.h"
+#include "report/html.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <map>
 #include <set>
+
+#include "workbench/format.h"
 
 namespace wb {
 
@@ -51,20 +56,6 @@ struct Blocks {
 std::vector<LabelledGroup> labelled(const ExperimentRuns& e, const std::string& prefix = "") {
   std::vector<LabelledGroup> out;
   for (const auto& g : e.groups) out.push_back({prefix + e.group_label(g), &g});
-  return out;
-}
-
-// Element-wise mean and std over seeds of an evaluator's 1-D array.
-std::vector<Stat> vector_stats(const Group& g, const std::string& name) {
-  std::vector<std::vector<double>> by_index;
-  for (const PointRun* p : done_points(g)) {
-    auto it = p->vectors.find(name);
-    if (it == p->vectors.end()) continue;
-    if (by_index.size() < it->second.size()) by_index.resize(it->second.size());
-    for (std::size_t i = 0; i < it->second.size(); ++i) by_index[i].push_back(it->second[i]);
-  }
-  std::vector<Stat> out;
-  for (const auto& values : by_index) out.push_back(summarize(values));
   return out;
 }
 
@@ -128,15 +119,36 @@ void metric_plots(const ExperimentRuns& e, const Table& table, Plotter& plotter,
   }
 }
 
-// (b) one plot per training series, one line (with a ±std band) per group.
-// With `loss_terms` false, only train/loss (loss terms differ between experiments).
-void curve_plots(const std::vector<LabelledGroup>& groups, const std::string& prefix,
-                 bool loss_terms, Plotter& plotter, FigureSection& section) {
+// A series of one MoE layer: "loss/ogar/cls_moe1" (a name ending in _moe<digits>).
+bool per_layer_series(const std::string& name) {
+  const std::size_t at = name.rfind("_moe");
+  return at != std::string::npos && at + 4 < name.size() &&
+         std::all_of(name.begin() + static_cast<long>(at) + 4, name.end(),
+                     [](unsigned char c) { return std::isdigit(c) != 0; });
+}
+
+enum class Curves { TrainLoss, Totals, PerLayer };
+
+bool wanted(const std::string& name, Curves which) {
+  switch (which) {
+    case Curves::TrainLoss:
+      return name == "train/loss";
+    case Curves::Totals:
+      return name == "train/loss" || (starts_with(name, "loss/") && !per_layer_series(name));
+    case Curves::PerLayer:
+      return starts_with(name, "loss/") && per_layer_series(name);
+  }
+  return false;
+}
+
+// (b) one plot per training series of the kind asked for, one line (with a ±std band) per group.
+void curve_plots(const std::vector<LabelledGroup>& groups, const std::string& prefix, Curves which,
+                 Plotter& plotter, FigureSection& section) {
   std::set<std::string> names;
   for (const auto& lg : groups)
     for (const PointRun* p : done_points(*lg.group))
       for (const auto& [name, s] : p->curves)
-        if (name == "train/loss" || (loss_terms && starts_with(name, "loss/"))) names.insert(name);
+        if (wanted(name, which)) names.insert(name);
   std::vector<std::string> order(names.begin(), names.end());
   std::stable_partition(order.begin(), order.end(),
                         [](const auto& n) { return n == "train/loss"; });
@@ -190,8 +202,8 @@ std::set<int> routing_layers(const std::vector<LabelledGroup>& groups, const std
   return layers;
 }
 
-// (c) load entropy per layer over steps, and the final expert load of each group as a map.
-void routing_plots(const std::vector<LabelledGroup>& groups, Plotter& plotter,
+// (c) load entropy per layer over steps.
+void entropy_plots(const std::vector<LabelledGroup>& groups, Plotter& plotter,
                    FigureSection& section) {
   for (int layer : routing_layers(groups, "load_entropy")) {
     const std::string prefix = "routing/moe" + std::to_string(layer) + "/";
@@ -231,7 +243,10 @@ void routing_plots(const std::vector<LabelledGroup>& groups, Plotter& plotter,
             "MoE layer " + std::to_string(layer) + ": load entropy over steps, mean over seeds"))
       section.figures.push_back(*f);
   }
+}
 
+// (c') the final expert load of each group as a layer x expert map.
+void load_maps(const std::vector<LabelledGroup>& groups, Plotter& plotter, FigureSection& section) {
   const std::set<int> layer_set = routing_layers(groups, "expert_load");
   const std::vector<int> layers(layer_set.begin(), layer_set.end());
   for (const auto& lg : groups) {
@@ -288,100 +303,128 @@ void routing_plots(const std::vector<LabelledGroup>& groups, Plotter& plotter,
   }
 }
 
-// (d) CR-MoE Fig. 3: shared experts per MoE layer, corresponding vs non-corresponding tokens.
-void consistency_plots(const std::vector<LabelledGroup>& groups, const std::string& prefix,
-                       Plotter& plotter, FigureSection& section) {
-  std::set<std::string> evaluators;
-  for (const auto& lg : groups)
-    for (const PointRun* p : done_points(*lg.group))
-      for (const auto& [name, v] : p->vectors)
-        if (starts_with(name, "routing_consistency"))
-          evaluators.insert(name.substr(0, name.find('/')));
-  for (const auto& ev : evaluators) {
-    Blocks blocks;
-    std::size_t layers = 1;
-    std::string panels[2];
-    const char* tokens[2] = {"cls", "patch"};
+// (d) CR-MoE Fig. 3 as the paper draws it: one row of panels per group, CLS tokens left and
+// patch tokens right, shared experts against the MoE layer, corresponding tokens solid and
+// non-corresponding dashed, the same y range everywhere.
+void consistency_plot(const Consistency& c, const std::string& prefix, Plotter& plotter,
+                      FigureSection& section) {
+  Blocks blocks;
+  double top = 0;
+  std::size_t layers = 1;
+  std::string panels;
+  for (std::size_t gi = 0; gi < c.groups.size(); ++gi) {
+    const GroupConsistency& g = c.groups[gi];
+    layers = std::max(layers, g.layers.size());
     for (int t = 0; t < 2; ++t) {
-      for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-        for (const char* kind : {"corresponding", "noncorresponding"}) {
-          const auto stats = vector_stats(*groups[gi].group, ev + "/" + tokens[t] + "_" + kind);
-          if (stats.empty()) continue;
-          layers = std::max(layers, stats.size());
-          std::string rows;
-          for (std::size_t l = 0; l < stats.size(); ++l)
-            rows += std::to_string(l) + " " + gp_number(stats[l].mean) + " " +
-                    gp_number(bar(stats[l])) + "\n";
-          const bool corr = std::string(kind) == "corresponding";
-          const int i = blocks.add(groups[gi].label + " " + tokens[t] + " " + kind, rows);
-          panels[t] +=
-              std::string(panels[t].empty() ? "plot " : ", \\\n     ") + "DATA index " +
-              std::to_string(i) + " using 1:2:3 with yerrorlines lw 2 lc " +
-              std::to_string(gi + 1) + (corr ? " dt 1 pt 7" : " dt 2 pt 6") + " title " +
-              gp_string(groups[gi].label + (corr ? ": corresponding" : ": non-corresponding"));
+      std::string plot;
+      for (int corr = 1; corr >= 0; --corr) {
+        std::string rows;
+        for (std::size_t l = 0; l < g.layers.size(); ++l) {
+          const Stat& s = corr ? g.layers[l].corresponding[t] : g.layers[l].noncorresponding[t];
+          rows += std::to_string(l) + " " + gp_number(s.mean) + " " + gp_number(bar(s)) + "\n";
+          if (s.n > 0) top = std::max(top, s.mean + bar(s));
         }
+        const int i = blocks.add(
+            g.label + (t ? " patch" : " CLS") + (corr ? " corresponding" : " non-corresponding"),
+            rows);
+        plot += std::string(plot.empty() ? "plot " : ", \\\n     ") + "DATA index " +
+                std::to_string(i) + " using 1:2:3 with yerrorlines lw 2 " +
+                (corr ? "dt 1 pt 7 lc rgb '#1f4e9c' title 'corresponding'"
+                      : "dt 2 pt 6 lc rgb '#d95f02' title 'non-corresponding'");
       }
+      panels += "set title " + gp_string(g.label + (t ? ": patch tokens" : ": CLS tokens")) + "\n" +
+                plot + "\n";
     }
-    if (blocks.count == 0) continue;
-    // Legend below each panel, two entries a row: room for one row per group.
-    const std::string margin = std::to_string(6 + groups.size());
-    std::string script = "set multiplot layout 1,2 title " +
-                         gp_string(ev + ": shared experts between tokens, per MoE layer") +
-                         "\nset xlabel 'MoE layer'\nset ylabel 'shared experts (of top-k)'" +
-                         "\nset xtics 1\nset yrange [0:*]\nset key outside below center" +
-                         "\nset bmargin " + margin +
-                         "\nset xrange [-0.3:" + std::to_string(layers) + "-0.7]\n";
-    for (int t = 0; t < 2; ++t) {
-      script += "set title " + gp_string(t == 0 ? "CLS tokens" : "patch tokens") + "\n";
-      script += panels[t].empty() ? "plot NaN notitle\n" : panels[t] + "\n";
-    }
-    script += "unset multiplot\n";
-    if (auto f =
-            plotter.plot(prefix + ev, blocks.data, script,
-                         ev + ": shared experts of corresponding (solid) and non-corresponding "
-                              "(dashed) tokens per MoE layer, CLS and patch (CR-MoE Fig. 3)",
-                         1300, 600))
-      section.figures.push_back(*f);
   }
+  if (blocks.count == 0) return;
+  const std::string ymax = gp_number(std::max(1.0, top * 1.1));
+  const int rows = static_cast<int>(c.groups.size());
+  std::string script = "set multiplot layout " + std::to_string(rows) + ",2 title " +
+                       gp_string(c.evaluator +
+                                 ": shared experts per MoE layer (mean ± std over "
+                                 "seeds)") +
+                       "\nset xlabel 'MoE layer'\nset ylabel 'shared experts'\nset xtics 1" +
+                       "\nset yrange [0:" + ymax + "]\nset xrange [-0.3:" + std::to_string(layers) +
+                       "-0.7]\nset key top right horizontal\n" + panels + "unset multiplot\n";
+  if (auto f = plotter.plot(prefix + c.evaluator, blocks.data, script,
+                            c.evaluator + ": shared experts of corresponding (solid) and "
+                                          "non-corresponding (dashed) tokens per MoE layer, one "
+                                          "row per configuration (CR-MoE Fig. 3)",
+                            1000, 80 + 260 * rows))
+    section.figures.push_back(*f);
+}
+
+// Fig. 3: the table per MoE layer, then the panels (when there is a plotter).
+FigureSection consistency_section(const std::vector<LabelledGroup>& groups,
+                                  const std::string& title, const std::string& prefix,
+                                  Plotter* plotter) {
+  FigureSection section;
+  section.title = title;
+  for (const Consistency& c : collect_consistency(groups)) {
+    const std::string what =
+        "Shared experts (of the top k) between tokens of two colour-only views: corresponding "
+        "= same image and position, non-corresponding = different images; gap = corresponding "
+        "− non-corresponding, per seed, then mean ± std over seeds.";
+    section.intro_md += "`" + c.evaluator + "`: " + what + "\n\n" + consistency_markdown(c) + "\n";
+    section.intro_html += "<p class=\"note\"><code>" + html_escape(c.evaluator) +
+                          "</code>: " + html_escape(what) + "</p>\n" + consistency_html(c);
+    if (plotter) consistency_plot(c, prefix, *plotter, section);
+  }
+  return section;
+}
+
+std::vector<FigureSection> without_empty(std::vector<FigureSection> sections) {
+  sections.erase(std::remove_if(sections.begin(), sections.end(),
+                                [](const FigureSection& s) {
+                                  return s.figures.empty() && s.intro_md.empty();
+                                }),
+                 sections.end());
+  return sections;
 }
 
 }  // namespace
 
-std::vector<FigureSection> experiment_plots(const ExperimentRuns& e, const Table& table,
-                                            Plotter& plotter) {
+std::vector<FigureSection> experiment_sections(const ExperimentRuns& e, const Table& table,
+                                               Plotter* plotter) {
   const auto groups = labelled(e);
-  std::vector<FigureSection> out(4);
-  out[0].title = "Metrics against hyper-parameters";
-  metric_plots(e, table, plotter, out[0]);
-  out[1].title = "Training curves";
-  curve_plots(groups, "", true, plotter, out[1]);
-  out[2].title = "Routing";
-  routing_plots(groups, plotter, out[2]);
-  out[3].title = "Routing consistency";
-  consistency_plots(groups, "", plotter, out[3]);
-  out.erase(std::remove_if(out.begin(), out.end(), [](const auto& s) { return s.figures.empty(); }),
-            out.end());
-  return out;
+  std::vector<FigureSection> out;
+  out.push_back({"Metrics against hyper-parameters", {}, false, "", ""});
+  if (plotter) metric_plots(e, table, *plotter, out.back());
+  out.push_back(consistency_section(groups, "Routing consistency per MoE layer (CR-MoE Fig. 3)", "",
+                                    plotter));
+  if (plotter) {
+    out.push_back({"Training curves", {}, false, "", ""});
+    curve_plots(groups, "", Curves::Totals, *plotter, out.back());
+    out.push_back({"Training curves of each MoE layer", {}, true, "", ""});
+    curve_plots(groups, "", Curves::PerLayer, *plotter, out.back());
+    out.push_back({"Routing: load entropy of each MoE layer", {}, true, "", ""});
+    entropy_plots(groups, *plotter, out.back());
+    out.push_back({"Routing: final expert load", {}, true, "", ""});
+    load_maps(groups, *plotter, out.back());
+  }
+  return without_empty(std::move(out));
 }
 
-std::vector<FigureSection> comparison_plots(const std::vector<const ExperimentRuns*>& experiments,
-                                            Plotter& plotter) {
+std::vector<FigureSection> comparison_sections(
+    const std::vector<const ExperimentRuns*>& experiments, Plotter* plotter) {
   std::vector<LabelledGroup> groups;
   for (const auto* e : experiments)
     for (auto& lg : labelled(*e, e->name + ": ")) groups.push_back(lg);
-  std::vector<FigureSection> out(2);
-  out[0].title = "Training loss, all experiments";
-  curve_plots(groups, "all_", false, plotter, out[0]);
-  out[1].title = "Routing consistency, all experiments";
-  consistency_plots(groups, "all_", plotter, out[1]);
-  out.erase(std::remove_if(out.begin(), out.end(), [](const auto& s) { return s.figures.empty(); }),
-            out.end());
-  return out;
+  std::vector<FigureSection> out;
+  out.push_back(consistency_section(
+      groups, "Routing consistency per MoE layer, all experiments (CR-MoE Fig. 3)", "all_",
+      plotter));
+  if (plotter) {
+    out.push_back({"Training loss, all experiments", {}, false, "", ""});
+    curve_plots(groups, "all_", Curves::TrainLoss, *plotter, out.back());
+  }
+  return without_empty(std::move(out));
 }
 
 FigureSection evaluator_images(const ExperimentRuns& e) {
   FigureSection section;
   section.title = "Evaluator images (first seed of each group)";
+  section.folded = true;
   for (const auto& g : e.groups) {
     for (const auto& p : g.points) {
       if (p.images.empty()) continue;

@@ -295,6 +295,9 @@ ExperimentRuns load_experiment_runs(const fs::path& dir) {
 
   if (runs.groups.empty()) return runs;
   for (const auto& key : runs.keys) {
+    // Evaluator settings a point changes (evaluators.knn.views) measure, they do not train:
+    // their results are the metric columns, not a key of the row.
+    if (key == "evaluators" || key.rfind("evaluators.", 0) == 0) continue;
     const std::string first = runs.groups.front().value(key);
     const bool varies = std::any_of(runs.groups.begin(), runs.groups.end(), [&](const Group& g) {
       return !same_value(g.value(key), first);
