@@ -17,7 +17,7 @@
 #include "workbench/version.h"
 
 // Bump whenever an SDK header changes in a way that breaks compiled plugins.
-#define WORKBENCH_ABI_VERSION 1u
+#define WORKBENCH_ABI_VERSION 2u
 
 #define WB_STRINGIFY2(x) #x
 #define WB_STRINGIFY(x) WB_STRINGIFY2(x)
