@@ -90,12 +90,17 @@ std::string summary(const ExperimentRuns& e) {
 std::string problems_html(const ExperimentRuns& e) {
   const auto points = unfinished_points(e);
   if (points.empty()) return "";
-  std::string out = "<h3>Failed and unfinished points</h3>\n<ul class=\"problems\">\n";
+  // A long list (a sweep still running) is folded, so that the comparison stays on top.
+  const bool fold = points.size() > 5;
+  std::string out = fold ? "<details>\n<summary>Failed and unfinished points (" +
+                               std::to_string(points.size()) + ")</summary>\n"
+                         : "<h3>Failed and unfinished points</h3>\n";
+  out += "<ul class=\"problems\">\n";
   for (const PointRun* p : points)
     out += "<li><code>" + html_escape(p->id) + "</code> " + html_escape(p->label) + ": " +
            html_escape(point_problem(*p)) + " (<code>" + html_escape(p->dir.string()) +
            "/run.log</code>)</li>\n";
-  return out + "</ul>\n";
+  return out + (fold ? "</ul>\n</details>\n" : "</ul>\n");
 }
 
 }  // namespace

@@ -73,7 +73,7 @@ void metric_plots(const ExperimentRuns& e, const Table& table, Plotter& plotter,
       if (k != key) others.push_back(k);
     for (const auto& metric : table.metrics) {
       std::vector<std::pair<std::string, std::vector<std::pair<double, Stat>>>> lines;
-      double lo = INFINITY, hi = -INFINITY;
+      double lo = INFINITY, hi = -INFINITY, lowest_positive = INFINITY;
       for (const auto& g : e.groups) {
         const Stat s = metric_stat(g, metric);
         if (s.n == 0) continue;
@@ -90,8 +90,17 @@ void metric_plots(const ExperimentRuns& e, const Table& table, Plotter& plotter,
         line->second.push_back({x, s});
         lo = std::min(lo, x);
         hi = std::max(hi, x);
+        if (x > 0) lowest_positive = std::min(lowest_positive, x);
       }
       if (lines.empty() || !(lo < hi)) continue;  // one value of the key: nothing to compare
+      // Values spanning a factor of 20 or more go on a log axis; a 0 among them (w_G = 0: the
+      // loss switched off) sits one decade below the smallest positive value, labelled "0".
+      const bool log_x = lo >= 0 && lowest_positive < INFINITY && hi / lowest_positive >= 20;
+      const double zero_at = lowest_positive / 10;
+      if (log_x && lo == 0)
+        for (auto& line : lines)
+          for (auto& point : line.second)
+            if (point.first == 0) point.first = zero_at;
       Blocks blocks;
       std::string plot;
       for (auto& [label, points] : lines) {
@@ -110,7 +119,8 @@ void metric_plots(const ExperimentRuns& e, const Table& table, Plotter& plotter,
       std::string script = "set title " + gp_string(m + " vs " + k + " (mean ± std over seeds)") +
                            "\nset xlabel " + gp_string(k) + "\nset ylabel " + gp_string(m) + "\n" +
                            kKey + "set offsets graph 0.05, graph 0.05, graph 0.1, graph 0.1\n";
-      if (lo > 0 && hi / lo >= 20) script += "set logscale x\n";
+      if (log_x) script += "set logscale x\n";
+      if (log_x && lo == 0) script += "set xtics add ('0' " + gp_number(zero_at) + ")\n";
       script += plot + "\n";
       if (auto f = plotter.plot("metric_" + metric + "_vs_" + key, blocks.data, script,
                                 m + " against " + k + ": mean ± sample std over seeds"))
@@ -337,7 +347,7 @@ void consistency_plot(const Consistency& c, const std::string& prefix, Plotter& 
     }
   }
   if (blocks.count == 0) return;
-  const std::string ymax = gp_number(std::max(1.0, top * 1.1));
+  const std::string ymax = gp_number(std::max(1.0, top) * 1.35);  // room for the key on top
   const int rows = static_cast<int>(c.groups.size());
   std::string script = "set multiplot layout " + std::to_string(rows) + ",2 title " +
                        gp_string(c.evaluator +

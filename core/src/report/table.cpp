@@ -386,9 +386,11 @@ std::string table_notes(const Table& t) {
   if (t.rows.size() > 1 && unranked.size() < t.metrics.size()) {
     s += " Bold: the best mean of its column (higher is better";
     if (!low.empty()) s += "; lower for " + list(low);
-    s += ")";
-    if (!unranked.empty()) s += "; not ranked: " + list(unranked);
-    s += ".";
+    s += ").";
+    if (!unranked.empty()) {
+      const std::string names = list(unranked);
+      s += " Columns without a best value: " + names + (names.back() == '.' ? "" : ".");
+    }
   }
   if (!t.baseline.empty())
     s += " In parentheses: the difference of the mean from the baseline row (" + t.baseline + ").";
