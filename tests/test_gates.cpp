@@ -84,9 +84,11 @@ TEST_CASE("noisy_topk: top-k sets and combine weights of a hand-made input (eval
       CHECK(r.weights[t][j].item<double>() == doctest::Approx(p_e).epsilon(1e-12));
       CHECK(r.gates[t][e].item<double>() == doctest::Approx(p_e).epsilon(1e-12));
     }
-    for (int e = 0; e < 3; ++e)
+    for (int e = 0; e < 3; ++e) {
       CHECK(r.probs[t][e].item<double>() ==
             doctest::Approx(std::exp(kLogits[t * 3 + e]) / z).epsilon(1e-12));
+      CHECK(r.logits[t][e].item<double>() == doctest::Approx(kLogits[t * 3 + e]).epsilon(1e-12));
+    }
     const long unused = 3 - r.experts[t][0].item<long>() - r.experts[t][1].item<long>();
     CHECK(r.gates[t][unused].item<double>() == 0.0);
   }
@@ -220,6 +222,8 @@ TEST_CASE("noisy_topk: noise only in training, and gradients reach the router") 
   const auto c = gate->route(x, input_for(20, 1, true)), d = gate->route(x, input_for(20, 1, true));
   CHECK_FALSE(at::allclose(c.probs, d.probs));
   CHECK_FALSE(at::allclose(c.probs, a.probs));
+  // The logits reported are the noisy ones that routed.
+  CHECK(at::allclose(at::softmax(c.logits, 1), c.probs));
 
   (c.weights.sum() + c.aux.at("importance") + c.aux.at("load")).backward();
   const at::Tensor g = gate->named_parameters()["weight"].grad();

@@ -62,11 +62,12 @@ TEST_CASE("ogar: the hand-built batch has valid and invalid pairs") {
 TEST_CASE("ogar: CLS and patch InfoNCE with overlap matching equal the plain-loop reference") {
   const HandStep h = mixed_step();
   OneRank comm;
-  for (bool dense : {false, true}) {
+  for (int vector : {0, 1, 2}) {  // sparse, dense, logits
     OgarSettings s;
-    s.dense = dense;
+    s.dense = vector == 1;
+    s.logits = vector == 2;
     s.weight = 0.5;
-    CAPTURE(dense);
+    CAPTURE(vector);
     auto loss = make_ogar(plugins(), s, "overlap", overlap_params(), h.g);
     const wb::LossResult r = loss->compute(h.state(&comm));
     const OgarRef ref = ogar_reference(h, s, overlap_ref(h));
@@ -297,4 +298,16 @@ TEST_CASE("ogar: the patch mean over all patches (eq. 8) against a hand computat
   s.negatives = false;
   auto loss = make_ogar(plugins(), s, "overlap", overlap_params(), h.g);
   CHECK(loss->compute(h.state(&comm)).metrics.at("patch") == doctest::Approx(-1.0));
+}
+
+TEST_CASE("ogar: gate_vector = \"logits\" needs a gate that reports its logits") {
+  HandStep h = mixed_step(14);
+  OneRank comm;
+  OgarSettings s;
+  s.logits = true;
+  auto loss = make_ogar(plugins(), s, "overlap", overlap_params(), h.g);
+  wb::StepState st = h.state(&comm);
+  for (auto& out : st.online)
+    for (auto& r : out.routings) r.logits = at::Tensor();
+  CHECK_THROWS_WITH_AS(loss->compute(st), doctest::Contains("no logits"), std::invalid_argument);
 }

@@ -7,7 +7,8 @@
 //   experts (and so push one out of the top-k), never pull a particular unchosen expert in;
 // - a positive pair whose top-k sets are disjoint has cosine 0 whatever the weights, and sends
 //   no gradient at all: only negatives act on such a token;
-// - with dense gate vectors every logit receives gradient.
+// - with dense gate vectors (the softmax, or the logits as the public reference code uses) every
+//   logit receives gradient.
 // The autograd gradients are checked against central differences of the plain-loop reference
 // (test_ogar_helpers.h), an independent computation of the same loss.
 #include <doctest/doctest.h>
@@ -92,12 +93,13 @@ at::Tensor chosen(const at::Tensor& z, std::int64_t k) {
 
 }  // namespace
 
-TEST_CASE("ogar gradients: autograd equals central differences of the reference, both readings") {
-  for (bool dense : {false, true}) {
-    CAPTURE(dense);
+TEST_CASE("ogar gradients: autograd equals central differences of the reference, each reading") {
+  for (int vector : {0, 1, 2}) {  // sparse, dense, logits
+    CAPTURE(vector);
     LogitStep step(21);
     OgarSettings s;
-    s.dense = dense;
+    s.dense = vector == 1;
+    s.logits = vector == 2;
     s.weight = 1;
     step.backward(s);
     double largest = 0;
@@ -137,15 +139,19 @@ TEST_CASE(
       CHECK(g.sum(1).abs().max().item<double>() <= 1e-12 * largest);
     }
 
-  s.dense = true;
-  step.backward(s);
-  for (int v = 0; v < 2; ++v)
-    for (std::int64_t l = 0; l < step.h.layers; ++l) {
-      const at::Tensor& z = step.logits[v][l];
-      const at::Tensor unchosen = z.grad().masked_select(chosen(z, step.h.k).logical_not());
-      // Every unchosen logit of a token whose loss terms are live gets gradient.
-      CHECK((unchosen.abs() > 0).to(at::kDouble).mean().item<double>() > 0.5);
-    }
+  for (int vector : {1, 2}) {  // dense softmax; logits (the reference code's)
+    CAPTURE(vector);
+    s.dense = vector == 1;
+    s.logits = vector == 2;
+    step.backward(s);
+    for (int v = 0; v < 2; ++v)
+      for (std::int64_t l = 0; l < step.h.layers; ++l) {
+        const at::Tensor& z = step.logits[v][l];
+        const at::Tensor unchosen = z.grad().masked_select(chosen(z, step.h.k).logical_not());
+        // Unchosen logits of tokens whose loss terms are live get gradient.
+        CHECK((unchosen.abs() > 1e-9).to(at::kDouble).mean().item<double>() > 0.5);
+      }
+  }
 }
 
 TEST_CASE("ogar gradients: a positive pair without a shared expert sends no gradient (sparse)") {

@@ -10,7 +10,10 @@
 //             fraction)
 //   L_G     = sum over MoE layers of (1 - alpha) L_CLS + alpha L_patch;   value = weight * L_G
 //
-// Each InfoNCE is multiplied by 2 tau (as MoCo v3's ctr). "Symmetric over the two views" is the
+// The gate vector of a token is, by gate_vector: the paper's G(x) (softmax probabilities at the
+// top-k experts, 0 elsewhere; the default), the full softmax, or the gate's logits of all
+// experts (what the public reference code normalises). Each InfoNCE is multiplied by 2 tau (as
+// MoCo v3's ctr). "Symmetric over the two views" is the
 // sum of both directions (queries from view 1 with keys from view 2, and the reverse), as MoCo v3
 // sums ctr(q1, k2) + ctr(q2, k1); the patch mean is taken per direction. negatives = false
 // replaces every InfoNCE by the negative cosine similarity of the positive pairs alone
@@ -53,7 +56,7 @@ class Ogar final : public wb::Loss {
         alpha_(p.real("alpha")),
         tau_(p.real("tau")),
         m0_(p.real("momentum")),
-        dense_(p.text("gate_vector") == "dense"),
+        vector_(p.text("gate_vector")),
         mean_all_(p.text("patch_mean") == "all"),
         negatives_(p.boolean("negatives")),
         log_layers_(p.boolean("log_layers")),
@@ -125,10 +128,15 @@ class Ogar final : public wb::Loss {
 
  private:
   const at::Tensor& gate_vectors(const wb::Routing& routing) const {
-    const at::Tensor& g = dense_ ? routing.probs : routing.gates;
+    const at::Tensor& g = vector_ == "dense"    ? routing.probs
+                          : vector_ == "logits" ? routing.logits
+                                                : routing.gates;
     if (!g.defined() || g.dim() != 2)
-      fail(std::string("a MoE layer's routing has no ") + (dense_ ? "probs" : "gates") +
-           " [T, E] (gate_vector = " + (dense_ ? "dense" : "sparse") + ")");
+      fail("a MoE layer's routing has no " +
+           std::string(vector_ == "dense"    ? "probs"
+                       : vector_ == "logits" ? "logits (this gate does not report them)"
+                                             : "gates") +
+           " [T, E] (gate_vector = " + vector_ + ")");
     return g;
   }
 
@@ -233,7 +241,8 @@ class Ogar final : public wb::Loss {
   }
 
   double weight_, alpha_, tau_, m0_;
-  bool dense_, mean_all_, negatives_, log_layers_;
+  std::string vector_;
+  bool mean_all_, negatives_, log_layers_;
   std::int64_t grid_;
   std::shared_ptr<wb::Matcher> matcher_;
 };
@@ -252,9 +261,10 @@ WORKBENCH_PLUGIN("loss ogar: CR-MoE's gate alignment regularisation") {
           ParamSpec::real("alpha", 0.3, "weight of the patch term; 1 - alpha for CLS").range(0, 1),
           ParamSpec::real("tau", 0.2, "temperature, the same as MoCo's").above(0),
           ParamSpec::text("gate_vector", "sparse",
-                          "sparse = probabilities at the top-k experts, 0 elsewhere (paper); "
-                          "dense = the full softmax")
-              .one_of({"sparse", "dense"}),
+                          "sparse = probabilities at the top-k experts, 0 elsewhere (the paper's "
+                          "G(x)); dense = the full softmax; logits = the gate's logits of all "
+                          "experts, after the training noise (the public reference code)")
+              .one_of({"sparse", "dense", "logits"}),
           ParamSpec::text("patch_mean", "all",
                           "all = the patch term's sum over valid pairs divided by all patches "
                           "(eq. 7-8: an invalid patch counts 0); valid = divided by the valid "
