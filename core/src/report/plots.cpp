@@ -93,6 +93,12 @@ void metric_plots(const ExperimentRuns& e, const Table& table, Plotter& plotter,
         if (x > 0) lowest_positive = std::min(lowest_positive, x);
       }
       if (lines.empty() || !(lo < hi)) continue;  // one value of the key: nothing to compare
+      // A line needs two values of the key: [[point]] rows that change several keys at once
+      // (Table 2) leave one point per line, and no plot.
+      lines.erase(std::remove_if(lines.begin(), lines.end(),
+                                 [](const auto& line) { return line.second.size() < 2; }),
+                  lines.end());
+      if (lines.empty()) continue;
       // Values spanning a factor of 20 or more go on a log axis; a 0 among them (w_G = 0: the
       // loss switched off) sits one decade below the smallest positive value, labelled "0".
       const bool log_x = lo >= 0 && lowest_positive < INFINITY && hi / lowest_positive >= 20;

@@ -173,8 +173,14 @@ std::string Group::value(const std::string& key) const {
     if (k == key) return literal;
   if (!config) return "";
   try {
-    if (const config::Node* n = config::lookup(*config, key, config::Pos{}))
+    if (const config::Node* n = config::lookup(*config, key, config::Pos{})) {
+      // A plugin table the group did not set shows as its plugin: every default of a resolved
+      // configuration would bury the one thing that tells the rows apart.
+      if (n->is_table())
+        if (const config::Node* plugin = n->find("plugin"); plugin && plugin->is_string())
+          return "{ plugin = " + config::literal(*plugin) + " }";
       return config::literal(*n);
+    }
   } catch (const std::exception&) {
   }
   return "";
