@@ -99,6 +99,9 @@ void metric_plots(const ExperimentRuns& e, const Table& table, Plotter& plotter,
                                  [](const auto& line) { return line.second.size() < 2; }),
                   lines.end());
       if (lines.empty()) continue;
+      if (lines.size() == 1) lines.front().first = table.display_name(metric);  // nothing to tell
+      std::size_t longest = 0;
+      for (const auto& line : lines) longest = std::max(longest, line.first.size());
       // Values spanning a factor of 20 or more go on a log axis; a 0 among them (w_G = 0: the
       // loss switched off) sits one decade below the smallest positive value, labelled "0".
       const bool log_x = lo >= 0 && lowest_positive < INFINITY && hi / lowest_positive >= 20;
@@ -124,7 +127,10 @@ void metric_plots(const ExperimentRuns& e, const Table& table, Plotter& plotter,
       const std::string m = table.display_name(metric), k = table.display_name(key);
       std::string script = "set title " + gp_string(m + " vs " + k + " (mean ± std over seeds)") +
                            "\nset xlabel " + gp_string(k) + "\nset ylabel " + gp_string(m) + "\n" +
-                           kKey + "set offsets graph 0.05, graph 0.05, graph 0.1, graph 0.1\n";
+                           // Long labels go below: on the right they squeeze the plot.
+                           (longest > 30 ? std::string("set key outside below left vertical\n")
+                                         : std::string(kKey)) +
+                           "set offsets graph 0.05, graph 0.05, graph 0.1, graph 0.1\n";
       if (log_x) script += "set logscale x\n";
       if (log_x && lo == 0) script += "set xtics add ('0' " + gp_number(zero_at) + ")\n";
       script += plot + "\n";
@@ -319,6 +325,42 @@ void load_maps(const std::vector<LabelledGroup>& groups, Plotter& plotter, Figur
   }
 }
 
+// `text` broken into lines of at most about `width` characters after ", ".
+std::string wrap(const std::string& text, std::size_t width) {
+  std::string out, line;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find(", ", start);
+    const std::string piece =
+        text.substr(start, end == std::string::npos ? std::string::npos : end + 2 - start);
+    if (!line.empty() && line.size() + piece.size() > width) {
+      while (line.back() == ' ') line.pop_back();
+      out += line + "\n";
+      line.clear();
+    }
+    line += piece;
+    if (end == std::string::npos) break;
+    start = end + 2;
+  }
+  out += line;
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+// A gnuplot double-quoted string: its "\n" breaks the line (titles of several lines).
+std::string gp_lines(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '\n')
+      out += "\\n";
+    else if (c == '"' || c == '\\')
+      out += std::string("\\") + c;
+    else
+      out += c;
+  }
+  return out + "\"";
+}
+
 // (d) CR-MoE Fig. 3 as the paper draws it: one row of panels per group, CLS tokens left and
 // patch tokens right, shared experts against the MoE layer, corresponding tokens solid and
 // non-corresponding dashed, the same y range everywhere.
@@ -348,7 +390,8 @@ void consistency_plot(const Consistency& c, const std::string& prefix, Plotter& 
                 (corr ? "dt 1 pt 7 lc rgb '#1f4e9c' title 'corresponding'"
                       : "dt 2 pt 6 lc rgb '#d95f02' title 'non-corresponding'");
       }
-      panels += "set title " + gp_string(g.label + (t ? ": patch tokens" : ": CLS tokens")) + "\n" +
+      panels += "set title " +
+                gp_lines(wrap(g.label, 60) + (t ? "\npatch tokens" : "\nCLS tokens")) + "\n" +
                 plot + "\n";
     }
   }
@@ -366,7 +409,7 @@ void consistency_plot(const Consistency& c, const std::string& prefix, Plotter& 
                             c.evaluator + ": shared experts of corresponding (solid) and "
                                           "non-corresponding (dashed) tokens per MoE layer, one "
                                           "row per configuration (CR-MoE Fig. 3)",
-                            1000, 80 + 260 * rows))
+                            1000, 80 + 290 * rows))
     section.figures.push_back(*f);
 }
 
