@@ -191,3 +191,41 @@ TEST_CASE("ogar gradients: a positive pair without a shared expert sends no grad
     CHECK(moved > 0);
   }
 }
+
+TEST_CASE(
+    "ogar gradients: a positive pair sharing only its first expert sharpens a sparse routing; "
+    "a dense one pulls in the partner's second expert") {
+  LogitStep step(24);
+  // Image 0's CLS token chooses experts {0, 1} online, its key {0, 2}: they share the first.
+  for (int v = 0; v < 2; ++v)
+    for (std::int64_t l = 0; l < step.h.layers; ++l) {
+      at::NoGradGuard no_grad;
+      step.logits[v][l][0].copy_(at::tensor({2.0, 1.0, 0.0, -1.0}, at::kDouble));
+      step.h.momentum_probs[v][l][0].copy_(
+          at::softmax(at::tensor({2.0, -1.0, 1.0, -2.0}, at::kDouble), 0));
+    }
+  OgarSettings s;
+  s.weight = 1;
+  s.alpha = 0;          // the CLS term alone
+  s.negatives = false;  // the positive pair alone: loss = -cos(q, k)
+  step.backward(s);
+  for (int v = 0; v < 2; ++v)
+    for (std::int64_t l = 0; l < step.h.layers; ++l) {
+      const at::Tensor g = step.logits[v][l].grad()[0];
+      // Sparse: cos = q_0 k_0 grows as the second weight shrinks, so a descent step raises the
+      // shared first expert's logit and lowers the second one's by as much; expert 2, which
+      // the key chose, gets nothing.
+      CHECK(g[0].item<double>() < -1e-3);
+      CHECK(g[1].item<double>() > 1e-3);
+      const double size = std::fabs(g[0].item<double>());
+      CHECK(std::fabs(g[0].item<double>() + g[1].item<double>()) <= 1e-12 * size);
+      CHECK(std::fabs(g[2].item<double>()) <= 1e-12 * size);
+      CHECK(std::fabs(g[3].item<double>()) <= 1e-12 * size);
+    }
+  s.dense = true;
+  step.backward(s);
+  for (int v = 0; v < 2; ++v)
+    for (std::int64_t l = 0; l < step.h.layers; ++l)
+      // Dense: the descent step raises the logit of expert 2, the key's second choice.
+      CHECK(step.logits[v][l].grad()[0][2].item<double>() < -1e-3);
+}
