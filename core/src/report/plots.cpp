@@ -131,7 +131,7 @@ void metric_plots(const ExperimentRuns& e, const Table& table, Plotter& plotter,
                            (longest > 30 ? std::string("set key outside below left vertical\n")
                                          : std::string(kKey)) +
                            "set offsets graph 0.05, graph 0.05, graph 0.1, graph 0.1\n";
-      if (log_x) script += "set logscale x\n";
+      if (log_x) script += "set logscale x\nset format x '%g'\n";  // 0.001, not 0.00100
       if (log_x && lo == 0) script += "set xtics add ('0' " + gp_number(zero_at) + ")\n";
       script += plot + "\n";
       if (auto f = plotter.plot("metric_" + metric + "_vs_" + key, blocks.data, script,
