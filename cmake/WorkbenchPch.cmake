@@ -1,8 +1,9 @@
 # workbench_use_pch(<target>): the target reuses the shared precompiled LibTorch header, but only
 # in its sources that include LibTorch or workbench headers; loading the large PCH would make
-# the other (torch-free) sources slower to compile, not faster.
+# the other (torch-free) sources slower to compile, not faster. The internal headers named in the
+# last alternative (moe/, train/, ...) live in core/src or core/sdk/src.
 set(WORKBENCH_TORCH_INCLUDE_REGEX
-  "#include [<\"](torch|ATen|c10)/|#include \"workbench/(gate|backbone|loss|moe_layer|routing|batch|geometry|matcher|evaluator|comm)\\.h\"|#include \"(moe|train|data|dist|eval)/")
+  "#include [<\"](torch|ATen|c10)/|#include \"workbench/(gate|backbone|loss|moe_layer|routing|batch|geometry|matcher|evaluator|comm|eval_tools|layers|balance)\\.h\"|#include \"(moe|train|data|dist|eval)/")
 function(workbench_use_pch target)
   if(NOT WORKBENCH_USE_PCH)
     return()

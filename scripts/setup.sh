@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up on Debian 12: installs the packages, builds, then runs the main job
-# ("main"), the test suite ("test"), or nothing more ("build").
+# ("main": builds only the host and the plugins), the test suite ("test": builds everything),
+# or nothing more ("build": builds everything).
 #   scripts/setup.sh main | test | build
 set -euo pipefail
 
@@ -17,7 +18,9 @@ packages=(
   zlib1g-dev libpng-dev libjpeg-dev
   dataset-fashion-mnist          # the embedded default data set
   gnuplot-nox                    # report plots
+  clang-14 libclang-rt-14-dev    # the fuzz targets (libFuzzer), run briefly by the test suite
   python3-torch python3-h5py     # benchmarks against PyTorch, reading results from Python
+  python3-pandas python3-numpy   # python/workbench_results.py and its test
 )
 
 install_packages() {
@@ -33,15 +36,20 @@ install_packages() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
+# build_tree [TARGET]: configures and builds everything, or only TARGET and what it needs.
 build_tree() {
-  local jobs
+  local jobs target=()
   jobs="$(nproc)"
+  [ $# -gt 0 ] && target=(--target "$1")
   cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release
-  cmake --build "$build" -j "$jobs"
+  cmake --build "$build" -j "$jobs" "${target[@]}"
 }
 
 install_packages
-build_tree
+case "$what" in
+  main) build_tree workbench_main ;;  # the host and the plugins: no tests, no benchmarks
+  *) build_tree ;;
+esac
 
 case "$what" in
   build) ;;

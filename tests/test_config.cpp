@@ -60,14 +60,14 @@ losses = [{ plugin = "moco" }]
 
 }  // namespace
 
-TEST_CASE("core schemas declare every key with a doc; view overrides have no defaults") {
+TEST_CASE("core schemas declare every key with a doc, view overrides have no defaults") {
   std::vector<std::string> names;
   for (const auto& s : wb::core_sections()) {
     names.push_back(s.name);
     for (const auto& p : *s.params) CHECK_MESSAGE(!p.doc.empty(), s.name << "." << p.name);
   }
   CHECK(names == std::vector<std::string>{"", "data", "datasets.<name>", "views", "views.view1",
-                                          "views.view2", "train"});
+                                          "views.view2", "train", "init"});
   std::vector<std::string> view_keys;
   for (const auto& p : wb::view_override_schema()) {
     view_keys.push_back(p.name);
@@ -160,7 +160,7 @@ TEST_CASE("FNV-1a and the id are computed as design.md says") {
   CHECK(c.toml == wb::canonical_toml(c));
 }
 
-TEST_CASE("equal configurations get equal ids; any change of value changes the id") {
+TEST_CASE("equal configurations get equal ids, any change of value changes the id") {
   Fixture f;
   const wb::RunConfig a = f.parse(R"(
 backbone = { plugin = "vit", dim = 64 }

@@ -121,7 +121,7 @@ train.batch = [64, 256]
   CHECK(e.points[3].config.train.integer("batch") == 256);
 }
 
-TEST_CASE("zip lists advance together; unequal lengths name both keys") {
+TEST_CASE("zip lists advance together, unequal lengths name both keys") {
   Fixture f;
   const std::string text = kBase + R"(
 [grid]
@@ -164,7 +164,7 @@ train.batch = [8, 16]
   CHECK(contains(err.message, "'train.epochs' is varied twice: in [grid] and in [zip.z]"));
 }
 
-TEST_CASE("[[exclude]] drops matching points; [[point]] adds points; duplicates are dropped") {
+TEST_CASE("[[exclude]] drops matching points, [[point]] adds points, duplicates are dropped") {
   Fixture f;
   const std::string text = R"(
 [experiment]
@@ -350,6 +350,20 @@ TEST_CASE("--set replaces tables with inline tables and names itself in errors")
   o.overrides = {"no_equals_sign"};
   err = config_error([&] { f.parse(kBase, o); });
   CHECK(contains(err.message, "expected --set key=value"));
+
+  // Text that opens a table, an array or a quoted string but is not valid TOML is refused,
+  // not taken as a string (which would surface later as a confusing type error, or not at all
+  // for a string-valued key).
+  for (const std::string bad : {"gate={plugin=\"fixed\"", "train.betas=[0.5, 0.6",
+                                "data.path=\"/data/x", "gate={plugin=fixed}"}) {
+    CAPTURE(bad);
+    o.overrides = {bad};
+    err = config_error([&] { f.parse(kBase, o); });
+    CHECK(err.file == "--set " + bad);
+    CHECK(contains(err.message, "malformed "));
+  }
+  o.overrides = {"data.path=/data/{x}"};  // a bare word with braces inside stays a string
+  CHECK(f.parse(kBase, o).points[0].config.data.text("path") == "/data/{x}");
 }
 
 TEST_CASE("dotted addressing: by plugin name, by index, nested plugins, ambiguity") {
@@ -426,7 +440,7 @@ TEST_CASE("experiment file structure: name, sections, syntax") {
   CHECK(err.line == position(kBase + "\n[grid\n", "[grid").first);
 }
 
-TEST_CASE("load_experiment reads the file; format_points_table aligns the varied keys") {
+TEST_CASE("load_experiment reads the file, format_points_table aligns the varied keys") {
   Fixture f;
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / "wb_test_grid";
   std::filesystem::create_directories(dir);

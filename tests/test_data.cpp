@@ -1,59 +1,28 @@
 // Data set readers (IDX, CIFAR, image folders), image codecs and their error messages.
 #include <doctest/doctest.h>
 
-#include <zlib.h>
-
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 
 #include "data/codec.h"
 #include "data/datasets.h"
+#include "test_data_files.h"
 #include "test_data_helpers.h"
+#include "workbench/draw.h"
 
 using wbtest::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
 
-using Bytes = std::vector<std::uint8_t>;
+using wbtest::Bytes;
+using wbtest::idx_images;
+using wbtest::idx_labels;
+using wbtest::write_gz;
+using wbtest::write_raw;
 
 doctest::Contains has(const std::string& text) {
   return doctest::Contains(text.c_str());
-}
-
-void put32(Bytes& b, std::uint32_t v) {
-  for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<std::uint8_t>(v >> s));
-}
-
-Bytes idx_images(std::uint32_t n, std::uint32_t h, std::uint32_t w, std::uint32_t magic = 0x803) {
-  Bytes b;
-  put32(b, magic);
-  put32(b, n);
-  put32(b, h);
-  put32(b, w);
-  for (std::uint32_t i = 0; i < n * h * w; ++i) b.push_back(static_cast<std::uint8_t>(i * 7 % 256));
-  return b;
-}
-
-Bytes idx_labels(const std::vector<std::uint8_t>& labels) {
-  Bytes b;
-  put32(b, 0x801);
-  put32(b, static_cast<std::uint32_t>(labels.size()));
-  b.insert(b.end(), labels.begin(), labels.end());
-  return b;
-}
-
-void write_raw(const std::string& path, const Bytes& b) {
-  std::ofstream(path, std::ios::binary)
-      .write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-}
-
-void write_gz(const std::string& path, const Bytes& b) {
-  gzFile f = gzopen(path.c_str(), "wb");
-  REQUIRE(f != nullptr);
-  REQUIRE(gzwrite(f, b.data(), static_cast<unsigned>(b.size())) == static_cast<int>(b.size()));
-  gzclose(f);
 }
 
 wb::Params data_params(const std::string& dataset, const std::string& path) {
@@ -148,10 +117,10 @@ TEST_CASE("IDX errors name the file and what is wrong") {
   }
 }
 
-TEST_CASE("PNG and JPEG round trips; garbage and truncated files give errors naming them") {
+TEST_CASE("PNG and JPEG round trips, garbage and truncated files give errors naming them") {
   TempDir dir;
   const wb::Image img = pattern(12, 20, 1);
-  wb::data::write_png(dir.file("a.png"), img);
+  wb::write_png(dir.file("a.png"), img);
   const wb::Image png = wb::data::decode_image_file(dir.file("a.png"));
   CHECK(png.width == 20);
   CHECK(png.height == 12);
@@ -192,9 +161,9 @@ TEST_CASE("image folder: classes sorted by name, images resized to squares, lazy
   fs::create_directories(dir.path() / "train" / "zebra");
   fs::create_directories(dir.path() / "train" / "ant");
   fs::create_directories(dir.path() / "test" / "ant");
-  wb::data::write_png(dir.file("train/zebra/1.png"), pattern(10, 20, 0));
+  wb::write_png(dir.file("train/zebra/1.png"), pattern(10, 20, 0));
   wb::data::write_jpeg(dir.file("train/zebra/0.JPG"), pattern(16, 16, 1));
-  wb::data::write_png(dir.file("train/ant/x.png"), pattern(8, 8, 2));
+  wb::write_png(dir.file("train/ant/x.png"), pattern(8, 8, 2));
   write_raw(dir.file("train/ant/notes.txt"), Bytes{'x'});
   write_raw(dir.file("test/ant/broken.jpeg"), Bytes{0xFF, 0xD8, 0xFF, 0xE0, 0, 0});
   wb::Params p = data_params("folder", dir.path().string());

@@ -84,7 +84,7 @@ log_every = 1
 }  // namespace
 
 TEST_CASE(
-    "workbench run: failing points are recorded and the sweep goes on; reruns skip done points") {
+    "workbench run: failing points are recorded and the sweep goes on, reruns skip done points") {
   REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
   wbtest::TempDir dir;
   std::ofstream(dir.path() / "sweep.toml") << R"([experiment]

@@ -135,7 +135,7 @@ class FakeContext : public wb::EvalContext {
       throw std::runtime_error("fake context: no data set " + name + " " + wb::split_name(split));
     return it->second;
   }
-  wb::ViewRecipe recipe(const std::string& preset, const std::string&) override {
+  wb::ViewRecipe recipe(const std::string& preset) override {
     wb::ViewRecipe r = wb::view_preset(preset);
     r.size = image_size;
     return r;

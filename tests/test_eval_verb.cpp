@@ -11,11 +11,11 @@
 #include <sstream>
 
 #include "config/run_config.h"
-#include "data/codec.h"
 #include "h5/metrics.h"
 #include "plugin/loader.h"
 #include "store/status.h"
 #include "test_data_helpers.h"
+#include "workbench/draw.h"
 #include "workbench/registry.h"
 
 namespace fs = std::filesystem;
@@ -64,7 +64,7 @@ TEST_CASE("workbench eval: missing evaluators, --add, --evaluator --force, error
         for (std::size_t p = 0; p < img.pixels.size(); ++p)
           img.pixels[p] =
               static_cast<std::uint8_t>(p % 3 == static_cast<std::size_t>(c) ? 200 + 10 * i : 30);
-        wb::data::write_png(
+        wb::write_png(
             (folder / split / ("class" + std::to_string(c)) / (std::to_string(i) + ".png"))
                 .string(),
             img);

@@ -102,7 +102,7 @@ TEST_CASE("metrics file round trip: series, eval results, config, provenance") {
   CHECK_FALSE(fs::exists(dir.path / "metrics.h5.tmp"));
 }
 
-TEST_CASE("metrics file: a reopened file keeps its rows; eval results are replaced") {
+TEST_CASE("metrics file: a reopened file keeps its rows, eval results are replaced") {
   TempDir dir;
   const fs::path file = dir.path / "metrics.h5";
   {

@@ -43,7 +43,7 @@ std::shared_ptr<const wb::Dataset> data37() {
 
 }  // namespace
 
-TEST_CASE("data loader: 1, 4 and 0 workers give identical batches; the seed changes them") {
+TEST_CASE("data loader: 1, 4 and 0 workers give identical batches, the seed changes them") {
   auto data = data37();
   wb::LoaderOptions o;
   o.batch_size = 5;
@@ -84,7 +84,7 @@ TEST_CASE("data loader: 1, 4 and 0 workers give identical batches; the seed chan
   CHECK_FALSE(epoch_batches(one, 0)[0].index.equal(epoch_batches(one, 1)[0].index));
 }
 
-TEST_CASE("data loader: every epoch is a permutation; drop_last; shapes and labels") {
+TEST_CASE("data loader: every epoch is a permutation, drop_last, shapes and labels") {
   auto data = data37();
   wb::LoaderOptions o;
   o.batch_size = 5;
@@ -124,7 +124,7 @@ TEST_CASE("data loader: every epoch is a permutation; drop_last; shapes and labe
   for (const auto& b : full) CHECK(b.size() == 5);
 }
 
-TEST_CASE("data loader: views of an eval recipe are identical; errors reach next()") {
+TEST_CASE("data loader: views of an eval recipe are identical, errors reach next()") {
   auto data = data37();
   wb::LoaderOptions o;
   o.batch_size = 4;

@@ -205,7 +205,6 @@ TEST_CASE("moco: requirements and the fine-tuning head (first Linear-BN-ReLU of 
   wb::LossRequirements need = loss->requirements();
   CHECK(need.views == 2);
   CHECK(need.momentum_encoder);
-  CHECK(need.momentum_base == doctest::Approx(0.99));
   CHECK(need.freeze_patch_embedding);
   CHECK_FALSE(make_moco(1.0, false)->requirements().freeze_patch_embedding);
 

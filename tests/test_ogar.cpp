@@ -225,7 +225,6 @@ TEST_CASE("ogar: requirements, a dense backbone and a bad matcher output") {
   const wb::LossRequirements need = loss->requirements();
   CHECK(need.views == 2);
   CHECK(need.momentum_encoder);
-  CHECK(need.momentum_base == doctest::Approx(0.99));
   CHECK_FALSE(need.freeze_patch_embedding);
 
   // No MoE layer: exactly 0, defined, no throw.

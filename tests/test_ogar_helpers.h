@@ -33,11 +33,13 @@ inline std::shared_ptr<const wb::PluginRef> plugin_ref(const std::string& name,
   return ref;
 }
 
+// tau: train.temperature's default, the value of MoCo v3 and CR-MoE.
 inline wb::LossContext loss_context(wb::Registry& registry, std::int64_t grid,
-                                    std::int64_t feature_dim = 4) {
+                                    std::int64_t feature_dim = 4, double tau = 0.2) {
   wb::LossContext c;
   c.feature_dim = feature_dim;
   c.patch_grid = grid;
+  c.temperature = tau;
   c.make_matcher = [&registry](const wb::PluginRef& ref) {
     return registry.make_matcher(ref.name, ref.params);
   };
@@ -311,12 +313,11 @@ inline std::shared_ptr<wb::Loss> make_ogar(wb::Registry& registry, const OgarSet
   wb::Params p = registry.defaults(wb::Kind::Loss, "ogar");
   p.set("weight", s.weight);
   p.set("alpha", s.alpha);
-  p.set("tau", s.tau);
   p.set("gate_vector", std::string(s.logits ? "logits" : s.dense ? "dense" : "sparse"));
   p.set("negatives", s.negatives);
   p.set("patch_mean", std::string(s.mean_all ? "all" : "valid"));
   p.set("matcher", std::shared_ptr<const wb::PluginRef>(plugin_ref(matcher, mp)));
-  return registry.make_loss("ogar", p, loss_context(registry, grid));
+  return registry.make_loss("ogar", p, loss_context(registry, grid, 4, s.tau));
 }
 
 }  // namespace crmoe_test

@@ -47,7 +47,7 @@ wb::Batch two_views() {
 struct Trained {
   wb::Model model;
   std::unique_ptr<torch::optim::AdamW> optimizer;
-  wb::TrainSettings settings;
+  wb::TrainSchedule settings;
 };
 
 Trained build(const std::string& losses, OneRank& comm) {
@@ -55,7 +55,7 @@ Trained build(const std::string& losses, OneRank& comm) {
   Trained t;
   t.model = wb::build_model(config, plugins(), wb::DataShape{1, 8, 10}, &comm);
   t.model.train(true);
-  t.settings = wb::train_settings(config, 10, 1);
+  t.settings = wb::train_schedule(config.settings.train, 10);
   t.settings.warmup_steps = 0;  // the first step already has the full learning rate
   t.optimizer = std::make_unique<torch::optim::AdamW>(
       t.model.trainable_parameters(), torch::optim::AdamWOptions(1e-2).weight_decay(0));
@@ -106,7 +106,7 @@ TEST_CASE("ogar in a real V-MoE: gradients reach the online gates, not the momen
   }
 }
 
-TEST_CASE("moco + load_balance + ogar train a real V-MoE; w_G = 0 still steps") {
+TEST_CASE("moco + load_balance + ogar train a real V-MoE, w_G = 0 still steps") {
   OneRank comm;
   for (double w : {0.001, 0.0}) {
     CAPTURE(w);

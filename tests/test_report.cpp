@@ -16,6 +16,7 @@
 #include "config/experiment.h"
 #include "config_test_registry.h"
 #include "h5/metrics.h"
+#include "process/spawn.h"
 #include "report/gnuplot.h"
 #include "report/report.h"
 #include "report/settings.h"
@@ -292,16 +293,16 @@ struct Sweep {
 
 }  // namespace
 
-TEST_CASE("summarize: mean and sample std; non-finite values are left out") {
-  const wb::Stat s = wb::summarize({1.0, 2.0, 4.0, NAN});
+TEST_CASE("mean_std: mean and sample std, non-finite values are left out") {
+  const wb::MeanStd s = wb::mean_std({1.0, 2.0, 4.0, NAN});
   CHECK(s.n == 3);
   CHECK(s.mean == doctest::Approx(7.0 / 3));
   CHECK(s.std == doctest::Approx(sample_std({1.0, 2.0, 4.0})));
-  const wb::Stat one = wb::summarize({5.0});
+  const wb::MeanStd one = wb::mean_std({5.0});
   CHECK(one.n == 1);
   CHECK(one.mean == 5.0);
   CHECK(std::isnan(one.std));
-  CHECK(wb::summarize({}).n == 0);
+  CHECK(wb::mean_std({}).n == 0);
 
   wb::Series a, b;  // aligned by step: a has 0, 10, 20; b only 10 and 20
   a.steps = {0, 10, 20};
@@ -316,9 +317,9 @@ TEST_CASE("summarize: mean and sample std; non-finite values are left out") {
   CHECK(c.values[2].mean == 5.0);
   CHECK(c.values[2].std == doctest::Approx(std::sqrt(8.0)));
 
-  CHECK(wb::format_stat(wb::summarize({70.6, 70.8}), 1, false) == "70.7 ± 0.14");
-  CHECK(wb::format_stat(wb::summarize({70.6}), 1, true) == "70.6 (n=1)");
-  CHECK(wb::format_stat(wb::Stat{}, 1, false) == "—");
+  CHECK(wb::format_stat(wb::mean_std({70.6, 70.8}), 1, false) == "70.7 ± 0.14");
+  CHECK(wb::format_stat(wb::mean_std({70.6}), 1, true) == "70.6 (n=1)");
+  CHECK(wb::format_stat(wb::MeanStd{}, 1, false) == "—");
   CHECK(wb::lower_is_better("knn/loss"));
   CHECK(wb::lower_is_better("routing/load_cv2"));
   CHECK(wb::lower_is_better("fewshot/top1_error"));
@@ -586,7 +587,7 @@ TEST_CASE("report comparing two experiments: experiment column, union of columns
   CHECK(contains(b, "| gate.k | knn/top1 | linear_probe/top1 | seeds | time |"));
 }
 
-TEST_CASE("report errors: not an experiment directory; plots without gnuplot") {
+TEST_CASE("report errors: not an experiment directory, plots without gnuplot") {
   Sweep sweep;
   CHECK_THROWS_WITH_AS(wb::write_report({sweep.tmp.path}), doctest::Contains("no points found"),
                        std::runtime_error);

@@ -12,12 +12,12 @@
 #include <fstream>
 #include <mutex>
 
+#include "process/scheduler.h"
+#include "run/progress.h"
+#include "run/sweep.h"
 #include "store/atomic_file.h"
-#include "store/progress.h"
 #include "store/run_dir.h"
-#include "store/scheduler.h"
 #include "store/status.h"
-#include "store/sweep.h"
 
 namespace fs = std::filesystem;
 
@@ -304,7 +304,7 @@ TEST_CASE("scheduler: --jobs 2 runs two children at once") {
   wb::SchedulerOptions options;
   options.jobs = 2;
   const auto report =
-      wb::run_commands({shell("a", waiter("a", "b")), shell("b", waiter("b", "a"))}, options);
+      wb::schedule_commands({shell("a", waiter("a", "b")), shell("b", waiter("b", "a"))}, options);
   CHECK(report.results[0].ok());
   CHECK(report.results[1].ok());
 }
@@ -323,9 +323,10 @@ TEST_CASE("scheduler: prefixed output, one line at a time") {
     std::lock_guard<std::mutex> lock(mutex);
     err.push_back(line);
   };
-  const auto report = wb::run_commands({shell("a1b2c3", "echo one; echo two; printf 'no newline'"),
-                                        shell("ffffff", "echo oops >&2")},
-                                       options);
+  const auto report =
+      wb::schedule_commands({shell("a1b2c3", "echo one; echo two; printf 'no newline'"),
+                             shell("ffffff", "echo oops >&2")},
+                            options);
   CHECK(report.results[0].ok());
   CHECK(out ==
         std::vector<std::string>{"[a1b2c3] one\n", "[a1b2c3] two\n", "[a1b2c3] no newline\n"});
@@ -341,7 +342,7 @@ TEST_CASE("scheduler: an interrupt reaches the running child and stops the rest"
   std::vector<wb::Command> commands = {items[0].command, items[1].command};
   wb::SchedulerOptions options;
   options.on_start = [](std::size_t, pid_t) { wb::request_interrupt(SIGINT); };
-  const auto report = wb::run_commands(commands, options);
+  const auto report = wb::schedule_commands(commands, options);
   CHECK(report.interrupted);
   CHECK(report.results[0].started);
   CHECK(report.results[0].interrupted);
@@ -355,7 +356,7 @@ TEST_CASE("scheduler: an interrupt reaches the running child and stops the rest"
 TEST_CASE("scheduler: a program that cannot start is reported, not fatal") {
   wb::SchedulerOptions options;
   std::vector<wb::Command> commands = {{"x", {"/nonexistent/program"}, {}}, shell("y", "exit 0")};
-  const auto report = wb::run_commands(commands, options);
+  const auto report = wb::schedule_commands(commands, options);
   CHECK_FALSE(report.results[0].started);
   CHECK(report.results[0].start_error.find("/nonexistent/program") != std::string::npos);
   CHECK(report.results[1].ok());
@@ -366,7 +367,7 @@ TEST_CASE("scheduler: environment variables reach the child") {
   const fs::path out = dir.path / "env";
   wb::Command c = shell("e", "printf %s \"$OMP_NUM_THREADS\" > " + out.string());
   c.env = {{"OMP_NUM_THREADS", "3"}};
-  CHECK(wb::run_commands({c}, {}).results[0].ok());
+  CHECK(wb::schedule_commands({c}, {}).results[0].ok());
   CHECK(slurp(out) == "3");
 }
 

@@ -179,7 +179,7 @@ TEST_CASE("a known centre crop and flip give the known box and mirrored pixels")
       CHECK(out[y * 4 + x] * 255 == doctest::Approx(px[(y + 2) * 8 + (2 + 3 - x)]).epsilon(1e-5));
 }
 
-TEST_CASE("random resized crop: fixed scale and ratio give the known size; fallback is centred") {
+TEST_CASE("random resized crop: fixed scale and ratio give the known size, fallback is centred") {
   wb::ViewRecipe r;
   r.scale_min = r.scale_max = 0.25;
   r.ratio_min = r.ratio_max = 1.0;

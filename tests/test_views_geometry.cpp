@@ -1,4 +1,4 @@
-// Patch geometry of views (methods.md §5): patch boxes of known crops, flipped and not, IoU
+// Patch geometry of views (docs/methods.md §5): patch boxes of known crops, flipped and not, IoU
 // values computed by hand, argmax matches between known views.
 #include <doctest/doctest.h>
 

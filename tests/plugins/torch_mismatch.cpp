@@ -6,8 +6,8 @@ static void never_called(void*) {
 }
 
 extern "C" __attribute__((visibility("default"))) const wb_plugin_info* workbench_plugin_info() {
-  static const wb_plugin_info info{WORKBENCH_ABI_VERSION, WORKBENCH_VERSION, "0.0.1",
-                                   WORKBENCH_CXX_ABI,     __VERSION__,       "test: other LibTorch",
-                                   never_called};
+  static const wb_plugin_info info{
+      WORKBENCH_ABI_VERSION, sizeof(wb_plugin_info), WORKBENCH_VERSION, "0.0.1", WORKBENCH_CXX_ABI,
+      __VERSION__,           "test: other LibTorch", never_called};
   return &info;
 }

@@ -20,14 +20,17 @@ struct Verb {
 
 const std::vector<Verb>& verbs() {
   static const std::vector<Verb> table = {
-      {"run", "run every point of an experiment file (FILE.toml)", run},
+      {"run", "run every point of an experiment file (FILE.toml)", verb_run},
       {"plugins", "list plugins, their parameters and defaults, and libraries that failed",
-       plugins},
-      {"eval", "run evaluators on a finished run from its checkpoint", eval},
-      {"report", "write the comparison report of one or more experiments", report},
-      {"bench", "run a benchmark (moe, step, loader, ...)", bench},
-      {"views", "draw a batch of view pairs with crop boxes and matched patches (PNG)", views},
-      {"_point", "internal: run one point in this process", run_point, true},
+       verb_plugins},
+      {"eval", "run evaluators on a finished run from its checkpoint", verb_eval},
+      {"export", "write a run's backbone for PyTorch / timm (.pt, .safetensors, .json)",
+       verb_export},
+      {"report", "write the comparison report of one or more experiments", verb_report},
+      {"bench", "run a benchmark (moe, step, loader, ...) with workbench-bench", verb_bench},
+      {"views", "draw a batch of view pairs with crop boxes and matched patches (PNG)", verb_views},
+      {"_point", "internal: run one point in this process", verb_point, true},
+      {"_probe", "internal: load one plugin library and report what it holds", verb_probe, true},
   };
   return table;
 }

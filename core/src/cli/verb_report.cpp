@@ -10,7 +10,7 @@ namespace wb::cli {
 
 namespace po = boost::program_options;
 
-int report(const Args& args) {
+int verb_report(const Args& args) {
   po::options_description opts(
       "workbench report DIR [DIR...] [options]\n\n"
       "DIR is an experiment directory (runs/<experiment>). With one DIR the report goes to\n"

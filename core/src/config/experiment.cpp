@@ -411,6 +411,20 @@ std::string cell(const std::string& literal) {
 }
 }  // namespace
 
+void keep_only_point(Experiment& experiment, const std::string& id) {
+  std::vector<Point> matches;
+  for (const auto& p : experiment.points)
+    if (p.id.rfind(id, 0) == 0) matches.push_back(p);
+  if (matches.size() != 1) {
+    std::string ids;
+    for (const auto& p : experiment.points) ids += (ids.empty() ? "" : ", ") + p.id;
+    throw std::runtime_error("--only " + id + ": " +
+                             (matches.empty() ? "no point has this id" : "several points match") +
+                             " (ids: " + ids + ")");
+  }
+  experiment.points = std::move(matches);
+}
+
 std::string format_points_table(const Experiment& exp) {
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> header = {"id", "seed"};

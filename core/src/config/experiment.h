@@ -50,6 +50,10 @@ Experiment load_experiment(const std::string& file, const Registry& registry,
 Experiment parse_experiment(const std::string& text, const std::string& file,
                             const Registry& registry, const ExperimentOptions& options = {});
 
+// Keeps only the point `id` names: its full id or a prefix matching exactly one point. Throws
+// naming the ids when none or several match.
+void keep_only_point(Experiment& experiment, const std::string& id);
+
 // The --dry-run table: one row per point with id, seed and the varied keys.
 std::string format_points_table(const Experiment& experiment);
 

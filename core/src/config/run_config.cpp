@@ -2,7 +2,9 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <sstream>
+#include <utility>
 
 #include "config/tree.h"
 #include "config/validate.h"
@@ -14,7 +16,6 @@ namespace {
 
 using config::format_key;
 using config::format_real;
-using config::quote;
 
 std::string canonical_value(const Value& value);
 
@@ -34,14 +35,14 @@ std::string canonical_value(const Value& value) {
     std::string operator()(bool b) const { return b ? "true" : "false"; }
     std::string operator()(std::int64_t i) const { return int_text(i); }
     std::string operator()(double d) const { return format_real(d); }
-    std::string operator()(const std::string& s) const { return quote(s); }
+    std::string operator()(const std::string& s) const { return toml_string(s); }
     std::string operator()(const std::vector<std::int64_t>& v) const { return list(v, int_text); }
     std::string operator()(const std::vector<double>& v) const { return list(v, format_real); }
-    std::string operator()(const std::vector<std::string>& v) const { return list(v, quote); }
+    std::string operator()(const std::vector<std::string>& v) const { return list(v, toml_string); }
     std::string operator()(const std::shared_ptr<const PluginRef>& p) const {
       // A nested plugin switched off is written as its (empty) name; see validate.cpp.
       if (!p || p->name.empty()) return "\"\"";
-      std::string out = "{ plugin = " + quote(p->name);
+      std::string out = "{ plugin = " + toml_string(p->name);
       for (const auto& [k, v] : p->params.values())
         out += ", " + format_key(k) + " = " + canonical_value(v);
       return out + " }";
@@ -61,7 +62,7 @@ void write_table(std::string& out, const std::string& header, const Params& para
 }
 
 void write_plugin(std::string& out, const std::string& header, const PluginConfig& plugin) {
-  out += "\n" + header + "\nplugin = " + quote(plugin.plugin) + "\n";
+  out += "\n" + header + "\nplugin = " + toml_string(plugin.plugin) + "\n";
   write_params(out, plugin.params);
 }
 
@@ -75,6 +76,8 @@ std::string canonical_toml(const RunConfig& c, bool with_evaluators) {
   for (const auto& [name, params] : c.datasets)
     write_table(out, "datasets." + format_key(name), params);
   if (!c.gate.plugin.empty()) write_plugin(out, "[gate]", c.gate);
+  // Only when set, so that the ids of runs without it stay as they were.
+  if (c.init.has("from") && !c.init.text("from").empty()) write_table(out, "init", c.init);
   for (const auto& loss : c.losses) write_plugin(out, "[[losses]]", loss);
   write_table(out, "train", c.train);
   write_table(out, "views", c.views);
@@ -110,12 +113,88 @@ RunConfig parse_run_config(const std::string& toml_text, const std::string& orig
   return rc;
 }
 
+namespace {
+
+// Carries the keys that plugins declare as moved (ParamSpec::moved) to their new place, so that
+// a config.toml written before the move still loads. Notes what it did in `notes`.
+void migrate_moved_keys(config::Node& root, const Registry& registry,
+                        std::vector<std::string>& notes) {
+  struct Table {
+    config::Node* node;
+    Kind kind;
+    std::string path;
+  };
+  std::vector<Table> tables;
+  auto add = [&](config::Node* node, Kind kind, const std::string& path) {
+    if (node && node->is_table()) tables.push_back({node, kind, path});
+  };
+  add(root.find("backbone"), Kind::Backbone, "backbone");
+  add(root.find("gate"), Kind::Gate, "gate");
+  for (const auto& [key, kind] : {std::pair<const char*, Kind>{"losses", Kind::Loss},
+                                  std::pair<const char*, Kind>{"evaluators", Kind::Evaluator}})
+    if (config::Node* list = root.find(key); list && list->is_array())
+      for (auto& item : list->items) add(&item, kind, key + ("." + config::plugin_of(item)));
+
+  struct Moved {
+    std::string from;
+    config::Node value;
+  };
+  std::map<std::string, std::vector<Moved>> by_target;
+  for (const Table& t : tables) {
+    const Entry* entry = registry.find(t.kind, config::plugin_of(*t.node));
+    if (!entry) continue;  // validation names the unknown plugin
+    auto& members = t.node->members;
+    for (auto it = members.begin(); it != members.end();) {
+      const ParamSpec* spec = entry->param(it->key);
+      if (spec && !spec->moved_to.empty()) {
+        by_target[spec->moved_to].push_back({t.path + "." + it->key, it->value});
+        it = members.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& entry : by_target) {
+    const std::string& target =
+        entry.first;  // a named variable: lambdas may not capture a binding in C++17
+    const std::vector<Moved>& moved = entry.second;
+    const Moved& first = moved.front();
+    auto differ = [&](const config::Node& value, const std::string& what) {
+      config::fail(value.pos, what + " = " + config::literal(value) + " and " + first.from + " = " +
+                                  config::literal(first.value) +
+                                  " differ, but this version has one " + target +
+                                  " for both; set " + target + " in this file to the value wanted");
+    };
+    std::string from;
+    for (const Moved& m : moved) {
+      if (!config::same_value(m.value, first.value)) differ(m.value, m.from);
+      from += (from.empty() ? "" : " and ") + m.from;
+    }
+    if (const config::Node* set = config::lookup(root, target, first.value.pos)) {
+      if (!config::same_value(*set, first.value)) differ(*set, target);
+      notes.push_back(from + " dropped: " + target + " holds the same value");
+      continue;
+    }
+    config::assign(root, target, first.value, first.value.pos);
+    notes.push_back(from + " moved to " + target + " = " + config::literal(first.value));
+  }
+}
+
+}  // namespace
+
 RunConfig load_run_config(const std::filesystem::path& file, const Registry& registry) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw ConfigError(file.string(), 0, 0, "cannot read the configuration file");
   std::ostringstream text;
   text << in.rdbuf();
-  return parse_run_config(text.str(), file.string(), registry);
+  config::Node root = config::parse_toml(text.str(), file.string());
+  std::vector<std::string> notes;
+  migrate_moved_keys(root, registry, notes);
+  RunConfig rc = config::validate_run(root, registry, "the configuration");
+  rc.toml = canonical_toml(rc);
+  rc.id = config_id(rc);
+  for (const auto& note : notes) rc.migrated.push_back(file.string() + ": " + note);
+  return rc;
 }
 
 }  // namespace wb

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/error.h"
+#include "config/settings.h"
 #include "workbench/params.h"
 
 namespace wb {
@@ -32,9 +33,15 @@ struct RunConfig {
   std::vector<PluginConfig> losses;
   std::vector<PluginConfig> evaluators;
   Params train;  // [train]
+  Params init;   // [init]: initial weights; part of the id only when `from` is set
+
+  Settings settings;  // the core sections above as typed values (config/settings.h)
 
   std::string toml;  // canonical TOML of the whole resolved configuration
   std::string id;    // point id: 12 hex digits of FNV-1a over `toml` without evaluators
+  // load_run_config: what it changed in a file written by an older version (keys that moved),
+  // one line each, for the caller to show as warnings.
+  std::vector<std::string> migrated;
 };
 
 // Canonical TOML: keys sorted (a plugin table starts with `plugin`), every default present, no
@@ -54,7 +61,9 @@ std::string config_id(const RunConfig& config);
 // Errors of the two functions below are ConfigError (config/error.h) naming file, line, column.
 
 // Reads a resolved configuration back (config.toml of a run directory). Validates it against
-// the registry's schemas again: a plugin may have changed since the point was queued.
+// the registry's schemas again: a plugin may have changed since the point was queued. A key a
+// plugin declares as moved (ParamSpec::moved) is carried to its new place, with a note in
+// `migrated`; two plugins that held different values for the same new key are an error.
 RunConfig load_run_config(const std::filesystem::path& file, const Registry& registry);
 
 // Parses and validates a configuration given as TOML text (e.g. tests); `origin` names it in

@@ -40,6 +40,11 @@ const std::vector<ParamSpec>& data_schema() {
                       "/usr/share/datasets/fashion-mnist"),
       ParamSpec::integer("image_size", 0, "resize images on load to this side; 0 = native size")
           .at_least(0),
+      ParamSpec::integer("num_classes", 0,
+                         "class count the labels must lie below; 0 = the data set's own "
+                         "(fashion_mnist, cifar10: 10; cifar100: 100; folder: its class "
+                         "folders; idx: the largest label + 1)")
+          .at_least(0),
       below(ParamSpec::real("val_fraction", 0.0,
                             "fraction of train carved out as a class-balanced validation split")
                 .at_least(0),
@@ -112,7 +117,9 @@ const std::vector<ParamSpec>& view_override_schema() {
 
 const std::vector<ParamSpec>& train_schema() {
   static const std::vector<ParamSpec> specs = {
-      ParamSpec::real("epochs", 10.0, "training length; steps = epochs x batches per epoch")
+      ParamSpec::real("epochs", 10.0,
+                      "training length; steps = epochs x batches per epoch (at least 1); 0 = no "
+                      "training: evaluate the initial weights ([init])")
           .at_least(0),
       ParamSpec::integer("steps", 0, "training length in steps; > 0 overrides epochs").at_least(0),
       ParamSpec::integer("batch", 256, "images per step (all processes together)").at_least(1),
@@ -130,6 +137,30 @@ const std::vector<ParamSpec>& train_schema() {
       ParamSpec::integer("stats_every", 50, "steps between routing statistics").at_least(1),
       ParamSpec::integer("checkpoint_every", 0, "steps between checkpoints; 0 = once per epoch")
           .at_least(0),
+      ParamSpec::real("momentum", 0.99,
+                      "m0 of the momentum encoder (losses that ask for one): m rises from m0 to 1 "
+                      "on a half cosine over the run")
+          .range(0, 1),
+      ParamSpec::real("temperature", 0.2,
+                      "tau of every contrastive term: MoCo's ctr and OGAR's InfoNCE (CR-MoE uses "
+                      "the same value for both)")
+          .above(0),
+  };
+  return specs;
+}
+
+const std::vector<ParamSpec>& init_schema() {
+  static const std::vector<ParamSpec> specs = {
+      ParamSpec::text("from", "",
+                      "start the backbone from these weights: a state dict (.pt of torch.save, "
+                      ".safetensors; timm's names for a ViT), a workbench export, or a run "
+                      "directory or its checkpoint; empty = random initialisation"),
+      ParamSpec::texts("allow_missing", {},
+                       "glob patterns of backbone weights the source may lack (they keep their "
+                       "initial values); [\"*\"] allows any"),
+      ParamSpec::texts("allow_unexpected", {},
+                       "glob patterns of source weights the backbone has no place for (ignored), "
+                       "e.g. [\"head.*\"]"),
   };
   return specs;
 }
@@ -146,6 +177,8 @@ std::vector<CoreSection> core_sections() {
       {"views.view2", "overrides of the recipe's second view (ViewRecipe fields)",
        &view_override_schema()},
       {"train", "optimisation and logging", &train_schema()},
+      {"init", "initial weights of the backbone (only for a fresh start, never on resume)",
+       &init_schema()},
   };
 }
 

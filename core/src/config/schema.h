@@ -1,6 +1,8 @@
 // Schemas of the core sections of a run configuration (design.md, "Run configuration"). They
 // are declared with wb::ParamSpec like plugin parameters, so that validation, defaults and
-// `workbench plugins` treat core keys and plugin keys alike.
+// `workbench plugins` treat core keys and plugin keys alike. The plugin-valued sections
+// (backbone, required; gate, optional; losses, at least one; evaluators) are validated against
+// the plugins' own schemas (config/validate.h).
 #pragma once
 
 #include <string>
@@ -17,6 +19,7 @@ const std::vector<ParamSpec>& views_schema();  // [views]: recipe
 // keys the user sets are kept, and they override the recipe's preset.
 const std::vector<ParamSpec>& view_override_schema();
 const std::vector<ParamSpec>& train_schema();  // [train]
+const std::vector<ParamSpec>& init_schema();   // [init]: initial weights (weights/init.h)
 
 struct CoreSection {
   std::string name;  // "" (top level), "data", "datasets.<name>", "views", "views.view1", ...
@@ -25,8 +28,5 @@ struct CoreSection {
 };
 // Every core section in the order a configuration file shows them, for `workbench plugins`.
 std::vector<CoreSection> core_sections();
-
-// The plugin-valued sections of a run configuration besides the core sections above.
-// backbone (required), gate (optional), losses (list, at least one), evaluators (list).
 
 }  // namespace wb

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "workbench/params.h"  // toml_string
+
 namespace wb::config {
 
 void fail(const Pos& pos, const std::string& message) {
@@ -169,8 +171,18 @@ Node parse_value(const std::string& text, const std::string& origin) {
   try {
     toml::table t = toml::parse("v = " + text, origin);
     if (t.size() == 1 && t.contains("v")) return convert(*t.get("v"), pos, true);
-  } catch (const toml::parse_error&) {
-    // Not a TOML value: a bare word, taken as a string below.
+  } catch (const toml::parse_error& e) {
+    // Not a TOML value: a bare word is taken as a string below, but text that opens a table,
+    // an array or a quoted string was meant as one and is refused.
+    const std::size_t start = text.find_first_not_of(" \t");
+    const char open = start == std::string::npos ? ' ' : text[start];
+    const char* what = open == '{'                   ? "inline table"
+                       : open == '['                 ? "array"
+                       : open == '"' || open == '\'' ? "quoted string"
+                                                     : nullptr;
+    if (what)
+      fail(pos,
+           std::string("malformed ") + what + " '" + text + "': " + std::string(e.description()));
   }
   return Node::string(text, pos);
 }
@@ -189,43 +201,11 @@ std::string format_real(double v) {
   return s;
 }
 
-std::string quote(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
-}
-
 std::string format_key(const std::string& key) {
   bool bare = !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
   });
-  return bare ? key : quote(key);
+  return bare ? key : toml_string(key);
 }
 
 std::string literal(const Node& node) {
@@ -237,7 +217,7 @@ std::string literal(const Node& node) {
     case Node::Type::Float:
       return format_real(node.real);
     case Node::Type::String:
-      return quote(node.text);
+      return toml_string(node.text);
     case Node::Type::Array: {
       std::string out = "[";
       for (std::size_t i = 0; i < node.items.size(); ++i)

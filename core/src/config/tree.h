@@ -64,14 +64,15 @@ const char* node_type_name(const Node& node);
 Node parse_toml(const std::string& text, const std::string& origin, bool no_lines = false);
 
 // Parses the value of `--set key=value`: a TOML value, or the bare text as a string when it
-// is not one ("--set data.path=/data/x").
+// is not one ("--set data.path=/data/x"). Text opening with { [ " or ' that is not valid TOML
+// is a ConfigError at `origin`, not a string.
 Node parse_value(const std::string& text, const std::string& origin);
 
 // A TOML literal for messages, assignments and canonical output: numbers in a normalised
-// form (floats round-trip exactly), strings quoted, tables inline with their keys in order.
+// form (floats round-trip exactly), strings quoted (wb::toml_string), tables inline with their
+// keys in order.
 std::string literal(const Node& node);
 std::string format_real(double v);               // shortest text that reads back as exactly v
-std::string quote(const std::string& s);         // TOML basic string
 std::string format_key(const std::string& key);  // bare when possible, else quoted
 
 // Numeric-aware equality: 1 == 1.0; a string equals a table whose `plugin` is that string.

@@ -213,9 +213,13 @@ Params validate_params(const Node& table, const std::vector<ParamSpec>& specs,
     if (std::find(structural.begin(), structural.end(), m.key) != structural.end()) continue;
     auto spec = std::find_if(specs.begin(), specs.end(),
                              [&](const ParamSpec& s) { return s.name == m.key; });
+    if (spec != specs.end() && !spec->moved_to.empty())
+      fail(m.key_pos, key_path(scope, m.key) + " has moved to " + spec->moved_to +
+                          (spec->doc.empty() ? "" : " (" + spec->doc + ")") + "; set it there");
     if (spec == specs.end()) {
       std::vector<std::string> valid = structural;
-      for (const auto& s : specs) valid.push_back(s.name);
+      for (const auto& s : specs)
+        if (s.moved_to.empty()) valid.push_back(s.name);
       std::sort(valid.begin(), valid.end());
       std::string list =
           valid.empty() ? " (it takes no keys)" : " (valid keys: " + join(valid) + ")";
@@ -225,7 +229,7 @@ Params validate_params(const Node& table, const std::vector<ParamSpec>& specs,
     params.set(m.key, check_value(m.value, *spec, registry, key_path(scope, m.key)));
   }
   for (const auto& s : specs) {
-    if (params.has(s.name) || !s.default_value) continue;
+    if (params.has(s.name) || !s.default_value) continue;  // moved keys have no default
     if (s.type == ParamType::Plugin)
       params.set(s.name, plugin_default(s, table, registry, key_path(scope, s.name)));
     else
@@ -289,8 +293,8 @@ std::vector<PluginConfig> plugin_list(const Node& list, Kind kind, const Registr
 }  // namespace
 
 RunConfig validate_run(const Node& root, const Registry& registry, const std::string& root_name) {
-  static const std::vector<std::string> structural = {"data", "datasets", "views",      "backbone",
-                                                      "gate", "losses",   "evaluators", "train"};
+  static const std::vector<std::string> structural = {
+      "data", "datasets", "views", "backbone", "gate", "losses", "evaluators", "train", "init"};
   const Node empty = Node::table(root.pos);
   RunConfig rc;
   rc.run = validate_params(root, run_schema(), registry, Scope{"", root_name}, "run", structural);
@@ -334,6 +338,13 @@ RunConfig validate_run(const Node& root, const Registry& registry, const std::st
     fail(betas ? betas->pos : train.pos,
          "train.betas: expected two values (AdamW's beta1, beta2), got " + std::to_string(n));
   }
+  rc.init =
+      validate_params(section(root, "init", empty), init_schema(), registry, {"init", ""}, "init");
+  rc.settings.run = run_settings(rc.run);
+  rc.settings.data = data_settings(rc.data);
+  for (const auto& [name, params] : rc.datasets) rc.settings.datasets[name] = data_settings(params);
+  rc.settings.views = view_settings(rc.views);
+  rc.settings.train = train_settings(rc.train);
   return rc;
 }
 

@@ -39,11 +39,13 @@ extern "C" void jpeg_error_exit(j_common_ptr cinfo) {
   std::longjmp(err->jump, 1);
 }
 
-// Warnings are counted silently, except a premature end of data: a truncated file would
-// otherwise decode with a grey bottom and nobody would notice.
+// Warnings are counted silently, except a premature end of the file or of the compressed
+// data (a marker where data should be): a truncated file would otherwise decode with a grey
+// bottom and nobody would notice, and a few hundred bytes could claim and yield megapixels.
 extern "C" void jpeg_emit_message(j_common_ptr cinfo, int level) {
   if (level >= 0) return;
-  if (cinfo->err->msg_code == JWRN_JPEG_EOF) jpeg_error_exit(cinfo);
+  const int code = cinfo->err->msg_code;
+  if (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER) jpeg_error_exit(cinfo);
   cinfo->err->num_warnings++;
 }
 
@@ -59,6 +61,40 @@ void guarded(JpegError& err, const std::string& name, const char* doing, F&& cal
   call();
 }
 
+// A header may claim any size up to 65535 x 65535 (JPEG) or 2^31 x 2^31 (PNG) for a file of a
+// few bytes. Images above this many pixels are refused before anything is allocated: Pillow's
+// decompression-bomb limit (2 x MAX_IMAGE_PIXELS = 2 x 2^30 / 4 / 3), 537 MB as 8-bit RGB.
+constexpr std::uint64_t kMaxImagePixels = 178956970;
+
+void check_pixels(const std::string& name, const char* format, std::uint64_t width,
+                  std::uint64_t height) {
+  if (width == 0 || height == 0) fail(name, std::string("corrupt ") + format + ": no pixels");
+  if (width * height > kMaxImagePixels)  // both < 2^32: no overflow
+    fail(name, std::string(format) + " of " + std::to_string(width) + " x " +
+                   std::to_string(height) + " pixels, more than the " +
+                   std::to_string(kMaxImagePixels) + " accepted (a decompression bomb?)");
+}
+
+// Grows `buf` to hold at least `need` of `total` bytes, geometrically: a file whose data
+// stops early costs memory in proportion to what it really holds, not to what its header says.
+void grow(std::vector<std::uint8_t>& buf, std::size_t need, std::size_t total) {
+  if (need <= buf.size()) return;
+  const std::size_t target = std::min(total, std::max(need, 2 * buf.size()));
+  buf.reserve(target);  // exactly target: resize alone may double the capacity
+  buf.resize(target);
+}
+
+const char* jpeg_space_name(J_COLOR_SPACE space) {
+  switch (space) {
+    case JCS_CMYK:
+      return "CMYK";
+    case JCS_YCCK:
+      return "YCCK";
+    default:
+      return "an unknown colour space";
+  }
+}
+
 Image decode_jpeg(const std::uint8_t* data, std::size_t size, const std::string& name,
                   std::int64_t min_side) {
   jpeg_decompress_struct cinfo;
@@ -72,9 +108,21 @@ Image decode_jpeg(const std::uint8_t* data, std::size_t size, const std::string&
   } destroy{&cinfo};
   guarded(err, name, "corrupt JPEG", [&] {
     jpeg_create_decompress(&cinfo);
+    // Bounds the library's own buffers (a progressive file's coefficients: 6 bytes a pixel at
+    // most); above it libjpeg stops with "Backing store not supported" instead of allocating.
+    cinfo.mem->max_memory_to_use = static_cast<long>(8 * kMaxImagePixels);
     jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
     jpeg_read_header(&cinfo, TRUE);
   });
+  check_pixels(name, "JPEG", cinfo.image_width, cinfo.image_height);
+  // libjpeg converts greyscale, YCbCr and RGB to RGB; anything else would fail later with
+  // "Unsupported color conversion request", which does not say what is wrong with the file.
+  const J_COLOR_SPACE space = cinfo.jpeg_color_space;
+  if (space != JCS_GRAYSCALE && space != JCS_YCbCr && space != JCS_RGB)
+    fail(name, std::string("JPEG in ") + jpeg_space_name(space) + " with " +
+                   std::to_string(cinfo.num_components) +
+                   " components: only greyscale and colour (YCbCr / RGB) JPEGs are read; "
+                   "convert it to RGB");
   cinfo.out_color_space = JCS_RGB;
   if (min_side > 0) {
     const auto shorter = std::min(cinfo.image_width, cinfo.image_height);
@@ -90,17 +138,36 @@ Image decode_jpeg(const std::uint8_t* data, std::size_t size, const std::string&
   image.channels = 3;
   image.width = cinfo.output_width;
   image.height = cinfo.output_height;
-  image.pixels.resize(static_cast<std::size_t>(image.width * image.height * 3));
-  std::uint8_t* base = image.pixels.data();
   const std::size_t stride = static_cast<std::size_t>(image.width) * 3;
+  const std::size_t total = stride * static_cast<std::size_t>(image.height);
   guarded(err, name, "corrupt JPEG", [&] {
     while (cinfo.output_scanline < cinfo.output_height) {
-      JSAMPROW row = base + cinfo.output_scanline * stride;
+      const std::size_t at = cinfo.output_scanline * stride;
+      grow(image.pixels, at + stride, total);
+      JSAMPROW row = image.pixels.data() + at;
       jpeg_read_scanlines(&cinfo, &row, 1);
     }
     jpeg_finish_decompress(&cinfo);
   });
   return image;
+}
+
+// Deflate compresses at most 1032:1 (zlib's FAQ), so a PNG's file size bounds the rows it
+// can hold: a header claiming more is refused before the image buffer is allocated.
+void check_png_holds(const std::uint8_t* data, std::size_t size, const std::string& name,
+                     std::uint64_t width, std::uint64_t height) {
+  // IHDR is the first chunk (libpng refuses anything else): bit depth at byte 24, colour
+  // type at 25.
+  const std::uint64_t depth = data[24];
+  const std::uint8_t type = data[25];
+  const std::uint64_t samples = type == 2 ? 3 : type == 4 ? 2 : type == 6 ? 4 : 1;
+  const std::uint64_t row = 1 + (width * samples * depth + 7) / 8;  // filter byte + samples
+  const std::uint64_t raw = row * height;                           // < 2^31 x 2^34: no overflow
+  const std::uint64_t least = (raw + 1031) / 1032;
+  if (size < least)
+    fail(name, "truncated PNG: " + std::to_string(width) + " x " + std::to_string(height) +
+                   " pixels need at least " + std::to_string(least) +
+                   " bytes of compressed data, the file has " + std::to_string(size));
 }
 
 Image decode_png(const std::uint8_t* data, std::size_t size, const std::string& name) {
@@ -109,16 +176,21 @@ Image decode_png(const std::uint8_t* data, std::size_t size, const std::string& 
   png.version = PNG_IMAGE_VERSION;
   if (!png_image_begin_read_from_memory(&png, data, size))
     fail(name, std::string("corrupt PNG: ") + png.message);
+  struct Free {
+    png_image* p;
+    ~Free() { png_image_free(p); }
+  } free_png{&png};
+  check_pixels(name, "PNG", png.width, png.height);
+  check_png_holds(data, size, name, png.width, png.height);
   png.format = PNG_FORMAT_RGB;  // grey, palette, 16-bit and alpha all converted
   Image image;
   image.channels = 3;
   image.width = png.width;
   image.height = png.height;
-  image.pixels.resize(PNG_IMAGE_SIZE(png));
-  if (!png_image_finish_read(&png, nullptr, image.pixels.data(), 0, nullptr)) {
-    png_image_free(&png);
+  // Not PNG_IMAGE_SIZE: it multiplies in 32 bits.
+  image.pixels.resize(static_cast<std::size_t>(png.width) * png.height * 3);
+  if (!png_image_finish_read(&png, nullptr, image.pixels.data(), 0, nullptr))
     fail(name, std::string("corrupt PNG: ") + png.message);
-  }
   return image;
 }
 
@@ -127,12 +199,14 @@ Image decode_png(const std::uint8_t* data, std::size_t size, const std::string& 
 std::vector<std::uint8_t> read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, std::string("cannot open: ") + std::strerror(errno));
-  in.seekg(0, std::ios::end);
-  const auto size = static_cast<std::size_t>(in.tellg());
-  in.seekg(0);
-  std::vector<std::uint8_t> bytes(size);
+  // A directory or a device opens too, and its "size" is meaningless.
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) fail(path, "not a regular file");
+  const std::uintmax_t size = std::filesystem::file_size(path, ec);
+  if (ec) fail(path, "cannot read its size: " + ec.message());
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
   if (size && !in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size)))
-    fail(path, "read error");
+    fail(path, "read error (the file shrank while being read?)");
   return bytes;
 }
 
@@ -168,20 +242,6 @@ void commit(const std::string& tmp, const std::string& path) {
   if (ec) fail(path, "cannot rename " + tmp + ": " + ec.message());
 }
 }  // namespace
-
-void write_png(const std::string& path, const Image& image) {
-  check_writable(image, path);
-  png_image png;
-  std::memset(&png, 0, sizeof png);
-  png.version = PNG_IMAGE_VERSION;
-  png.width = static_cast<png_uint_32>(image.width);
-  png.height = static_cast<png_uint_32>(image.height);
-  png.format = image.channels == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
-  const std::string tmp = path + ".tmp";
-  if (!png_image_write_to_file(&png, tmp.c_str(), 0, image.pixels.data(), 0, nullptr))
-    fail(path, std::string("cannot write PNG: ") + png.message);
-  commit(tmp, path);
-}
 
 void write_jpeg(const std::string& path, const Image& image, int quality) {
   check_writable(image, path);

@@ -22,8 +22,7 @@ Image decode_image(const std::uint8_t* data, std::size_t size, const std::string
 Image decode_image_file(const std::string& path, std::int64_t min_side = 0);
 
 // 1-channel images are written as grey, 3-channel as RGB. Written to path + ".tmp" and
-// renamed, so a reader never sees half a file.
-void write_png(const std::string& path, const Image& image);
+// renamed, so a reader never sees half a file. (PNG: wb::write_png, workbench/draw.h.)
 void write_jpeg(const std::string& path, const Image& image, int quality = 90);
 
 }  // namespace wb::data

@@ -7,31 +7,24 @@
 #include <string>
 #include <vector>
 
+#include "config/settings.h"
+#include "data/subset.h"
 #include "workbench/data.h"
 #include "workbench/params.h"
 
 namespace wb {
 
-// The data set described by a [data] table (docs/design.md: dataset, path, image_size,
-// val_fraction, label_fraction, shots, classes, subset_seed, train_limit, test_limit, and
-// relabel = true: whether a class filter renumbers the kept classes 0..n-1). Missing keys
-// take their documented defaults. Order: first-N limit, class filter, validation split
-// (Train = train minus Val), then label fraction and shots (Train only).
+// The data set described by a [data] table (docs/design.md; config/settings.h): dataset, path,
+// image_size, num_classes (0 = the format's own), then its subsets in this order: first-N limit,
+// class filter (relabel: renumber the kept classes 0..n-1), validation split (Train = train minus
+// Val), then label fraction and shots (Train only).
+std::shared_ptr<const Dataset> open_dataset(const DataSettings& data, Split split);
+// The same for a table built by hand: keys it lacks take the schema's defaults.
 std::shared_ptr<const Dataset> open_dataset(const Params& data, Split split);
 
 }  // namespace wb
 
 namespace wb::data {
-
-// Our data sets know a short name ("fashion_mnist train, 10% labels") and their classes' names.
-class NamedDataset : public Dataset {
- public:
-  virtual std::string name() const = 0;
-  virtual std::vector<std::string> class_names() const;  // default "0", "1", ...
-  std::string describe() const override;                 // name + " (N images, K classes)"
-};
-
-std::string name_of(const Dataset& data);  // name() when it is a NamedDataset, else describe()
 
 struct Stats {
   std::vector<double> mean, std;
@@ -44,25 +37,32 @@ Stats imagenet_stats();
 // Every dataset yields square images: `image_size` > 0 resizes them (shorter side, then the
 // central square) when an item is read; 0 keeps the native size.
 
-// IDX files (gzip or raw): images idx3 of unsigned bytes [N, H, W], labels idx1 [N].
+// IDX files (gzip or raw): images idx3 of unsigned bytes [N, H, W], labels idx1 [N]. Every
+// label must be < num_classes; num_classes 0 infers it (the largest label + 1) and refuses
+// labels that leave most of the inferred classes empty.
 std::shared_ptr<const NamedDataset> load_idx(const std::string& images_file,
                                              const std::string& labels_file, std::string name,
-                                             std::int64_t image_size, Stats stats);
+                                             std::int64_t image_size, Stats stats,
+                                             std::int64_t num_classes = 0);
 
 // CIFAR binary batches: 1 label byte (CIFAR-10) or coarse + fine label bytes (CIFAR-100,
-// the fine label is used) followed by 3072 bytes of planar 32x32 RGB.
+// the fine label is used) followed by 3072 bytes of planar 32x32 RGB. Labels are checked
+// (< 10, or < 20 coarse and < 100 fine).
 std::shared_ptr<const NamedDataset> load_cifar(const std::vector<std::string>& files, bool cifar100,
                                                std::string name, std::int64_t image_size,
                                                Stats stats);
 
-// root/<class>/*.jpg|jpeg|png, classes sorted by name. image_size 0 means 224 here (a folder
-// has no native size).
+// root/<class>/*.jpg|jpeg|png, classes sorted by name; a class folder without images is an
+// error. `classes` given (a test split: the training folder's classes): labels follow that
+// list, a folder outside it is an error, an absent or empty one is allowed. image_size 0 =
+// native: the shorter side of the first image, which every image must share.
+std::vector<std::string> folder_classes(const std::string& root);  // sorted subfolder names
 std::shared_ptr<const NamedDataset> open_folder(const std::string& root, std::string name,
-                                                std::int64_t image_size);
+                                                std::int64_t image_size,
+                                                std::vector<std::string> classes = {});
 
-// Subsets. Each keeps the base's item order; seeds make them reproducible.
-std::shared_ptr<const Dataset> subset(std::shared_ptr<const Dataset> base,
-                                      std::vector<std::int64_t> indices, std::string what);
+// Subsets (data::subset and data::relabelled_subset are in data/subset.h). Each keeps the base's
+// item order; seeds make them reproducible.
 std::shared_ptr<const Dataset> first_n(std::shared_ptr<const Dataset> base, std::int64_t n);
 // Per class round(fraction x count), at least 1.
 std::shared_ptr<const Dataset> label_fraction(std::shared_ptr<const Dataset> base, double fraction,

@@ -1,5 +1,5 @@
-// In-memory data set (see memory_dataset.h) and the pieces every reader shares: names,
-// descriptions, normalisation statistics.
+// In-memory data set (see memory_dataset.h) and the normalisation statistics of the known data
+// sets.
 #include "data/memory_dataset.h"
 
 #include <algorithm>
@@ -7,45 +7,7 @@
 
 #include "data/image_ops.h"
 
-namespace wb {
-
-const char* split_name(Split split) {
-  switch (split) {
-    case Split::Train:
-      return "train";
-    case Split::Val:
-      return "val";
-    case Split::Test:
-      return "test";
-  }
-  return "?";
-}
-
-Split split_named(const std::string& name) {
-  for (Split s : {Split::Train, Split::Val, Split::Test})
-    if (name == split_name(s)) return s;
-  throw std::invalid_argument("unknown split '" + name + "' (train, val or test)");
-}
-
-}  // namespace wb
-
 namespace wb::data {
-
-std::vector<std::string> NamedDataset::class_names() const {
-  std::vector<std::string> names;
-  for (std::int64_t c = 0; c < classes(); ++c) names.push_back(std::to_string(c));
-  return names;
-}
-
-std::string NamedDataset::describe() const {
-  return name() + " (" + std::to_string(size()) + " images, " + std::to_string(classes()) +
-         " classes)";
-}
-
-std::string name_of(const Dataset& data) {
-  if (auto* named = dynamic_cast<const NamedDataset*>(&data)) return named->name();
-  return data.describe();
-}
 
 // Fashion-MNIST: mean and std of the training pixels. CIFAR: per-channel statistics of the
 // training set; folders: the ImageNet statistics everyone uses.
@@ -64,19 +26,26 @@ Stats imagenet_stats() {
 
 MemoryDataset::MemoryDataset(std::string name, std::int64_t channels, std::int64_t height,
                              std::int64_t width, std::vector<std::uint8_t> pixels,
-                             std::vector<std::int64_t> labels, std::int64_t image_size, Stats stats)
+                             std::vector<std::int64_t> labels, std::int64_t image_size, Stats stats,
+                             std::int64_t classes)
     : name_(std::move(name)),
       channels_(channels),
       height_(height),
       width_(width),
       image_size_(image_size > 0 ? image_size : std::min(height, width)),
+      classes_(classes),
       pixels_(std::move(pixels)),
       labels_(std::move(labels)),
       stats_(std::move(stats)) {
   if (static_cast<std::int64_t>(pixels_.size()) != size() * channels * height * width)
     throw std::logic_error(name_ + ": pixel buffer does not match " + std::to_string(size()) +
                            " images");
-  for (auto l : labels_) classes_ = std::max(classes_, l + 1);
+  for (auto l : labels_) {
+    if (l < 0 || (classes > 0 && l >= classes))
+      throw std::logic_error(name_ + ": label " + std::to_string(l) + " outside the " +
+                             std::to_string(classes) + " classes");  // readers check first
+    if (classes == 0) classes_ = std::max(classes_, l + 1);
+  }
   if (stats_.mean.empty()) stats_.mean.assign(channels, 0.5);
   if (stats_.std.empty()) stats_.std.assign(channels, 0.5);
 }

@@ -12,10 +12,11 @@ namespace wb::data {
 class MemoryDataset : public NamedDataset {
  public:
   // pixels: N x height x width x channels; image_size 0 = native (the central square of
-  // non-square images).
+  // non-square images). classes: the class count the reader established (labels lie below
+  // it); 0 = the largest label + 1.
   MemoryDataset(std::string name, std::int64_t channels, std::int64_t height, std::int64_t width,
                 std::vector<std::uint8_t> pixels, std::vector<std::int64_t> labels,
-                std::int64_t image_size, Stats stats);
+                std::int64_t image_size, Stats stats, std::int64_t classes = 0);
 
   std::int64_t size() const override { return static_cast<std::int64_t>(labels_.size()); }
   std::int64_t classes() const override { return classes_; }

@@ -1,8 +1,6 @@
 // open_dataset: the data set of a run from its [data] parameters (docs/design.md).
-#include <algorithm>
 #include <filesystem>
 #include <stdexcept>
-#include <variant>
 
 #include "data/datasets.h"
 
@@ -13,40 +11,6 @@ namespace {
 namespace fs = std::filesystem;
 using data::NamedDataset;
 
-// Tests and tools build Params by hand; missing keys take the documented defaults.
-std::string text_or(const Params& p, const char* key, const char* def) {
-  return p.has(key) ? p.text(key) : def;
-}
-std::int64_t int_or(const Params& p, const char* key, std::int64_t def) {
-  return p.has(key) ? p.integer(key) : def;
-}
-double real_or(const Params& p, const char* key, double def) {
-  return p.has(key) ? p.real(key) : def;
-}
-bool bool_or(const Params& p, const char* key, bool def) {
-  return p.has(key) ? p.boolean(key) : def;
-}
-
-// The class filter as numbers; names are accepted too and looked up in the data set (folders).
-std::vector<std::int64_t> class_list(const Params& p, const Dataset& base) {
-  if (!p.has("classes")) return {};
-  const Value& v = p.at("classes");
-  if (auto* ints = std::get_if<std::vector<std::int64_t>>(&v)) return *ints;
-  const auto* names = std::get_if<std::vector<std::string>>(&v);
-  if (!names) throw std::invalid_argument("data.classes must be a list of class numbers or names");
-  std::vector<std::string> known;
-  if (auto* named = dynamic_cast<const NamedDataset*>(&base)) known = named->class_names();
-  std::vector<std::int64_t> out;
-  for (const auto& n : *names) {
-    auto it = std::find(known.begin(), known.end(), n);
-    if (it == known.end())
-      throw std::invalid_argument("data.classes: no class named '" + n + "' in " +
-                                  data::name_of(base));
-    out.push_back(it - known.begin());
-  }
-  return out;
-}
-
 // The IDX files of one split, gzip preferred: <dir>/<prefix>-images-idx3-ubyte[.gz].
 std::string idx_file(const std::string& dir, const std::string& prefix, const char* kind) {
   const fs::path base = fs::path(dir) / (prefix + "-" + kind + "-ubyte");
@@ -54,8 +18,17 @@ std::string idx_file(const std::string& dir, const std::string& prefix, const ch
   return fs::exists(gz) || !fs::exists(base) ? gz.string() : base.string();
 }
 
+// Formats that declare their class count: data.num_classes, when set, must agree with it.
+std::int64_t declared_classes(const std::string& kind, std::int64_t declared,
+                              std::int64_t num_classes) {
+  if (num_classes > 0 && num_classes != declared)
+    throw std::invalid_argument("data.num_classes = " + std::to_string(num_classes) + ", but " +
+                                kind + " has " + std::to_string(declared) + " classes");
+  return declared;
+}
+
 std::shared_ptr<const NamedDataset> load_base(const std::string& kind, std::string path, bool train,
-                                              std::int64_t image_size) {
+                                              std::int64_t image_size, std::int64_t num_classes) {
   const std::string split = train ? "train" : "test";
   if (kind == "fashion_mnist" || kind == "idx") {
     if (path.empty()) {
@@ -63,16 +36,18 @@ std::shared_ptr<const NamedDataset> load_base(const std::string& kind, std::stri
       path = "/usr/share/datasets/fashion-mnist";
     }
     const std::string prefix = train ? "train" : "t10k";
-    const data::Stats stats = kind == "fashion_mnist" ? data::fashion_mnist_stats() : data::Stats{};
+    const bool fashion = kind == "fashion_mnist";
+    const data::Stats stats = fashion ? data::fashion_mnist_stats() : data::Stats{};
     return data::load_idx(idx_file(path, prefix, "images-idx3"),
                           idx_file(path, prefix, "labels-idx1"), kind + " " + split, image_size,
-                          stats);
+                          stats, fashion ? declared_classes(kind, 10, num_classes) : num_classes);
   }
   if (kind == "cifar10" || kind == "cifar100") {
     if (path.empty())
       throw std::invalid_argument("data.path must name the folder of the " + kind +
                                   " binary batches");
     const bool c100 = kind == "cifar100";
+    declared_classes(kind, c100 ? 100 : 10, num_classes);
     std::vector<std::string> files;
     if (c100) {
       files.push_back((fs::path(path) / (train ? "train.bin" : "test.bin")).string());
@@ -87,12 +62,16 @@ std::shared_ptr<const NamedDataset> load_base(const std::string& kind, std::stri
   }
   if (kind == "folder") {
     if (path.empty()) throw std::invalid_argument("data.path must name the image folder");
-    // root/train + root/test (or root/val) when present, else root is the training set.
+    // root/train + root/test (or root/val) when present, else root is the training set. The
+    // test split takes the training folder's classes, so that a class missing from test/
+    // does not shift the labels of the others.
     std::string dir = path;
+    std::vector<std::string> classes;
     if (fs::is_directory(fs::path(path) / "train")) {
       if (train) {
         dir = (fs::path(path) / "train").string();
       } else {
+        classes = data::folder_classes((fs::path(path) / "train").string());
         dir = (fs::path(path) / "test").string();
         if (!fs::is_directory(dir)) dir = (fs::path(path) / "val").string();
       }
@@ -101,8 +80,11 @@ std::shared_ptr<const NamedDataset> load_base(const std::string& kind, std::stri
                                   ": no train/ and test/ (or val/) folders, so no test split");
     }
     if (!fs::is_directory(dir)) throw std::invalid_argument(dir + ": no such folder");
-    return data::open_folder(dir, "folder " + fs::path(path).filename().string() + " " + split,
-                             image_size);
+    auto folder =
+        data::open_folder(dir, "folder " + fs::path(path).filename().string() + " " + split,
+                          image_size, std::move(classes));
+    declared_classes(dir, folder->classes(), num_classes);
+    return folder;
   }
   throw std::invalid_argument("data.dataset: unknown data set '" + kind +
                               "' (valid: fashion_mnist, idx, cifar10, cifar100, folder)");
@@ -110,34 +92,32 @@ std::shared_ptr<const NamedDataset> load_base(const std::string& kind, std::stri
 
 }  // namespace
 
-std::shared_ptr<const Dataset> open_dataset(const Params& p, Split split) {
-  const std::string kind = text_or(p, "dataset", "fashion_mnist");
-  const std::string path = text_or(p, "path", "");
-  const std::int64_t image_size = int_or(p, "image_size", 0);
-  if (image_size < 0) throw std::invalid_argument("data.image_size must be >= 0");
+std::shared_ptr<const Dataset> open_dataset(const DataSettings& p, Split split) {
+  if (p.image_size < 0) throw std::invalid_argument("data.image_size must be >= 0");
+  if (p.num_classes < 0) throw std::invalid_argument("data.num_classes must be >= 0");
   const bool train = split != Split::Test;
-  std::shared_ptr<const Dataset> d = load_base(kind, path, train, image_size);
+  std::shared_ptr<const Dataset> d =
+      load_base(p.dataset, p.path, train, p.image_size, p.num_classes);
 
-  d = data::first_n(d, int_or(p, train ? "train_limit" : "test_limit", 0));
-  const auto classes = class_list(p, *d);
-  if (!classes.empty()) d = data::filter_classes(d, classes, bool_or(p, "relabel", true));
+  d = data::first_n(d, train ? p.train_limit : p.test_limit);
+  if (!p.classes.empty()) d = data::filter_classes(d, p.classes, p.relabel);
   if (split == Split::Test) return d;
 
-  const auto seed = static_cast<std::uint64_t>(int_or(p, "subset_seed", 0));
-  const double val_fraction = real_or(p, "val_fraction", 0.0);
-  if (val_fraction > 0.0) {
-    data::TrainVal tv = data::split_validation(d, val_fraction, seed);
+  if (p.val_fraction > 0.0) {
+    data::TrainVal tv = data::split_validation(d, p.val_fraction, p.subset_seed);
     if (split == Split::Val) return tv.val;
     d = tv.train;
   } else if (split == Split::Val) {
     throw std::invalid_argument(
         "no validation split: data.val_fraction is 0 (set it to carve one from train)");
   }
-  const double fraction = real_or(p, "label_fraction", 1.0);
-  if (fraction < 1.0) d = data::label_fraction(d, fraction, seed);
-  const std::int64_t shots = int_or(p, "shots", 0);
-  if (shots > 0) d = data::k_shots(d, shots, seed);
+  if (p.label_fraction < 1.0) d = data::label_fraction(d, p.label_fraction, p.subset_seed);
+  if (p.shots > 0) d = data::k_shots(d, p.shots, p.subset_seed);
   return d;
+}
+
+std::shared_ptr<const Dataset> open_dataset(const Params& data, Split split) {
+  return open_dataset(data_settings(data), split);
 }
 
 }  // namespace wb

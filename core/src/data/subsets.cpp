@@ -13,52 +13,6 @@ namespace wb::data {
 
 namespace {
 
-class SubsetDataset : public NamedDataset {
- public:
-  SubsetDataset(std::shared_ptr<const Dataset> base, std::vector<std::int64_t> indices,
-                std::string name, std::vector<std::int64_t> label_map = {},
-                std::vector<std::string> class_names = {})
-      : base_(std::move(base)),
-        indices_(std::move(indices)),
-        name_(std::move(name)),
-        label_map_(std::move(label_map)),
-        names_(std::move(class_names)) {}
-
-  std::int64_t size() const override { return static_cast<std::int64_t>(indices_.size()); }
-  std::int64_t classes() const override {
-    return label_map_.empty() ? base_->classes() : static_cast<std::int64_t>(names_.size());
-  }
-  std::int64_t channels() const override { return base_->channels(); }
-  std::int64_t image_size() const override { return base_->image_size(); }
-  Image image(std::int64_t i) const override { return base_->image(at(i)); }
-  std::int64_t label(std::int64_t i) const override {
-    const std::int64_t l = base_->label(at(i));
-    return label_map_.empty() ? l : label_map_[l];
-  }
-  std::string name() const override { return name_; }
-  std::vector<std::string> class_names() const override {
-    if (!label_map_.empty()) return names_;
-    if (auto* named = dynamic_cast<const NamedDataset*>(base_.get())) return named->class_names();
-    return NamedDataset::class_names();
-  }
-  std::vector<double> pixel_mean() const override { return base_->pixel_mean(); }
-  std::vector<double> pixel_std() const override { return base_->pixel_std(); }
-
- private:
-  std::int64_t at(std::int64_t i) const {
-    if (i < 0 || i >= size())
-      throw std::out_of_range(name_ + ": item " + std::to_string(i) + " of " +
-                              std::to_string(size()));
-    return indices_[i];
-  }
-
-  std::shared_ptr<const Dataset> base_;
-  std::vector<std::int64_t> indices_;
-  std::string name_;
-  std::vector<std::int64_t> label_map_;  // base label -> label, -1 for dropped classes
-  std::vector<std::string> names_;
-};
-
 // Indices of every class, in dataset order.
 std::map<std::int64_t, std::vector<std::int64_t>> by_class(const Dataset& data) {
   std::map<std::int64_t, std::vector<std::int64_t>> groups;
@@ -102,12 +56,6 @@ std::vector<std::int64_t> all_labels(const Dataset& data) {
   std::vector<std::int64_t> labels(data.size());
   for (std::int64_t i = 0; i < data.size(); ++i) labels[i] = data.label(i);
   return labels;
-}
-
-std::shared_ptr<const Dataset> subset(std::shared_ptr<const Dataset> base,
-                                      std::vector<std::int64_t> indices, std::string what) {
-  std::string name = name_of(*base) + ", " + what;
-  return std::make_shared<SubsetDataset>(std::move(base), std::move(indices), std::move(name));
 }
 
 std::shared_ptr<const Dataset> first_n(std::shared_ptr<const Dataset> base, std::int64_t n) {
@@ -165,8 +113,8 @@ std::shared_ptr<const Dataset> filter_classes(std::shared_ptr<const Dataset> bas
     if (map[base->label(i)] >= 0) idx.push_back(i);
   std::string name = name_of(*base) + ", classes [" + list + "]" + (relabel ? " relabelled" : "");
   if (!relabel) map.clear();  // labels pass through; class names come from the base
-  return std::make_shared<SubsetDataset>(std::move(base), std::move(idx), std::move(name),
-                                         std::move(map), std::move(names));
+  return relabelled_subset(std::move(base), std::move(idx), std::move(name), std::move(map),
+                           std::move(names));
 }
 
 TrainVal split_validation(std::shared_ptr<const Dataset> base, double fraction,

@@ -21,7 +21,9 @@ class MetricsFile {
   MetricsFile(const MetricsFile&) = delete;
   MetricsFile& operator=(const MetricsFile&) = delete;
 
-  // A point of the scalar series /series/<name> (name may contain '/').
+  // A point of the scalar series /series/<name>. Names may contain '/' (nested groups) but no
+  // empty or '.'/'..' parts, and a series keeps the width of its first row: both are checked
+  // here and throw std::invalid_argument.
   void scalar(const std::string& name, std::int64_t step, double value);
   // A row of the array series /series/<name>: value shape [n, values.size()].
   void array(const std::string& name, std::int64_t step, const std::vector<double>& values);
@@ -37,9 +39,6 @@ class MetricsFile {
   void eval_scalar(const std::string& evaluator, const std::string& metric, double value);
   void eval_array(const std::string& evaluator, const std::string& metric,
                   const std::vector<double>& values, const std::vector<std::int64_t>& shape);
-
-  // Names may contain '/' (nested groups) but no empty or '.'/'..' parts; a series keeps the
-  // width of its first row. Both are checked here and throw std::invalid_argument.
 
   // Writes everything buffered. Throws std::runtime_error naming the file if it cannot (full
   // disk, ...); the previous file then stays as it was.
@@ -62,13 +61,13 @@ struct Series {
 
 class MetricsReader {
  public:
-  explicit MetricsReader(
-      const std::filesystem::path& path);  // throws naming the file if unreadable
+  // Throws naming the file if it is unreadable.
+  explicit MetricsReader(const std::filesystem::path& path);
   ~MetricsReader();
   std::vector<std::string> series_names() const;
   Series series(const std::string& name) const;
-  std::map<std::string, std::map<std::string, std::vector<double>>> eval()
-      const;  // evaluator -> metric -> values
+  // evaluator -> metric -> values
+  std::map<std::string, std::map<std::string, std::vector<double>>> eval() const;
   // Shape of one eval result (empty for a scalar); throws naming the file if it is missing.
   std::vector<std::int64_t> eval_shape(const std::string& evaluator,
                                        const std::string& metric) const;

@@ -43,8 +43,8 @@ std::vector<std::vector<double>> gaps(const std::vector<const PointRun*>& points
   return out;
 }
 
-Stat at(const std::vector<std::vector<double>>& values, std::size_t layer) {
-  return layer < values.size() ? summarize(values[layer]) : Stat{};
+MeanStd at(const std::vector<std::vector<double>>& values, std::size_t layer) {
+  return layer < values.size() ? mean_std(values[layer]) : MeanStd{};
 }
 
 const char* const kHeader[] = {"group",   "MoE layer",   "CLS corr.",       "CLS non-corr.",

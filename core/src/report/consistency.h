@@ -13,7 +13,7 @@
 namespace wb {
 
 struct LayerConsistency {
-  Stat corresponding[2], noncorresponding[2], gap[2];  // [0] CLS, [1] patch tokens
+  MeanStd corresponding[2], noncorresponding[2], gap[2];  // [0] CLS, [1] patch tokens
 };
 
 struct GroupConsistency {

@@ -1,69 +1,16 @@
 #include "report/gnuplot.h"
 
-#include <fcntl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <cctype>
-#include <cerrno>
 #include <cmath>
-#include <cstdlib>
-#include <fstream>
 #include <stdexcept>
 
 #include "config/tree.h"  // format_real
+#include "process/spawn.h"
 #include "store/atomic_file.h"
 
 namespace wb {
 
 namespace fs = std::filesystem;
-
-fs::path find_executable(const std::string& name) {
-  if (name.empty()) return {};
-  if (name.find('/') != std::string::npos)
-    return ::access(name.c_str(), X_OK) == 0 ? fs::path(name) : fs::path();
-  const char* path = std::getenv("PATH");
-  std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
-  std::size_t start = 0;
-  while (start <= dirs.size()) {
-    std::size_t end = dirs.find(':', start);
-    if (end == std::string::npos) end = dirs.size();
-    const fs::path candidate = fs::path(dirs.substr(start, end - start)) / name;
-    std::error_code ec;
-    if (end > start && fs::is_regular_file(candidate, ec) && ::access(candidate.c_str(), X_OK) == 0)
-      return candidate;
-    start = end + 1;
-  }
-  return {};
-}
-
-int run_process(const std::vector<std::string>& argv, const fs::path& cwd, const fs::path& log) {
-  if (argv.empty()) throw std::invalid_argument("run_process: empty argv");
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) return 127;
-  if (pid == 0) {  // child: only async-signal-safe calls until exec
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      ::close(fd);
-    }
-    const int null = ::open("/dev/null", O_RDONLY);
-    if (null >= 0) ::dup2(null, 0);
-    if (::chdir(cwd.c_str()) != 0) ::_exit(127);
-    ::execvp(args[0], args.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0)
-    if (errno != EINTR) return 127;
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return 127;
-}
 
 std::string gp_string(const std::string& text) {
   std::string out = "'";
@@ -106,7 +53,14 @@ std::optional<Figure> Plotter::plot(const std::string& name, const std::string& 
   write_file_atomic(dir_ / (unique + ".gp"), text);
   std::error_code ec;
   fs::remove(png, ec);
-  const int code = run_process({gnuplot_.string(), unique + ".gp"}, dir_, log);
+  ProcessSpec spec;
+  spec.argv = {gnuplot_.string(), unique + ".gp"};
+  spec.search_path = true;
+  spec.cwd = dir_;
+  spec.output = ProcessSpec::Output::File;
+  spec.output_file = log;
+  spec.null_stdin = true;
+  const int code = run_process(spec);
   std::string output;
   try {
     output = read_file(log);

@@ -10,15 +10,6 @@
 
 namespace wb {
 
-// An executable: `name` itself when it holds a '/', else the first match on PATH. Empty when
-// there is none.
-std::filesystem::path find_executable(const std::string& name);
-
-// Runs argv[0] (searched on PATH) with `cwd` as working directory, stdout and stderr going to
-// `log`. Returns the exit code, 128 + N when killed by signal N, 127 when it could not start.
-int run_process(const std::vector<std::string>& argv, const std::filesystem::path& cwd,
-                const std::filesystem::path& log);
-
 // A gnuplot string literal: single quotes, a quote doubled (no escapes are interpreted).
 std::string gp_string(const std::string& text);
 
@@ -32,7 +23,8 @@ struct Figure {
 
 class Plotter {
  public:
-  // Plots go to `dir`; `gnuplot` is the executable to run (find_executable's result).
+  // Plots go to `dir`; `gnuplot` is the executable to run (find_executable's result,
+  // process/spawn.h).
   Plotter(std::filesystem::path dir, std::filesystem::path gnuplot);
 
   // Writes <name>.dat and <name>.gp, the script prefixed with the terminal settings and

@@ -31,15 +31,15 @@ std::vector<const PointRun*> done_points(const Group& g) {
   return out;
 }
 
-Stat metric_stat(const Group& g, const std::string& metric) {
+MeanStd metric_stat(const Group& g, const std::string& metric) {
   std::vector<double> values;
   for (const auto& p : g.points)
     if (auto it = p.scalars.find(metric); it != p.scalars.end()) values.push_back(it->second);
-  return summarize(values);
+  return mean_std(values);
 }
 
 // Error bars of one seed are zero rather than missing, so the point is still drawn.
-double bar(const Stat& s) {
+double bar(const MeanStd& s) {
   return std::isfinite(s.std) ? s.std : 0.0;
 }
 
@@ -72,10 +72,10 @@ void metric_plots(const ExperimentRuns& e, const Table& table, Plotter& plotter,
     for (const auto& k : e.varied)
       if (k != key) others.push_back(k);
     for (const auto& metric : table.metrics) {
-      std::vector<std::pair<std::string, std::vector<std::pair<double, Stat>>>> lines;
+      std::vector<std::pair<std::string, std::vector<std::pair<double, MeanStd>>>> lines;
       double lo = INFINITY, hi = -INFINITY, lowest_positive = INFINITY;
       for (const auto& g : e.groups) {
-        const Stat s = metric_stat(g, metric);
+        const MeanStd s = metric_stat(g, metric);
         if (s.n == 0) continue;
         std::string label;
         for (const auto& o : others)
@@ -291,7 +291,7 @@ void load_maps(const std::vector<LabelledGroup>& groups, Plotter& plotter, Figur
           if (e < s->width)
             finals.push_back(s->values[(s->steps.size() - 1) * static_cast<std::size_t>(s->width) +
                                        static_cast<std::size_t>(e)]);
-        row.push_back(summarize(finals).mean);
+        row.push_back(mean_std(finals).mean);
       }
       any = any || !row.empty();
       experts = std::max(experts, row.size());
@@ -378,7 +378,7 @@ void consistency_plot(const Consistency& c, const std::string& prefix, Plotter& 
       for (int corr = 1; corr >= 0; --corr) {
         std::string rows;
         for (std::size_t l = 0; l < g.layers.size(); ++l) {
-          const Stat& s = corr ? g.layers[l].corresponding[t] : g.layers[l].noncorresponding[t];
+          const MeanStd& s = corr ? g.layers[l].corresponding[t] : g.layers[l].noncorresponding[t];
           rows += std::to_string(l) + " " + gp_number(s.mean) + " " + gp_number(bar(s)) + "\n";
           if (s.n > 0) top = std::max(top, s.mean + bar(s));
         }

@@ -5,6 +5,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "process/spawn.h"
 #include "report/gnuplot.h"
 #include "report/html.h"
 #include "report/plots.h"

@@ -1,30 +1,20 @@
-// Statistics of a report: mean and sample standard deviation over seeds, and training curves
-// averaged over seeds step by step.
+// Training curves of a report averaged over seeds step by step (mean and sample std: wb::mean_std,
+// workbench/stats.h, as for every other statistic of the report).
 #pragma once
 
-#include <cstddef>
 #include <cstdint>
-#include <limits>
 #include <vector>
 
 #include "h5/metrics.h"  // Series
+#include "workbench/stats.h"
 
 namespace wb {
-
-struct Stat {
-  std::size_t n = 0;
-  double mean = std::numeric_limits<double>::quiet_NaN();  // NaN when n == 0
-  double std = std::numeric_limits<double>::quiet_NaN();   // sample std (n - 1); NaN when n < 2
-};
-
-// Non-finite values (a diverged run's NaN) are left out, so one bad seed does not hide the rest.
-Stat summarize(const std::vector<double>& values);
 
 // A curve averaged over seeds: at each step recorded by any of them, the mean and sample std
 // of the seeds that recorded it (aligned by step, not by row).
 struct MeanCurve {
   std::vector<std::int64_t> steps;
-  std::vector<Stat> values;
+  std::vector<MeanStd> values;
 };
 
 // Column `column` of each series (0 for a scalar series).

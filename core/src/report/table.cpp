@@ -154,7 +154,7 @@ std::string Table::display_name(const std::string& column) const {
   return it == names.end() ? column : it->second;
 }
 
-std::string format_stat(const Stat& stat, int precision, bool show_n) {
+std::string format_stat(const MeanStd& stat, int precision, bool show_n) {
   if (stat.n == 0) return kMissing;
   std::string s = fixed(stat.mean, precision);
   if (stat.n > 1) s += " ± " + fixed(stat.std, precision + 1);
@@ -214,12 +214,12 @@ Table build_table(const std::vector<const ExperimentRuns*>& experiments,
         std::vector<double> values;
         for (const auto& p : g.points)
           if (auto it = p.scalars.find(m); it != p.scalars.end()) values.push_back(it->second);
-        row.cells.push_back({summarize(values), false, std::nullopt});
+        row.cells.push_back({mean_std(values), false, std::nullopt});
       }
       std::vector<double> seconds;
       for (const auto& p : g.points)
         if (p.done()) seconds.push_back(p.status.elapsed_seconds);
-      row.seconds = summarize(seconds);
+      row.seconds = mean_std(seconds);
       row.total = g.points.size();
       row.done = g.done();
       row.failed = g.failed();

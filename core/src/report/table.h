@@ -13,7 +13,7 @@
 namespace wb {
 
 struct Cell {
-  Stat stat;
+  MeanStd stat;
   bool best = false;
   std::optional<double> delta;  // mean minus the baseline row's mean
 };
@@ -23,7 +23,7 @@ struct TableRow {
   std::vector<std::string> keys;  // TOML literals per key column; "" when unknown
   std::vector<Cell> cells;        // per metric column
   std::size_t done = 0, total = 0, failed = 0;
-  Stat seconds;  // elapsed time of the done points
+  MeanStd seconds;  // elapsed time of the done points
   bool baseline = false;
   std::string label;  // the group's label ("α=0.3, λ=0.2"), for plots and notes
 };
@@ -61,7 +61,7 @@ Table build_table(const std::vector<const ExperimentRuns*>& experiments,
 
 // "70.70 ± 0.071" (std with one digit more than the mean), "70.70" for one seed, "—" for none;
 // " (n=2)" appended when `show_n`.
-std::string format_stat(const Stat& stat, int precision, bool show_n);
+std::string format_stat(const MeanStd& stat, int precision, bool show_n);
 // "12.3 s", "4.5 min", "1.25 h"; "—" when unknown.
 std::string format_seconds(double seconds);
 

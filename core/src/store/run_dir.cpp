@@ -7,7 +7,7 @@
 #include <stdexcept>
 
 #include "store/atomic_file.h"
-#include "store/toml_write.h"
+#include "workbench/params.h"  // toml_string
 
 namespace wb {
 

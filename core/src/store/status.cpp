@@ -1,6 +1,8 @@
 #include "store/status.h"
 
+#include <string.h>  // sigabbrev_np
 #include <toml++/toml.h>
+
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -8,7 +10,7 @@
 #include <stdexcept>
 
 #include "store/atomic_file.h"
-#include "store/toml_write.h"
+#include "workbench/params.h"  // toml_string
 
 namespace wb {
 
@@ -111,44 +113,8 @@ std::string iso8601(std::time_t time) {
 }
 
 std::string signal_name(int signal) {
-  switch (signal) {
-    case SIGHUP:
-      return "SIGHUP";
-    case SIGINT:
-      return "SIGINT";
-    case SIGQUIT:
-      return "SIGQUIT";
-    case SIGILL:
-      return "SIGILL";
-    case SIGTRAP:
-      return "SIGTRAP";
-    case SIGABRT:
-      return "SIGABRT";
-    case SIGBUS:
-      return "SIGBUS";
-    case SIGFPE:
-      return "SIGFPE";
-    case SIGKILL:
-      return "SIGKILL";
-    case SIGUSR1:
-      return "SIGUSR1";
-    case SIGSEGV:
-      return "SIGSEGV";
-    case SIGUSR2:
-      return "SIGUSR2";
-    case SIGPIPE:
-      return "SIGPIPE";
-    case SIGALRM:
-      return "SIGALRM";
-    case SIGTERM:
-      return "SIGTERM";
-    case SIGXCPU:
-      return "SIGXCPU";
-    case SIGXFSZ:
-      return "SIGXFSZ";
-    default:
-      return "signal " + std::to_string(signal);
-  }
+  const char* abbreviation = sigabbrev_np(signal);  // glibc: "KILL" for SIGKILL
+  return abbreviation ? std::string("SIG") + abbreviation : "signal " + std::to_string(signal);
 }
 
 }  // namespace wb

@@ -5,10 +5,10 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <stdexcept>
+
+#include "store/atomic_file.h"
+#include "train/model.h"
 
 namespace wb {
 
@@ -16,18 +16,21 @@ namespace fs = std::filesystem;
 
 namespace {
 
-void fsync_path(const fs::path& p, bool directory) {
-  const int fd = ::open(p.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
 at::Tensor rng_state() {
   return at::detail::getDefaultCPUGenerator().get_state();
 }
 
 }  // namespace
+
+CheckpointState checkpoint_state(Model& model, torch::optim::Optimizer* optimizer) {
+  CheckpointState state;
+  state.modules["backbone"] = model.backbone;
+  if (model.momentum) state.modules["momentum"] = model.momentum;
+  for (std::size_t i = 0; i < model.losses.size(); ++i)
+    state.modules["loss" + std::to_string(i) + "_" + model.loss_names[i]] = model.losses[i];
+  state.optimizer = optimizer;
+  return state;
+}
 
 void save_checkpoint(const fs::path& file, const CheckpointState& state) {
   torch::serialize::OutputArchive archive;
@@ -52,9 +55,8 @@ void save_checkpoint(const fs::path& file, const CheckpointState& state) {
     fs::remove(tmp, ec);
     throw std::runtime_error("cannot write checkpoint " + tmp.string() + ": " + e.what());
   }
-  fsync_path(tmp, false);
-  fs::rename(tmp, file);
-  fsync_path(file.parent_path(), true);
+  fsync_file(tmp);
+  commit_file(tmp, file);
 }
 
 std::int64_t load_checkpoint(const fs::path& file, CheckpointState& state) {

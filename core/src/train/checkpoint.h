@@ -19,6 +19,13 @@ struct CheckpointState {
   torch::optim::Optimizer* optimizer = nullptr;  // may be null (evaluation-only loads)
 };
 
+struct Model;
+
+// A model's modules under the names its checkpoints use: "backbone", "momentum" (when it has a
+// momentum encoder) and "loss<i>_<plugin>" (the i-th loss). The one place that knows them: the
+// trainer saves and resumes with it, `workbench eval` loads with it.
+CheckpointState checkpoint_state(Model& model, torch::optim::Optimizer* optimizer = nullptr);
+
 void save_checkpoint(const std::filesystem::path& file, const CheckpointState& state);
 // Restores into the given modules (and optimiser, when set); returns the step. Throws naming
 // the file when it is unreadable or does not match the model.

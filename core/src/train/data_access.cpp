@@ -53,9 +53,9 @@ class ChannelConvert final : public Dataset {
 
 }  // namespace
 
-std::shared_ptr<const Dataset> open_data(const Params& data, Split split) {
+std::shared_ptr<const Dataset> open_data(const DataSettings& data, Split split) {
   auto opened = open_dataset(data, split);
-  const std::int64_t channels = data.has("channels") ? data.integer("channels") : 0;
+  const std::int64_t channels = data.channels;
   if (channels == 0 || channels == opened->channels()) return opened;
   if ((channels != 1 && channels != 3) || (opened->channels() != 1 && opened->channels() != 3))
     throw std::runtime_error("cannot convert " + opened->describe() + " to " +
@@ -70,7 +70,7 @@ ViewRecipe make_recipe(const std::string& preset, const Params& overrides, std::
 }
 
 std::vector<ViewRecipe> train_recipes(const RunConfig& config, int views, std::int64_t size) {
-  std::string recipe = config.views.text("recipe");
+  std::string recipe = config.settings.views.recipe;
   if (recipe == "auto") recipe = views >= 2 ? "moco" : "train";
   const std::vector<std::string> presets =
       recipe == "moco" ? std::vector<std::string>{"moco1", "moco2"}

@@ -13,9 +13,9 @@
 
 namespace wb {
 
-std::shared_ptr<const Dataset> open_data(const Params& data, Split split);
-
 // Opens a split, converted to the channel count of the section's `channels` key when set.
+std::shared_ptr<const Dataset> open_data(const DataSettings& data, Split split);
+
 // A named preset with the user's overrides (only the keys set in `overrides`) at the model's
 // input size; empty mean/std normalise with the data set's own statistics.
 ViewRecipe make_recipe(const std::string& preset, const Params& overrides, std::int64_t size);

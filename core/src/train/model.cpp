@@ -16,14 +16,7 @@ namespace {
 LossRequirements merge(LossRequirements a, const LossRequirements& b) {
   a.views = std::max(a.views, b.views);
   a.labels = a.labels || b.labels;
-  if (b.momentum_encoder) {
-    if (a.momentum_encoder && a.momentum_base != b.momentum_base)
-      throw std::runtime_error("two losses ask for different momentum bases (" +
-                               std::to_string(a.momentum_base) + " and " +
-                               std::to_string(b.momentum_base) + ")");
-    a.momentum_encoder = true;
-    a.momentum_base = b.momentum_base;
-  }
+  a.momentum_encoder = a.momentum_encoder || b.momentum_encoder;
   a.freeze_patch_embedding = a.freeze_patch_embedding || b.freeze_patch_embedding;
   return a;
 }
@@ -107,6 +100,7 @@ Model build_model(const RunConfig& config, const Registry& registry, const DataS
   context.patch_grid = model.backbone->patch_grid();
   context.moe_layers = static_cast<std::int64_t>(model.backbone->moe_blocks().size());
   context.experts = model.backbone->experts();
+  context.temperature = config.settings.train.temperature;
   context.make_matcher = [&registry](const PluginRef& ref) {
     return registry.make_matcher(ref.name, ref.params);
   };
@@ -126,6 +120,14 @@ Model build_model(const RunConfig& config, const Registry& registry, const DataS
     for (auto& p : model.momentum->parameters()) p.set_requires_grad(false);
   }
   return model;
+}
+
+c10::Device pick_device(const std::string& wanted) {
+  const bool cuda = at::hasCUDA();
+  if (wanted == "cuda" && !cuda)
+    throw std::runtime_error("device = \"cuda\" but this LibTorch has no usable CUDA device");
+  if (wanted == "cuda" || (wanted == "auto" && cuda)) return c10::Device(c10::kCUDA);
+  return c10::Device(c10::kCPU);
 }
 
 }  // namespace wb

@@ -40,4 +40,7 @@ void copy_weights(const torch::nn::Module& from, torch::nn::Module& to);
 Model build_model(const RunConfig& config, const Registry& registry, const DataShape& data,
                   Communicator* comm);
 
+// "cpu" | "cuda" | "auto" (CUDA when LibTorch has a usable device): the run's device setting.
+c10::Device pick_device(const std::string& wanted);
+
 }  // namespace wb

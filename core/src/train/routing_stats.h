@@ -1,4 +1,4 @@
-// Per-MoE-layer routing statistics logged during training (methods.md §6): expert load,
+// Per-MoE-layer routing statistics logged during training (docs/methods.md §6): expert load,
 // entropies, the auxiliary losses' cv², and the dropped fraction.
 #pragma once
 

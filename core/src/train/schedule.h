@@ -1,4 +1,4 @@
-// Per-step schedules of MoCo v3 / CR-MoE training (methods.md §4).
+// Per-step schedules of MoCo v3 / CR-MoE training (docs/methods.md §4).
 #pragma once
 
 #include <cstdint>

@@ -44,16 +44,6 @@ class Accumulator {
   std::map<std::string, std::pair<double, std::int64_t>> sums_;
 };
 
-CheckpointState checkpoint_state(Model& model, torch::optim::Optimizer* optimizer) {
-  CheckpointState state;
-  state.modules["backbone"] = model.backbone;
-  if (model.momentum) state.modules["momentum"] = model.momentum;
-  for (std::size_t i = 0; i < model.losses.size(); ++i)
-    state.modules["loss" + std::to_string(i) + "_" + model.loss_names[i]] = model.losses[i];
-  state.optimizer = optimizer;
-  return state;
-}
-
 void log_routing_stats(MetricsFile& metrics, const BackboneOutput& out, std::int64_t step) {
   for (std::size_t i = 0; i < out.routings.size(); ++i) {
     const RoutingStats s = routing_stats(out.routings[i]);
@@ -103,38 +93,33 @@ std::vector<BackboneOutput> forward_views(Backbone& backbone, const Batch& batch
 
 }  // namespace
 
-TrainSettings train_settings(const RunConfig& config, std::int64_t batches_per_epoch,
-                             int world_size) {
-  const Params& t = config.train;
-  TrainSettings s;
+TrainSchedule train_schedule(const TrainSettings& t, std::int64_t batches_per_epoch) {
+  TrainSchedule s;
   s.batches_per_epoch = std::max<std::int64_t>(1, batches_per_epoch);
-  const std::int64_t steps = t.integer("steps");
-  s.total_steps =
-      steps > 0 ? steps
-                : std::max<std::int64_t>(1, std::llround(t.real("epochs") * s.batches_per_epoch));
-  s.warmup_steps = std::min<std::int64_t>(
-      s.total_steps, std::llround(t.real("warmup_epochs") * s.batches_per_epoch));
-  const std::int64_t batch = t.integer("batch");
-  s.images_per_step = batch;
-  const double scale = t.text("lr_scaling") == "linear" ? static_cast<double>(batch) / 256.0 : 1.0;
-  s.peak_lr = t.real("base_lr") * scale;
-  s.min_lr = t.real("min_lr");
-  s.weight_decay = t.real("weight_decay");
-  const auto betas = t.reals("betas");
-  if (betas.size() != 2) throw std::runtime_error("train.betas must hold two numbers");
-  s.beta1 = betas[0];
-  s.beta2 = betas[1];
-  s.clip_grad = t.real("clip_grad");
-  s.log_every = std::max<std::int64_t>(1, t.integer("log_every"));
-  s.stats_every = t.integer("stats_every");
-  s.checkpoint_every =
-      t.integer("checkpoint_every") > 0 ? t.integer("checkpoint_every") : s.batches_per_epoch;
-  (void)world_size;  // train.batch is the global batch: each rank loads batch / world_size
+  // epochs = 0 (and steps = 0) trains nothing: the initial weights ([init]) are evaluated.
+  s.total_steps = t.steps > 0 ? t.steps
+                  : t.epochs == 0
+                      ? 0
+                      : std::max<std::int64_t>(1, std::llround(t.epochs * s.batches_per_epoch));
+  s.warmup_steps =
+      std::min<std::int64_t>(s.total_steps, std::llround(t.warmup_epochs * s.batches_per_epoch));
+  s.images_per_step = t.batch;  // train.batch is the global batch: each rank loads batch / ranks
+  const double scale = t.linear_lr_scaling ? static_cast<double>(t.batch) / 256.0 : 1.0;
+  s.peak_lr = t.base_lr * scale;
+  s.min_lr = t.min_lr;
+  s.weight_decay = t.weight_decay;
+  s.beta1 = t.beta1;
+  s.beta2 = t.beta2;
+  s.clip_grad = t.clip_grad;
+  s.m0 = t.momentum;
+  s.log_every = std::max<std::int64_t>(1, t.log_every);
+  s.stats_every = t.stats_every;
+  s.checkpoint_every = t.checkpoint_every > 0 ? t.checkpoint_every : s.batches_per_epoch;
   return s;
 }
 
 StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Batch& batch,
-                      std::int64_t step, const TrainSettings& s, Communicator& comm) {
+                      std::int64_t step, const TrainSchedule& s, Communicator& comm) {
   StepResult result;
   const double lr = learning_rate(step, s.total_steps, s.warmup_steps, s.peak_lr, s.min_lr);
   for (auto& group : optimizer.param_groups())
@@ -149,7 +134,7 @@ StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Ba
   st.comm = &comm;
   if (model.momentum) {
     // Before the key forward, as MoCo v3 does.
-    const double m = momentum(step, s.total_steps, model.needs.momentum_base);
+    const double m = momentum(step, s.total_steps, s.m0);
     model.momentum_update(m);
     for (auto& loss : model.losses) loss->momentum_update(m);
     result.logged["train/momentum"] = m;
@@ -189,10 +174,10 @@ StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Ba
   return result;
 }
 
-void train(const PointContext& context, Model& model, Loader& loader, Communicator& comm,
-           c10::Device device, const TrainSettings& s, const std::filesystem::path& checkpoint) {
-  MetricsFile& metrics = *context.metrics;
-  spdlog::logger& log = *context.log;
+void train(const TrainOutput& output, Model& model, Loader& loader, Communicator& comm,
+           c10::Device device, const TrainSchedule& s, const std::filesystem::path& checkpoint) {
+  MetricsFile& metrics = *output.metrics;
+  spdlog::logger& log = *output.log;
   const std::vector<at::Tensor> params = model.trainable_parameters();
   torch::optim::AdamW optimizer(
       params,
@@ -205,7 +190,11 @@ void train(const PointContext& context, Model& model, Loader& loader, Communicat
     log.info("resumed from {} at step {}/{}", checkpoint.string(), step, s.total_steps);
   }
   metrics.truncate_after(step);
-  if (step >= s.total_steps) return;
+  if (step >= s.total_steps) {
+    // Nothing to train (epochs = 0): the checkpoint holds the initial weights for eval/export.
+    if (!std::filesystem::exists(checkpoint)) save_checkpoint(checkpoint, state);
+    return;
+  }
 
   std::int64_t epoch = step / s.batches_per_epoch;
   loader.start_epoch(epoch);
@@ -262,7 +251,7 @@ void train(const PointContext& context, Model& model, Loader& loader, Communicat
     const double step_rate = s.images_per_step / std::max(1e-9, seconds_since(step_start));
     step_start = Clock::now();
     smoothed_rate = smoothed_rate == 0 ? step_rate : 0.8 * smoothed_rate + 0.2 * step_rate;
-    if (context.progress) {
+    if (output.progress) {
       ProgressInfo info;
       info.epoch = static_cast<double>(step) / s.batches_per_epoch;
       info.step = step;
@@ -271,7 +260,7 @@ void train(const PointContext& context, Model& model, Loader& loader, Communicat
       info.images_per_second = smoothed_rate;
       const double rate = (step - first_step) / std::max(1e-9, seconds_since(run_start));
       info.eta_seconds = rate > 0 ? (s.total_steps - step) / rate : 0;
-      context.progress(info);
+      output.progress(info);
     }
     const bool stop = g_stop_requested.load();
     if (step % s.checkpoint_every == 0 || step == s.total_steps || stop) {

@@ -6,32 +6,55 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
 #include <torch/optim/optimizer.h>
 
-#include "train/execute.h"
 #include "train/model.h"
 #include "workbench/views.h"
+
+namespace spdlog {
+class logger;
+}
 
 namespace wb {
 
 class Communicator;
+class MetricsFile;
 
 // Set from a signal handler: the loop checkpoints and stops at the end of the current step.
 extern std::atomic<bool> g_stop_requested;
 
-struct TrainSettings {
-  std::int64_t total_steps = 0, warmup_steps = 0, batches_per_epoch = 1;
-  double peak_lr = 0, min_lr = 0, weight_decay = 0, beta1 = 0.9, beta2 = 0.999, clip_grad = 0;
-  std::int64_t log_every = 10, stats_every = 50, checkpoint_every = 0;
-  std::int64_t images_per_step = 0;
+// Progress as the console shows it; the point's life (run/point.h) decides how to render it.
+struct ProgressInfo {
+  double epoch = 0;
+  std::int64_t step = 0, total_steps = 0;
+  double loss = 0;
+  double images_per_second = 0;
+  double eta_seconds = 0;
 };
 
-TrainSettings train_settings(const RunConfig& config, std::int64_t batches_per_epoch,
-                             int world_size);
+// Where the training loop writes: metrics, log, progress.
+struct TrainOutput {
+  MetricsFile* metrics = nullptr;
+  spdlog::logger* log = nullptr;
+  std::function<void(const ProgressInfo&)> progress;  // may be empty
+};
+
+// The [train] settings turned into steps for one data set: how long, the learning-rate
+// schedule's ends, and how often to log and checkpoint.
+struct TrainSchedule {
+  std::int64_t total_steps = 0, warmup_steps = 0, batches_per_epoch = 1;
+  double peak_lr = 0, min_lr = 0, weight_decay = 0, beta1 = 0.9, beta2 = 0.999, clip_grad = 0;
+  double m0 = 0.99;  // momentum of the momentum encoder at step 0 (train.momentum)
+  std::int64_t log_every = 10, stats_every = 50, checkpoint_every = 0;
+  std::int64_t images_per_step = 0;  // the global batch
+};
+
+TrainSchedule train_schedule(const TrainSettings& settings, std::int64_t batches_per_epoch);
 
 struct StepResult {
   double loss = 0;
@@ -43,12 +66,12 @@ struct StepResult {
 // of every view (online, then momentum without gradients), losses, NaN check, backward,
 // gradient averaging over ranks, clipping, AdamW step.
 StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Batch& batch,
-                      std::int64_t step, const TrainSettings& settings, Communicator& comm);
+                      std::int64_t step, const TrainSchedule& schedule, Communicator& comm);
 
 // Trains until total_steps, resuming from `checkpoint` when it exists. Returns normally when
 // done; throws on NaN, on interruption (after writing a checkpoint) and on errors.
-void train(const PointContext& context, Model& model, Loader& loader, Communicator& comm,
-           c10::Device device, const TrainSettings& settings,
+void train(const TrainOutput& output, Model& model, Loader& loader, Communicator& comm,
+           c10::Device device, const TrainSchedule& schedule,
            const std::filesystem::path& checkpoint);
 
 }  // namespace wb

@@ -1,5 +1,5 @@
-// Backbone "vit": the ViT of MoCo v3 with optional MoE blocks (methods.md §1). One plugin covers
-// three models of the papers:
+// Backbone "vit": the ViT of MoCo v3 with optional MoE blocks (docs/methods.md §1). One plugin
+// covers three models of the papers:
 //   ViT-S/16     backbone = { plugin = "vit", patch = 16, dim = 384, depth = 12, heads = 6 }
 //   V-MoE-S/16   ... experts = 16, moe_every = 2 (expert_ratio 2: hidden 2 x dim)
 //                gate = { plugin = "noisy_topk", k = 2 }
@@ -7,22 +7,20 @@
 //                gate = { plugin = "fixed" }   # view i uses expert i
 // Conv patch embedding, CLS token, fixed 2-D sin-cos positions, pre-norm blocks (LayerNorm eps
 // 1e-6, qkv with bias, MLP ratio 4 with exact GELU), final norm. Initialised as MoCo v3's ViT.
+// The pieces are the SDK's (workbench/layers.h); this file assembles them.
 // Gate noise follows RoutingContext::training; stochastic depth follows the module's train() /
 // eval() state, as torch modules do.
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
-#include <torch/nn/modules/conv.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/modules/normalization.h>
 
 #include <algorithm>
 #include <cmath>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "workbench/backbone.h"
+#include "workbench/layers.h"
 #include "workbench/moe_layer.h"
 #include "workbench/plugin.h"
 
@@ -68,112 +66,6 @@ std::vector<std::int64_t> moe_placement(const wb::Params& p, std::int64_t depth,
   return blocks;
 }
 
-// Fixed 2-D sin-cos positions in MoCo v3's layout: patch (r, c) of the g x g grid gets
-// [sin(r w), cos(r w), sin(c w), cos(c w)] with w_i = 10000^(-i / (dim / 4)), i < dim / 4;
-// the CLS token gets zeros. MAE's formula is the same with the row and column halves swapped.
-at::Tensor sincos_positions(std::int64_t grid, std::int64_t dim) {
-  const auto q = dim / 4;
-  const auto f64 = at::TensorOptions().dtype(at::kDouble);
-  const at::Tensor omega = at::pow(10000.0, -at::arange(q, f64) / static_cast<double>(q));
-  const at::Tensor coord = at::arange(grid, f64);
-  const at::Tensor row = coord.repeat_interleave(grid).unsqueeze(1) * omega.unsqueeze(0);
-  const at::Tensor col = coord.repeat({grid}).unsqueeze(1) * omega.unsqueeze(0);
-  const at::Tensor patches = at::cat({row.sin(), row.cos(), col.sin(), col.cos()}, 1);
-  return at::cat({at::zeros({1, dim}, f64), patches}, 0).unsqueeze(0).to(at::kFloat);
-}
-
-void xavier_uniform_(at::Tensor w, std::int64_t fan_in, std::int64_t fan_out) {
-  const double bound = std::sqrt(6.0 / static_cast<double>(fan_in + fan_out));
-  at::NoGradGuard no_grad;
-  w.uniform_(-bound, bound);
-}
-
-torch::nn::Linear make_linear(std::int64_t in, std::int64_t out) {
-  torch::nn::Linear l(torch::nn::LinearOptions(in, out).bias(true));
-  xavier_uniform_(l->weight, in, out);
-  at::NoGradGuard no_grad;
-  l->bias.zero_();
-  return l;
-}
-
-torch::nn::LayerNorm make_norm(std::int64_t dim) {
-  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6));
-}
-
-// Stochastic depth: drops the whole residual branch of a sample with probability p.
-at::Tensor drop_path(const at::Tensor& x, double p, bool training) {
-  if (p <= 0 || !training) return x;
-  const at::Tensor keep = at::empty({x.size(0), 1, 1}, x.options()).bernoulli_(1 - p);
-  return x * keep / (1 - p);
-}
-
-class Attention : public torch::nn::Module {
- public:
-  Attention(std::int64_t dim, std::int64_t heads) : heads_(heads) {
-    qkv_ = register_module("qkv", make_linear(dim, 3 * dim));
-    // MoCo v3: q, k and v are initialised as three separate dim x dim matrices.
-    xavier_uniform_(qkv_->weight, dim, dim);
-    proj_ = register_module("proj", make_linear(dim, dim));
-  }
-
-  at::Tensor forward(const at::Tensor& x) {
-    const auto B = x.size(0), T = x.size(1), D = x.size(2), hd = D / heads_;
-    const at::Tensor qkv = qkv_->forward(x).view({B, T, 3, heads_, hd}).permute({2, 0, 3, 1, 4});
-    const at::Tensor q = qkv.select(0, 0) * (1.0 / std::sqrt(static_cast<double>(hd)));
-    const at::Tensor attn = at::softmax(at::matmul(q, qkv.select(0, 1).transpose(-2, -1)), -1);
-    const at::Tensor out = at::matmul(attn, qkv.select(0, 2)).transpose(1, 2).reshape({B, T, D});
-    return proj_->forward(out);
-  }
-
- private:
-  std::int64_t heads_;
-  torch::nn::Linear qkv_{nullptr}, proj_{nullptr};
-};
-
-class Block : public torch::nn::Module {
- public:
-  Block(std::int64_t dim, std::int64_t heads, std::int64_t hidden, double drop_path,
-        std::shared_ptr<wb::MoeLayer> moe)
-      : drop_path_(drop_path), moe_(std::move(moe)) {
-    norm1_ = register_module("norm1", make_norm(dim));
-    attn_ = register_module("attn", std::make_shared<Attention>(dim, heads));
-    norm2_ = register_module("norm2", make_norm(dim));
-    if (moe_) {
-      register_module("moe", moe_);
-    } else {
-      fc1_ = register_module("fc1", make_linear(dim, hidden));
-      fc2_ = register_module("fc2", make_linear(hidden, dim));
-    }
-  }
-
-  at::Tensor forward(at::Tensor x, const wb::RoutingContext& context,
-                     std::vector<wb::Routing>& routings) {
-    x = x + drop_path(attn_->forward(norm1_->forward(x)), drop_path_, is_training());
-    const at::Tensor h = norm2_->forward(x);
-    at::Tensor y;
-    if (moe_) {
-      auto out = moe_->forward(h, context);
-      y = out.first;
-      routings.push_back(std::move(out.second));
-    } else {
-      // fc2(gelu(fc1(h))), computed in row blocks (several times faster on the CPU).
-      const at::Tensor rows = h.reshape({-1, h.size(2)});
-      y = wb::blocked_mlp(rows, fc1_->weight.t(), fc1_->bias, fc2_->weight.t(), fc2_->bias)
-              .view(h.sizes());
-    }
-    return x + drop_path(y, drop_path_, is_training());
-  }
-
-  const std::shared_ptr<wb::MoeLayer>& moe() const { return moe_; }
-
- private:
-  double drop_path_;
-  torch::nn::LayerNorm norm1_{nullptr}, norm2_{nullptr};
-  std::shared_ptr<Attention> attn_;
-  torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
-  std::shared_ptr<wb::MoeLayer> moe_;
-};
-
 class Vit : public wb::Backbone {
  public:
   Vit(const wb::Params& p, const wb::BackboneContext& context)
@@ -200,16 +92,10 @@ class Vit : public wb::Backbone {
     if (experts_ > 0 && !context.make_gate)
       fail("experts > 0 but the context has no gate maker (BackboneContext::make_gate)");
 
-    patch_embed_ = register_module(
-        "patch_embed",
-        torch::nn::Conv2d(torch::nn::Conv2dOptions(channels_, dim_, patch_).stride(patch_)));
-    xavier_uniform_(patch_embed_->weight, channels_ * patch_ * patch_, dim_);
-    {
-      at::NoGradGuard no_grad;
-      patch_embed_->bias.zero_();
-    }
+    patch_embed_ =
+        register_module("patch_embed", std::make_shared<wb::PatchEmbed>(channels_, dim_, patch_));
     cls_ = register_parameter("cls_token", at::randn({1, 1, dim_}) * 1e-6);
-    positions_ = register_buffer("pos_embed", sincos_positions(grid_, dim_));
+    positions_ = register_buffer("pos_embed", wb::sincos_positions(grid_, dim_));
 
     const double drop = p.real("drop_path");
     std::int64_t layer = 0;
@@ -221,11 +107,11 @@ class Vit : public wb::Backbone {
             context.make_gate(wb::GateShape{dim_, experts_, layer++}));
       // Stochastic depth rises linearly over the blocks, as in MoCo v3 / timm.
       const double rate = depth > 1 ? drop * static_cast<double>(i) / double(depth - 1) : drop;
-      blocks_.push_back(
-          register_module("block" + std::to_string(i),
-                          std::make_shared<Block>(dim_, heads, mlp_hidden_, rate, std::move(moe))));
+      blocks_.push_back(register_module(
+          "block" + std::to_string(i),
+          std::make_shared<wb::Block>(dim_, heads, mlp_hidden_, rate, std::move(moe))));
     }
-    norm_ = register_module("norm", make_norm(dim_));
+    norm_ = register_module("norm", wb::layer_norm(dim_));
   }
 
   wb::BackboneOutput forward(const at::Tensor& images, const wb::RoutingContext& context) override {
@@ -235,7 +121,7 @@ class Vit : public wb::Backbone {
       fail("expects images [B, " + std::to_string(channels_) + ", " + std::to_string(size) + ", " +
            std::to_string(size) + "], got " + std::to_string(images.dim()) + " dims");
     const auto B = images.size(0);
-    at::Tensor x = patch_embed_->forward(images).flatten(2).transpose(1, 2);  // [B, N, D]
+    at::Tensor x = patch_embed_->tokens(images);  // [B, N, D]
     x = at::cat({cls_.expand({B, 1, dim_}), x}, 1) + positions_;
     wb::BackboneOutput out;
     for (auto& block : blocks_) x = block->forward(x, context, out.routings);
@@ -283,9 +169,9 @@ class Vit : public wb::Backbone {
   std::int64_t channels_, patch_, dim_, experts_;
   std::int64_t grid_ = 0, mlp_hidden_ = 0, expert_hidden_ = 0;
   std::vector<std::int64_t> moe_blocks_;
-  torch::nn::Conv2d patch_embed_{nullptr};
+  std::shared_ptr<wb::PatchEmbed> patch_embed_;
   at::Tensor cls_, positions_;
-  std::vector<std::shared_ptr<Block>> blocks_;
+  std::vector<std::shared_ptr<wb::Block>> blocks_;
   torch::nn::LayerNorm norm_{nullptr};
 };
 

@@ -30,7 +30,7 @@ class Accuracy final : public wb::Evaluator {
     wb::LoaderOptions options = ctx.loader_options();
     options.shuffle = false;
     options.drop_last = false;
-    wb::Loader loader(data, {ctx.recipe("eval", dataset_)}, options);
+    wb::Loader loader(data, {ctx.recipe("eval")}, options);
     loader.start_epoch(0);
     torch::NoGradGuard no_grad;
     ctx.backbone().eval();

@@ -1,4 +1,4 @@
-// Few-shot transfer (methods.md §7): k images per class of a data set (any [datasets.<name>]
+// Few-shot transfer (docs/methods.md §7): k images per class of a data set (any [datasets.<name>]
 // entry, or the run's own), a linear head on frozen eval-view features, top-1 on that data
 // set's test split, mean ± std over several sampling seeds. k-shot has no validation set, so the
 // head's lr and epochs are fixed parameters, not chosen.

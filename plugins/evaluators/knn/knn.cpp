@@ -1,5 +1,5 @@
 // Weighted k-nearest-neighbour classification on L2-normalised CLS features (InstDisc / MoCo
-// monitor, methods.md §7): the training features are the memory bank; each test image's k most
+// monitor, docs/methods.md §7): the training features are the memory bank; each test image's k most
 // similar bank entries vote for their class with weight exp(similarity / tau).
 #include <ATen/ATen.h>
 
@@ -8,13 +8,10 @@
 
 #include "workbench/eval_tools.h"
 #include "workbench/evaluator.h"
+#include "workbench/layers.h"
 #include "workbench/plugin.h"
 
 namespace {
-
-at::Tensor l2_normalise(const at::Tensor& x) {
-  return x / x.norm(2, {1}, /*keepdim=*/true).clamp_min(1e-12);
-}
 
 class Knn final : public wb::Evaluator {
  public:
@@ -37,7 +34,7 @@ class Knn final : public wb::Evaluator {
     if (bank.features.size(0) == 0 || queries.features.size(0) == 0)
       throw std::runtime_error("knn: empty memory bank or query set");
     const auto classes = wb::count_classes({bank.labels, queries.labels});
-    const at::Tensor bank_n = l2_normalise(bank.features.to(at::kFloat));
+    const at::Tensor bank_n = wb::l2_normalize(bank.features.to(at::kFloat));
     const auto n = queries.features.size(0);
     std::int64_t top1 = 0, top5 = 0;
     // Chunks of queries keep the similarity matrix at chunk x bank entries.
@@ -62,7 +59,7 @@ class Knn final : public wb::Evaluator {
   // Class scores [B, C] of queries [B, D] against the normalised bank [N, D].
   at::Tensor vote(const at::Tensor& bank, const at::Tensor& bank_labels, const at::Tensor& queries,
                   std::int64_t classes) const {
-    const at::Tensor similarity = at::matmul(l2_normalise(queries), bank.t());
+    const at::Tensor similarity = at::matmul(wb::l2_normalize(queries), bank.t());
     const auto k = std::min<std::int64_t>(k_, bank.size(0));
     auto [sim, idx] = similarity.topk(k, 1);
     const at::Tensor weights = (sim / tau_).exp();

@@ -1,4 +1,4 @@
-// Linear probe (methods.md §7): frozen backbone in eval mode, CLS feature, batch norm without
+// Linear probe (docs/methods.md §7): frozen backbone in eval mode, CLS feature, batch norm without
 // affine, then linear classifiers trained with SGD (momentum 0.9, no weight decay, cosine lr),
 // one per learning rate of a grid, all at once, on crop + flip views (MoCo v3's protocol; or on
 // the cached eval-view features, which is much cheaper on a CPU). The head is chosen on a
@@ -86,7 +86,7 @@ class LinearProbe final : public wb::Evaluator {
                        const std::vector<std::int64_t>& train_items, std::int64_t view) {
     auto data =
         wb::subset(ctx.dataset(dataset_, wb::Split::Train), train_items, "linear-probe train part");
-    wb::ViewRecipe recipe = ctx.recipe("train", dataset_);
+    wb::ViewRecipe recipe = ctx.recipe("train");
     recipe.scale_min = crop_scale_min_;
     wb::LoaderOptions options = ctx.loader_options();
     options.batch_size = batch_;

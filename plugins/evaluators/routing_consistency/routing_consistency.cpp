@@ -1,4 +1,4 @@
-// Routing consistency probe (CR-MoE Fig. 3, methods.md §6): two views of the same images with
+// Routing consistency probe (CR-MoE Fig. 3, docs/methods.md §6): two views of the same images with
 // colour augmentation only (no crop, no flip: token positions correspond), both through the
 // backbone in eval mode. Per MoE layer, the mean number of experts shared by the top-k sets of
 // corresponding tokens (same image, same position) and of non-corresponding tokens (image i of
@@ -44,7 +44,7 @@ class RoutingConsistency final : public wb::Evaluator {
     if (images_ < data->size())
       data =
           wb::subset(data, wb::spread_items(data->size(), images_), "routing-consistency images");
-    const wb::ViewRecipe recipe = ctx.recipe("color_only", dataset_);
+    const wb::ViewRecipe recipe = ctx.recipe("color_only");
     wb::LoaderOptions options = ctx.loader_options();
     options.shuffle = false;
     options.drop_last = false;

@@ -1,4 +1,4 @@
-// Patch gallery of one MoE layer (CR-MoE Fig. 4-6, methods.md §6): for every expert, the image
+// Patch gallery of one MoE layer (CR-MoE Fig. 4-6, docs/methods.md §6): for every expert, the image
 // patches with the highest gate weight for that expert, cut from the eval-recipe view in pixel
 // space (normalisation undone), upscaled and tiled, one row per expert.
 #include <ATen/ATen.h>
@@ -35,7 +35,7 @@ class RoutingGallery final : public wb::Evaluator {
     auto data = ctx.dataset(dataset_, split_);
     if (images_ < data->size())
       data = wb::subset(data, wb::spread_items(data->size(), images_), "routing-gallery images");
-    const wb::ViewRecipe recipe = ctx.recipe("eval", dataset_);
+    const wb::ViewRecipe recipe = ctx.recipe("eval");
     // The normalisation the loader applies: the recipe's, else the data set's own.
     const std::vector<double> mean = recipe.mean.empty() ? data->pixel_mean() : recipe.mean;
     const std::vector<double> stdev = recipe.std.empty() ? data->pixel_std() : recipe.std;

@@ -1,5 +1,5 @@
-// Expert x class routing map (MoCE Fig. 3, methods.md §6): for every MoE layer, the fraction of
-// each class's tokens (all tokens, or CLS tokens only) that have each expert among their top-k
+// Expert x class routing map (MoCE Fig. 3, docs/methods.md §6): for every MoE layer, the fraction
+// of each class's tokens (all tokens, or CLS tokens only) that have each expert among their top-k
 // choices, counted with the backbone in eval mode on eval-recipe views. Each column therefore
 // sums to k. Written as a heat map PNG per layer plus the matrix [layers, experts, classes].
 #include <ATen/ATen.h>
@@ -31,7 +31,7 @@ class RoutingMap final : public wb::Evaluator {
     wb::LoaderOptions options = ctx.loader_options();
     options.shuffle = false;
     options.drop_last = false;
-    wb::Loader loader(data, {ctx.recipe("eval", dataset_)}, options);
+    wb::Loader loader(data, {ctx.recipe("eval")}, options);
     loader.start_epoch(0);
 
     const std::int64_t classes = data->classes();

@@ -1,4 +1,4 @@
-// Semi-supervised evaluation (methods.md §7): a class-balanced fraction of the training labels
+// Semi-supervised evaluation (docs/methods.md §7): a class-balanced fraction of the training labels
 // (seeded). 1 %: linear heads on frozen features; 10 %: fine-tuning of the backbone together
 // with the first layer of the projection head (Loss::finetune_*) and a new linear head.
 // Hyper-parameters (the lr) are chosen on a class-balanced validation split drawn from the
@@ -48,12 +48,11 @@ struct Tuned {
 
 // Top-1 / top-5 (percent) of a fine-tuned model on a data set, eval-recipe views.
 std::pair<double, double> accuracy(wb::EvalContext& ctx, Tuned& tuned,
-                                   std::shared_ptr<const wb::Dataset> data,
-                                   const std::string& dataset, std::int64_t view) {
+                                   std::shared_ptr<const wb::Dataset> data, std::int64_t view) {
   wb::LoaderOptions options = ctx.loader_options();
   options.shuffle = false;
   options.drop_last = false;
-  wb::Loader loader(std::move(data), {ctx.recipe("eval", dataset)}, options);
+  wb::Loader loader(std::move(data), {ctx.recipe("eval")}, options);
   loader.start_epoch(0);
   at::NoGradGuard no_grad;
   tuned.train(false);
@@ -166,7 +165,7 @@ class SemiSupervised final : public wb::Evaluator {
     std::vector<double> val_top1;
     for (double lr : finetune_lrs_) {
       auto tuned = finetune_one(ctx, train, classes, lr);
-      val_top1.push_back(accuracy(ctx, *tuned, val, dataset_, view_).first);
+      val_top1.push_back(accuracy(ctx, *tuned, val, view_).first);
       ctx.info("semi_supervised: fine-tuned with lr " + wb::format_number(lr) + ": val top-1 " +
                wb::format_number(val_top1.back()) + " %");
       if (val_top1.back() > best_val) {
@@ -182,7 +181,7 @@ class SemiSupervised final : public wb::Evaluator {
                " is at the edge of the grid (the best rate may lie outside it: widen "
                "finetune_lrs)");
     const auto [top1, top5] =
-        accuracy(ctx, *best, ctx.dataset(dataset_, wb::Split::Test), dataset_, view_);
+        accuracy(ctx, *best, ctx.dataset(dataset_, wb::Split::Test), view_);
     wb::EvalResult r;
     r.scalars["lr_at_edge"] = edge ? 1 : 0;
     r.scalars["top1"] = top1;
@@ -232,7 +231,7 @@ class SemiSupervised final : public wb::Evaluator {
       optimizer = std::make_unique<torch::optim::AdamW>(
           params, torch::optim::AdamWOptions(lr).weight_decay(weight_decay_));
 
-    wb::ViewRecipe recipe = ctx.recipe("train", dataset_);
+    wb::ViewRecipe recipe = ctx.recipe("train");
     recipe.scale_min = crop_scale_min_;
     wb::LoaderOptions options = ctx.loader_options();
     options.batch_size = batch_;

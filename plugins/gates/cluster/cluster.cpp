@@ -1,14 +1,14 @@
-// Gate "cluster": MoCE's cluster-conditional gate (methods.md §8). The gate input is a learnable
-// embedding C[c] of the image's cluster id c, so G = TopK(softmax(W_g · C[c] + noise)) is one
-// routing per image that all its tokens share. Noise as in noisy_topk (std noise_std / E, training
-// only); importance loss (and load loss while noise is on) over the images of the batch.
+// Gate "cluster": MoCE's cluster-conditional gate (docs/methods.md §8). The gate input is a
+// learnable embedding C[c] of the image's cluster id c, so G = TopK(softmax(W_g · C[c] + noise)) is
+// one routing per image that all its tokens share. Noise as in noisy_topk (std noise_std / E,
+// training only); importance loss (and load loss while noise is on) over the images of the batch.
 #include <ATen/ATen.h>
 
 #include <cmath>
 #include <stdexcept>
 #include <string>
 
-#include "../noisy_topk/balance.h"
+#include "workbench/balance.h"
 #include "workbench/gate.h"
 #include "workbench/plugin.h"
 
@@ -47,7 +47,7 @@ class ClusterGate : public wb::Gate {
 
     const double sigma = in.training ? noise_std_ / static_cast<double>(experts_) : 0.0;
     const at::Tensor logits = embedding_.index_select(0, in.cluster.to(at::kLong)).mm(weight_.t());
-    const at::Tensor noisy = wb::gates::add_noise(logits, sigma);
+    const at::Tensor noisy = wb::add_noise(logits, sigma);
     const at::Tensor probs = at::softmax(noisy, 1);  // [B, E]
     auto [top_p, top_e] = probs.topk(k_, 1);
 
@@ -58,8 +58,8 @@ class ClusterGate : public wb::Gate {
     r.kept = at::ones_like(r.experts, r.experts.options().dtype(at::kBool));
     r.probs = probs.index_select(0, image);
     r.gates = at::zeros_like(probs).scatter(1, top_e, top_p).index_select(0, image);
-    r.aux["importance"] = wb::gates::importance_loss(probs);
-    if (sigma > 0) r.aux["load"] = wb::gates::load_loss(logits, noisy, sigma, k_);
+    r.aux["importance"] = wb::importance_loss(probs);
+    if (sigma > 0) r.aux["load"] = wb::load_loss(logits, noisy, sigma, k_);
     r.tokens = x;
     r.tokens_per_image = in.tokens_per_image;
     return r;

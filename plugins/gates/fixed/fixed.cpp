@@ -1,4 +1,4 @@
-// Gate "fixed": sep-ViT routing (CR-MoE Table 2; methods.md §3). Every token of view i goes to
+// Gate "fixed": sep-ViT routing (CR-MoE Table 2; docs/methods.md §3). Every token of view i goes to
 // expert i, in the online and the momentum encoder alike, in training and in evaluation: an
 // evaluator picks the path it measures with its `view` parameter (the view index its forward
 // passes claim), so one trained sep-ViT is evaluated on both paths. Weight 1, no auxiliary

@@ -1,14 +1,14 @@
-// Gate "noisy_topk": the V-MoE router (Riquelme et al. 2021; methods.md §2). Logits W·x without
-// bias, Gaussian noise of std noise_std / E in training, softmax, top-k; the combine weights are
-// the softmax probabilities at the chosen experts (not renormalised). Optional expert capacity
-// with V-MoE's slot order (all first choices before any second choice) and Batch Prioritized
-// Routing. Auxiliary losses: importance always, load only while noise is on.
+// Gate "noisy_topk": the V-MoE router (Riquelme et al. 2021; docs/methods.md §2). Logits W·x
+// without bias, Gaussian noise of std noise_std / E in training, softmax, top-k; the combine
+// weights are the softmax probabilities at the chosen experts (not renormalised). Optional expert
+// capacity with V-MoE's slot order (all first choices before any second choice) and Batch
+// Prioritized Routing. Auxiliary losses: importance always, load only while noise is on.
 //
-// Choices where the papers and methods.md leave room:
+// Choices where the papers and docs/methods.md leave room:
 // - W starts N(0, 1/dim) (LeCun normal, the default kernel init of V-MoE's flax Dense router);
 //   init_std overrides it, 0 gives zeros.
 // - Both losses are squared coefficients of variation with the population variance (jnp.var).
-// - Importance sums the probabilities that routed (after the noise in training), as methods.md
+// - Importance sums the probabilities that routed (after the noise in training), as docs/methods.md
 //   §2 defines it; importance = "clean" uses softmax(W·x) without noise, the V-MoE paper's
 //   definition and what its current code does.
 // - In eval (or with noise_std = 0) there is no load loss: the key is absent from Routing::aux.
@@ -26,7 +26,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "balance.h"
+#include "workbench/balance.h"
 #include "workbench/gate.h"
 #include "workbench/plugin.h"
 
@@ -105,7 +105,7 @@ class NoisyTopK : public wb::Gate {
   wb::Routing route(const at::Tensor& x, const wb::GateInput& in) override {
     const double sigma = in.training ? noise_std_ / static_cast<double>(experts_) : 0.0;
     const at::Tensor logits = x.mm(weight_.t());
-    const at::Tensor noisy = wb::gates::add_noise(logits, sigma);
+    const at::Tensor noisy = wb::add_noise(logits, sigma);
     const at::Tensor probs = at::softmax(noisy, 1);
     // Top-k of the noisy logits = top-k of the probabilities; their k-th value is also the
     // threshold of the load loss. Sorted: first choice first.
@@ -127,9 +127,8 @@ class NoisyTopK : public wb::Gate {
       r.weights = top_p;
     }
     r.aux["importance"] =
-        wb::gates::importance_loss(clean_importance_ && sigma > 0 ? at::softmax(logits, 1) : probs);
-    if (sigma > 0)
-      r.aux["load"] = wb::gates::load_loss(logits, top_logit.narrow(1, k_ - 1, 1), sigma);
+        wb::importance_loss(clean_importance_ && sigma > 0 ? at::softmax(logits, 1) : probs);
+    if (sigma > 0) r.aux["load"] = wb::load_loss(logits, top_logit.narrow(1, k_ - 1, 1), sigma);
     r.tokens = x;
     r.tokens_per_image = in.tokens_per_image;
     return r;
@@ -175,10 +174,11 @@ WORKBENCH_PLUGIN("gate noisy_topk: the V-MoE noisy top-k router") {
           ParamSpec::boolean("bpr", false,
                              "Batch Prioritized Routing: tokens with the largest routing weight "
                              "get expert slots first"),
-          ParamSpec::text("importance", "noisy",
-                          "probabilities the importance loss sums: noisy = the routing softmax "
-                          "(methods.md), clean = softmax(W·x) without the training noise (V-MoE "
-                          "paper)")
+          ParamSpec::text(
+              "importance", "noisy",
+              "probabilities the importance loss sums: noisy = the routing softmax "
+              "(docs/methods.md §2), clean = softmax(W·x) without the training noise (V-MoE "
+              "paper)")
               .one_of({"noisy", "clean"}),
           ParamSpec::optional("init_std", ParamType::Float,
                               "std of the normal initialisation of W; unset = 1/sqrt(dim) (LeCun "

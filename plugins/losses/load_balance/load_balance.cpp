@@ -1,4 +1,4 @@
-// Loss "load_balance": the MoE gates' auxiliary balancing losses (methods.md §2).
+// Loss "load_balance": the MoE gates' auxiliary balancing losses (docs/methods.md §2).
 //
 //   value = weight * sum over MoE layers of mean over views of
 //           (importance_weight * L_imp + load_weight * L_load)

@@ -1,6 +1,8 @@
-// Loss "moco": MoCo v3 (Chen, Xie and He 2021; methods.md §4). Projector and predictor heads on
-// the CLS feature, a momentum projector (EMA of the projector, updated in momentum_update), and
+// Loss "moco": MoCo v3 (Chen, Xie and He 2021; docs/methods.md §4). Projector and predictor heads
+// on the CLS feature, a momentum projector (EMA of the projector, updated in momentum_update), and
 // the symmetric contrastive loss ctr(q1, k2) + ctr(q2, k1) with keys gathered over all ranks.
+// The temperature tau is train.temperature (LossContext::temperature); the momentum m of the
+// projector's EMA comes from the trainer every step (train.momentum is its m0).
 //
 // Choices where the papers leave room:
 // - Every Linear of both heads is bias-free (MoCo v3's _build_mlp); the last BN has no affine.
@@ -10,70 +12,24 @@
 //   parameters move, as in MoCo v3); both heads run in training mode so they are never used.
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
-#include <torch/nn/modules/batchnorm.h>
-#include <torch/nn/modules/linear.h>
 
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "workbench/layers.h"
 #include "workbench/loss.h"
 #include "workbench/plugin.h"
 
 namespace {
-
-// Linear(no bias)-BN-ReLU repeated, then Linear(no bias), BN(affine=False): MoCo v3's _build_mlp.
-// Submodules are named fc<i> / bn<i> so that tests and checkpoints can address them.
-class MlpHead : public torch::nn::Module {
- public:
-  MlpHead(std::int64_t in, std::int64_t hidden, std::int64_t out, int layers) {
-    for (int i = 0; i < layers; ++i) {
-      const bool last = i == layers - 1;
-      const std::int64_t a = i == 0 ? in : hidden, b = last ? out : hidden;
-      fc_.push_back(register_module("fc" + std::to_string(i),
-                                    torch::nn::Linear(torch::nn::LinearOptions(a, b).bias(false))));
-      bn_.push_back(
-          register_module("bn" + std::to_string(i),
-                          torch::nn::BatchNorm1d(torch::nn::BatchNorm1dOptions(b).affine(!last))));
-    }
-  }
-
-  at::Tensor forward(at::Tensor x) {
-    for (std::size_t i = 0; i < fc_.size(); ++i) {
-      x = bn_[i]->forward(fc_[i]->forward(x));
-      if (i + 1 < fc_.size()) x = at::relu(x);
-    }
-    return x;
-  }
-
-  // The first Linear-BN-ReLU: where semi-supervised fine-tuning starts (MoCo v3 / SimCLR v2).
-  at::Tensor first_layer(const at::Tensor& x) {
-    return at::relu(bn_.front()->forward(fc_.front()->forward(x)));
-  }
-  std::vector<at::Tensor> first_layer_parameters() {
-    std::vector<at::Tensor> out = fc_.front()->parameters();
-    for (const auto& p : bn_.front()->parameters()) out.push_back(p);
-    return out;
-  }
-  std::int64_t first_width() const { return fc_.front()->options.out_features(); }
-
- private:
-  std::vector<torch::nn::Linear> fc_;
-  std::vector<torch::nn::BatchNorm1d> bn_;
-};
-
-// Rows scaled to unit L2 norm, as torch.nn.functional.normalize (eps 1e-12).
-at::Tensor unit_rows(const at::Tensor& x) {
-  return x / x.norm(2, {1}, /*keepdim=*/true).clamp_min(1e-12);
-}
 
 // ctr(q, k) = CE(norm(q) norm(k_all)^T / tau, own index offset by rank * B) * 2 tau, with k_all
 // the keys of every rank in rank order (constants: they come from the momentum encoder).
 // Also returns the top-1 accuracy of the positive among all keys, for the log.
 std::pair<at::Tensor, double> contrastive(const at::Tensor& q, const at::Tensor& k, double tau,
                                           wb::Communicator& comm) {
-  const at::Tensor keys = comm.all_gather(unit_rows(k).detach());
-  const at::Tensor logits = unit_rows(q).mm(keys.t()) / tau;
+  const at::Tensor keys = comm.all_gather(wb::l2_normalize(k).detach());
+  const at::Tensor logits = wb::l2_normalize(q).mm(keys.t()) / tau;
   const std::int64_t B = q.size(0);
   const at::Tensor labels =
       at::arange(B, q.options().dtype(at::kLong)) + static_cast<std::int64_t>(comm.rank()) * B;
@@ -85,19 +41,22 @@ std::pair<at::Tensor, double> contrastive(const at::Tensor& q, const at::Tensor&
 class Moco final : public wb::Loss {
  public:
   Moco(const wb::Params& p, const wb::LossContext& c)
-      : tau_(p.real("tau")),
-        m0_(p.real("momentum")),
+      : tau_(c.temperature),
         weight_(p.real("weight")),
         freeze_patches_(p.boolean("random_patch_projection")) {
+    if (!(tau_ > 0))
+      throw std::invalid_argument(
+          "loss moco: the loss context has no temperature (train.temperature)");
     const auto hidden = p.integer("hidden"), out = p.integer("out");
     const auto pred_hidden = p.maybe_integer("pred_hidden").value_or(hidden);
     if (c.feature_dim <= 0)
       throw std::invalid_argument("loss moco: the backbone reports no feature width");
     projector_ =
-        register_module("projector", std::make_shared<MlpHead>(c.feature_dim, hidden, out, 3));
-    predictor_ = register_module("predictor", std::make_shared<MlpHead>(out, pred_hidden, out, 2));
-    momentum_projector_ = register_module("momentum_projector",
-                                          std::make_shared<MlpHead>(c.feature_dim, hidden, out, 3));
+        register_module("projector", std::make_shared<wb::MlpHead>(c.feature_dim, hidden, out, 3));
+    predictor_ =
+        register_module("predictor", std::make_shared<wb::MlpHead>(out, pred_hidden, out, 2));
+    momentum_projector_ = register_module(
+        "momentum_projector", std::make_shared<wb::MlpHead>(c.feature_dim, hidden, out, 3));
     // Starts as an exact copy of the projector and is never trained by the optimiser.
     at::NoGradGuard no_grad;
     auto online = projector_->named_parameters();
@@ -111,7 +70,6 @@ class Moco final : public wb::Loss {
     wb::LossRequirements r;
     r.views = 2;
     r.momentum_encoder = true;
-    r.momentum_base = m0_;
     r.freeze_patch_embedding = freeze_patches_;
     return r;
   }
@@ -154,9 +112,9 @@ class Moco final : public wb::Loss {
   }
 
  private:
-  double tau_, m0_, weight_;
+  double tau_, weight_;
   bool freeze_patches_;
-  std::shared_ptr<MlpHead> projector_, predictor_, momentum_projector_;
+  std::shared_ptr<wb::MlpHead> projector_, predictor_, momentum_projector_;
 };
 
 }  // namespace
@@ -175,10 +133,10 @@ WORKBENCH_PLUGIN("loss moco: MoCo v3 contrastive learning") {
           ParamSpec::optional("pred_hidden", wb::ParamType::Int,
                               "hidden width of the predictor; unset = hidden (paper: 4096)")
               .at_least(1),
-          ParamSpec::real("tau", 0.2, "temperature of the contrastive loss").above(0),
-          ParamSpec::real("momentum", 0.99,
-                          "m0 of the momentum encoder; m rises to 1 on a half cosine")
-              .range(0, 1),
+          ParamSpec::moved("tau", "train.temperature",
+                           "one temperature for every contrastive term, MoCo's and OGAR's"),
+          ParamSpec::moved("momentum", "train.momentum",
+                           "the trainer owns the momentum encoder and its schedule"),
           ParamSpec::boolean("random_patch_projection", true,
                              "freeze the patch embedding at its random initialisation"),
           ParamSpec::real("weight", 1.0, "multiplies the loss").at_least(0),

@@ -1,7 +1,7 @@
 // Loss "ogar": Overlapping-based Gate Aligning Regularization (CR-MoE §3.2, eq. 6-10;
-// methods.md §5). Per MoE layer, the L2-normalised gate vectors of the online encoder (queries)
-// are pulled towards those of the momentum encoder (keys, constants) for the same image and
-// pushed away from other images':
+// docs/methods.md §5). Per MoE layer, the L2-normalised gate vectors of the online encoder
+// (queries) are pulled towards those of the momentum encoder (keys, constants) for the same image
+// and pushed away from other images':
 //
 //   L_CLS   = ctr(g_cls(view a), g_cls(view b)) over the images of the global batch
 //   L_patch = CE over images j of <q_{i,m}, k_{j, match_j(m)}> / tau (positive j = i) summed over
@@ -12,8 +12,9 @@
 //
 // The gate vector of a token is, by gate_vector: the paper's G(x) (softmax probabilities at the
 // top-k experts, 0 elsewhere; the default), the full softmax, or the gate's logits of all
-// experts (what the public reference code normalises). Each InfoNCE is multiplied by 2 tau (as
-// MoCo v3's ctr). "Symmetric over the two views" is the
+// experts (what the public reference code normalises). tau is train.temperature
+// (LossContext::temperature), the same as MoCo's as the paper says. Each InfoNCE is multiplied
+// by 2 tau (as MoCo v3's ctr). "Symmetric over the two views" is the
 // sum of both directions (queries from view 1 with keys from view 2, and the reverse), as MoCo v3
 // sums ctr(q1, k2) + ctr(q2, k1); the patch mean is taken per direction. negatives = false
 // replaces every InfoNCE by the negative cosine similarity of the positive pairs alone
@@ -30,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "workbench/layers.h"
 #include "workbench/loss.h"
 #include "workbench/plugin.h"
 
@@ -37,10 +39,6 @@ namespace {
 
 [[noreturn]] void fail(const std::string& what) {
   throw std::invalid_argument("loss ogar: " + what);
-}
-
-at::Tensor unit(const at::Tensor& x) {
-  return x / x.norm(2, {-1}, true).clamp_min(1e-12);
 }
 
 // One direction's terms in one layer: unweighted, before the 2 tau scaling is applied by caller.
@@ -54,13 +52,13 @@ class Ogar final : public wb::Loss {
   Ogar(const wb::Params& p, const wb::LossContext& c)
       : weight_(p.real("weight")),
         alpha_(p.real("alpha")),
-        tau_(p.real("tau")),
-        m0_(p.real("momentum")),
+        tau_(c.temperature),
         vector_(p.text("gate_vector")),
         mean_all_(p.text("patch_mean") == "all"),
         negatives_(p.boolean("negatives")),
         log_layers_(p.boolean("log_layers")),
         grid_(c.patch_grid) {
+    if (!(tau_ > 0)) fail("the loss context has no temperature (train.temperature)");
     if (!c.make_matcher) fail("the loss context has no matcher factory");
     matcher_ = c.make_matcher(p.plugin("matcher"));
     if (!matcher_) fail("the matcher factory returned nothing");
@@ -70,7 +68,6 @@ class Ogar final : public wb::Loss {
     wb::LossRequirements r;
     r.views = 2;
     r.momentum_encoder = true;
-    r.momentum_base = m0_;
     return r;
   }
 
@@ -196,8 +193,8 @@ class Ogar final : public wb::Loss {
     const std::int64_t B = s.online[a].cls.size(0);
     const at::Tensor& qg = gate_vectors(qr);
     const std::int64_t tpi = tokens_per_image(qr, B, qg.size(0)), N = tpi - 1;
-    const at::Tensor q = unit(per_image(qg, B, tpi));  // [B, 1 + N, E]
-    const at::Tensor k = unit(per_image(gate_vectors(kr), B, tpi)).detach();
+    const at::Tensor q = wb::l2_normalize(per_image(qg, B, tpi));  // [B, 1 + N, E]
+    const at::Tensor k = wb::l2_normalize(per_image(gate_vectors(kr), B, tpi)).detach();
     const at::Tensor q_cls = q.select(1, 0), k_cls = k.select(1, 0);  // [B, E]
     const at::Tensor q_patch = q.narrow(1, 1, N), k_patch = k.narrow(1, 1, N);
     if (!match.index.defined() || !match.valid.defined() ||
@@ -240,7 +237,7 @@ class Ogar final : public wb::Loss {
     return t;
   }
 
-  double weight_, alpha_, tau_, m0_;
+  double weight_, alpha_, tau_;
   std::string vector_;
   bool mean_all_, negatives_, log_layers_;
   std::int64_t grid_;
@@ -259,7 +256,8 @@ WORKBENCH_PLUGIN("loss ogar: CR-MoE's gate alignment regularisation") {
       {
           ParamSpec::real("weight", 0.001, "multiplies L_G (CR-MoE w_G)").at_least(0),
           ParamSpec::real("alpha", 0.3, "weight of the patch term; 1 - alpha for CLS").range(0, 1),
-          ParamSpec::real("tau", 0.2, "temperature, the same as MoCo's").above(0),
+          ParamSpec::moved("tau", "train.temperature",
+                           "CR-MoE: the same temperature as MoCo's contrastive loss"),
           ParamSpec::text("gate_vector", "sparse",
                           "sparse = probabilities at the top-k experts, 0 elsewhere (the paper's "
                           "G(x)); dense = the full softmax; logits = the gate's logits of all "
@@ -275,10 +273,8 @@ WORKBENCH_PLUGIN("loss ogar: CR-MoE's gate alignment regularisation") {
                              "similarity of the matched pairs only (Table 6)"),
           ParamSpec::plugin("matcher", wb::Kind::Matcher, "overlap",
                             "how patches of the two views are paired"),
-          ParamSpec::real("momentum", 0.99,
-                          "m0 of the momentum encoder; must equal moco's momentum (the trainer "
-                          "refuses two different values)")
-              .range(0, 1),
+          ParamSpec::moved("momentum", "train.momentum",
+                           "the trainer owns the momentum encoder and its schedule"),
           ParamSpec::boolean("log_layers", true, "also log each MoE layer's cls and patch terms"),
       },
       [](const wb::Params& p, const wb::LossContext& c) { return std::make_shared<Ogar>(p, c); });

@@ -8,14 +8,11 @@
 #include <stdexcept>
 #include <string>
 
+#include "workbench/layers.h"
 #include "workbench/matcher.h"
 #include "workbench/plugin.h"
 
 namespace {
-
-at::Tensor unit(const at::Tensor& x) {
-  return x / x.norm(2, {2}, true).clamp_min(1e-12);
-}
 
 class Fsm final : public wb::Matcher {
  public:
@@ -28,7 +25,8 @@ class Fsm final : public wb::Matcher {
       throw std::invalid_argument(std::string("matcher fsm: needs the query and key ") +
                                   (gates_ ? "gate vectors" : "patch features") + " as [B, N, D]");
     at::NoGradGuard no_grad;  // a match is a choice, not a function to differentiate
-    const at::Tensor similarity = at::bmm(unit(q.detach()), unit(k.detach()).transpose(1, 2));
+    const at::Tensor similarity =
+        at::bmm(wb::l2_normalize(q.detach()), wb::l2_normalize(k.detach()).transpose(1, 2));
     const at::Tensor index = similarity.argmax(2);
     return {index, at::ones(index.sizes(), index.options().dtype(at::kBool))};
   }

@@ -1,5 +1,5 @@
-// Matcher "overlap": OGAR's patch matching (CR-MoE §3.2, eq. 7; methods.md §5). Every query patch
-// pairs with the key patch of largest IoU in original-image coordinates (from the two views'
+// Matcher "overlap": OGAR's patch matching (CR-MoE §3.2, eq. 7; docs/methods.md §5). Every query
+// patch pairs with the key patch of largest IoU in original-image coordinates (from the two views'
 // crop boxes and flips); the pair counts only when that IoU is strictly above lambda. Depends on
 // geometry alone, so OGAR computes it once per step for all MoE layers.
 // Ties of the IoU (e.g. several key patches inside one large query patch) go to the lowest key

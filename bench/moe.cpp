@@ -1,0 +1,231 @@
+// `workbench bench moe`: is sparse dispatch as cheap as the dense MLP it replaces? Times forward +
+// backward of one MoE layer (E experts, top-k, expert hidden 4d / k; gate included, in training
+// mode) against the FLOP-matched dense MLP of hidden 4d on the same tokens, written plainly
+// (nn::Linear, GELU, nn::Linear under autograd) and as the vit backbone runs it (blocked_mlp),
+// plus two slower dispatches for contrast: the same grouping recorded by plain autograd, and
+// every expert on every token (masked).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/nn/modules/linear.h>
+
+#include <sys/resource.h>
+#include <algorithm>
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <thread>
+
+#include "bench.h"
+#include "moe/dispatch.h"
+#include "plugin/loader.h"
+#include "process/threads.h"
+#include "workbench/moe_layer.h"
+#include "workbench/registry.h"
+
+namespace wb::bench {
+
+namespace {
+
+namespace po = boost::program_options;
+
+struct Timing {
+  double forward_ms = 0, total_ms = 0;
+  double page_faults = 0;  // minor page faults per forward + backward
+};
+
+long minor_faults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
+}
+
+struct Candidate {
+  std::string name;
+  std::function<void()> forward, backward;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const auto n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Runs the candidates round-robin, so that a change in machine load hits all of them alike;
+// forward and forward + backward are timed separately, medians over the repeats.
+std::vector<Timing> measure(int warmup, int repeats, const std::vector<Candidate>& candidates) {
+  using clock = std::chrono::steady_clock;
+  const auto n = candidates.size();
+  std::vector<std::vector<double>> fwd(n), total(n);
+  std::vector<long> faults(n, 0);
+  for (int i = 0; i < warmup + repeats; ++i)
+    for (std::size_t c = 0; c < n; ++c) {
+      const long f0 = minor_faults();
+      const auto t0 = clock::now();
+      candidates[c].forward();
+      const auto t1 = clock::now();
+      candidates[c].backward();
+      const auto t2 = clock::now();
+      if (i < warmup) continue;
+      faults[c] += minor_faults() - f0;
+      fwd[c].push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      total[c].push_back(std::chrono::duration<double, std::milli>(t2 - t0).count());
+    }
+  std::vector<Timing> out;
+  for (std::size_t c = 0; c < n; ++c)
+    out.push_back({median(fwd[c]), median(total[c]), double(faults[c]) / repeats});
+  return out;
+}
+
+void clear_grads(const std::vector<at::Tensor>& tensors) {
+  for (auto t : tensors) t.mutable_grad() = at::Tensor();
+}
+
+}  // namespace
+
+int bench_moe(const std::vector<std::string>& args) {
+  int threads = 0, repeats = 10, warmup = 2;
+  std::int64_t batch = 256, tokens = 50, dim = 192, experts = 16, k = 2;
+  std::int64_t block = 0;
+  bool naive = true;
+  std::vector<std::string> plugin_paths;
+  po::options_description opts("workbench bench moe [options]");
+  opts.add_options()("help,h", "show this help")("threads", po::value(&threads)->default_value(0),
+                                                 "intra-op threads; 0 = all cores")(
+      "repeats", po::value(&repeats)->default_value(10), "timed repetitions (median reported)")(
+      "warmup", po::value(&warmup)->default_value(2), "untimed repetitions first")(
+      "batch", po::value(&batch)->default_value(256), "images")(
+      "tokens", po::value(&tokens)->default_value(50), "tokens per image")(
+      "dim", po::value(&dim)->default_value(192), "token width d")(
+      "experts", po::value(&experts)->default_value(16), "experts E")(
+      "k", po::value(&k)->default_value(2), "experts per token")(
+      "naive", po::value(&naive)->default_value(true), "also time the masked loop (slow)")(
+      "block", po::value(&block)->default_value(0),
+      "rows per block of expert work on the CPU; 0 = the library default")(
+      "plugin-path", po::value(&plugin_paths)->composing(), "extra plugin folder or file");
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(opts).run(), vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << opts;
+    return 0;
+  }
+  threads = resolve_threads(threads, 0);
+  if (repeats < 1 || batch < 1 || tokens < 1 || dim < 1 || experts < 1 || k < 1 || k > experts)
+    throw std::invalid_argument("bench moe: sizes and --repeats must be positive, k <= experts");
+  use_threads(threads);
+
+  Registry registry;
+  load_plugins(registry, plugin_paths);
+  if (!registry.find(Kind::Gate, "noisy_topk"))
+    throw std::runtime_error("bench moe: gate plugin 'noisy_topk' not found in the plugin path");
+  Params gate_params = registry.defaults(Kind::Gate, "noisy_topk");
+  gate_params.set("k", k);
+
+  const std::int64_t hidden = 2 * dim * 2 / k;  // k active experts cost one dense MLP of 4d
+  const std::int64_t T = batch * tokens;
+  const at::Tensor x = at::randn({batch, tokens, dim}).requires_grad_(true);
+  const at::Tensor probe = at::randn({batch, tokens, dim});
+  RoutingContext context;  // training: noise on, load loss computed
+
+  torch::nn::Linear fc1(dim, 4 * dim), fc2(4 * dim, dim);
+  MoeLayer layer(dim, hidden, experts,
+                 registry.make_gate("noisy_topk", gate_params, {dim, experts, 0}));
+  std::vector<at::Tensor> params = layer.parameters();
+  for (const auto& p : {x, fc1->weight, fc1->bias, fc2->weight, fc2->bias}) params.push_back(p);
+
+  at::Tensor y, aux;
+  auto dense_forward = [&] { y = fc2->forward(at::gelu(fc1->forward(x))); };
+  // The dense MLP as the vit backbone runs it: wb::blocked_mlp, rows in cache-sized blocks.
+  auto blocked_forward = [&] {
+    y = blocked_mlp(x.reshape({T, dim}), fc1->weight.t(), fc1->bias, fc2->weight.t(), fc2->bias,
+                    block)
+            .view({batch, tokens, dim});
+  };
+  auto dense_backward = [&] {
+    y.backward(probe);
+    clear_grads(params);
+  };
+  auto aux_sum = [](const Routing& r) {
+    at::Tensor s = at::zeros({});
+    for (const auto& item : r.aux) s = s + item.second;
+    return s;
+  };
+  auto route = [&] {
+    GateInput in;
+    in.image = at::arange(batch, at::kLong).repeat_interleave(tokens);
+    in.tokens_per_image = tokens;
+    in.training = true;
+    return layer.gate().route(x.reshape({T, dim}), in);
+  };
+  auto moe_forward = [&] {
+    if (block == 0) {  // the layer itself
+      auto out = layer.forward(x, context);
+      y = out.first;
+      aux = aux_sum(out.second);
+      return;
+    }
+    const Routing r = route();
+    y = moe::dispatch_combine_blocked(x.reshape({T, dim}), r, layer.w1_, layer.b1_, layer.w2_,
+                                      layer.b2_, block)
+            .view({batch, tokens, dim});
+    aux = aux_sum(r);
+  };
+  auto moe_backward = [&] {
+    torch::autograd::backward({y, aux}, {probe, at::ones({}, aux.options())});
+    clear_grads(params);
+  };
+  // The other dispatches run on the same gate and weights, from the flattened tokens.
+  using Dispatch = at::Tensor (*)(const at::Tensor&, const Routing&, const at::Tensor&,
+                                  const at::Tensor&, const at::Tensor&, const at::Tensor&);
+  auto variant = [&](Dispatch dispatch) {
+    return [&, dispatch] {
+      const Routing r = route();
+      y = dispatch(x.reshape({T, dim}), r, layer.w1_, layer.b1_, layer.w2_, layer.b2_)
+              .view({batch, tokens, dim});
+      aux = aux_sum(r);
+    };
+  };
+
+  std::vector<Candidate> candidates = {
+      {"dense MLP, plain autograd", dense_forward, dense_backward},
+      {"dense MLP, blocked (as in vit)", blocked_forward, dense_backward},
+      {"MoE layer (grouped, blocked)", moe_forward, moe_backward},
+      {"MoE, grouped, plain autograd", variant(&moe::dispatch_combine_autograd), moe_backward},
+      {"  of which the gate alone",
+       [&] {
+         const Routing r = route();
+         y = r.weights;
+         aux = aux_sum(r);
+       },
+       [&] {
+         torch::autograd::backward({y, aux}, {at::ones_like(y), at::ones({}, aux.options())});
+         clear_grads(params);
+       }},
+  };
+  if (naive)
+    candidates.push_back(
+        {"MoE, naive masked loop", variant(&moe::dispatch_combine_masked), moe_backward});
+  const std::vector<Timing> times = measure(warmup, repeats, candidates);
+
+  const double dropped =
+      1.0 - layer.forward(x, context).second.kept.to(at::kFloat).mean().item<double>();
+  std::printf(
+      "bench moe: %lld images x %lld tokens = %lld tokens, d = %lld; MoE: %lld experts, top-%lld, "
+      "expert hidden %lld, noisy_topk gate in training mode (dropped %.3f); dense MLP hidden "
+      "%lld\nfloat32, %d threads, median of %d repeats after %d warm-up, candidates "
+      "interleaved\n\n",
+      (long long)batch, (long long)tokens, (long long)T, (long long)dim, (long long)experts,
+      (long long)k, (long long)hidden, dropped, (long long)(4 * dim), threads, repeats, warmup);
+  std::printf("%-32s %11s %11s %9s %11s %12s\n", "", "forward ms", "fwd+bwd ms", "vs plain",
+              "vs blocked", "page faults");
+  for (std::size_t c = 0; c < candidates.size(); ++c)
+    std::printf("%-32s %11.1f %11.1f %8.2fx %10.2fx %12.0f\n", candidates[c].name.c_str(),
+                times[c].forward_ms, times[c].total_ms, times[c].total_ms / times[0].total_ms,
+                times[c].total_ms / times[1].total_ms, times[c].page_faults);
+  return 0;
+}
+
+}  // namespace wb::bench

@@ -1,0 +1,295 @@
+// `workbench bench step --config FILE`: images per second of one whole training step (schedules,
+// momentum update, online and momentum forwards of every view, losses, backward, AdamW) as the
+// trainer runs it (wb::train_step), on one pre-made batch so that the loader is not measured.
+// The batch is synthetic: normal pixels and MoCo-like random resized crop boxes and flips, so
+// that OGAR's overlap matching sees realistic geometry. With --without NAME the same step is
+// also timed without that loss (e.g. ogar), interleaved step by step with the full one so that
+// load changes on the machine hit both alike; the difference is that loss's cost. With --loader
+// the full step is also fed by the real loader (the configuration's data set, views and workers)
+// in blocks that alternate with blocks on the pre-made batch; each loader block restarts the
+// epoch, so its queue starts empty and any wait for a batch is inside the timed steps.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/optim/adamw.h>
+
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <thread>
+
+#include "bench.h"
+#include "config/experiment.h"
+#include "dist/communicator.h"
+#include "plugin/loader.h"
+#include "process/threads.h"
+#include "train/data_access.h"
+#include "train/model.h"
+#include "train/trainer.h"
+#include "workbench/registry.h"
+#include "workbench/views.h"
+
+namespace wb::bench {
+
+namespace {
+
+namespace po = boost::program_options;
+using Clock = std::chrono::steady_clock;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const auto n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// A RandomResizedCrop box as torchvision samples it (area scale 0.08-1, log-uniform aspect
+// 3/4-4/3, ten tries, then the whole image), in normalised coordinates.
+void crop_box(std::mt19937_64& rng, float* out) {
+  std::uniform_real_distribution<double> u(0, 1);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double area = 0.08 + 0.92 * u(rng);
+    const double ratio =
+        std::exp(std::log(3.0 / 4) + (std::log(4.0 / 3) - std::log(3.0 / 4)) * u(rng));
+    const double w = std::sqrt(area * ratio), h = std::sqrt(area / ratio);
+    if (w <= 1 && h <= 1) {
+      out[0] = static_cast<float>((1 - w) * u(rng));
+      out[1] = static_cast<float>((1 - h) * u(rng));
+      out[2] = static_cast<float>(w);
+      out[3] = static_cast<float>(h);
+      return;
+    }
+  }
+  out[0] = out[1] = 0;
+  out[2] = out[3] = 1;
+}
+
+Batch synthetic_batch(std::int64_t batch, int views, std::int64_t channels, std::int64_t size,
+                      std::int64_t classes, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  Batch b;
+  for (int v = 0; v < views; ++v) {
+    b.views.push_back(at::randn({batch, channels, size, size}));
+    ViewGeometry g{at::empty({batch, 4}, at::kFloat), at::empty({batch}, at::kBool)};
+    float* box = g.box.data_ptr<float>();
+    bool* flip = g.flip.data_ptr<bool>();
+    for (std::int64_t i = 0; i < batch; ++i) {
+      crop_box(rng, box + 4 * i);
+      flip[i] = (rng() & 1) != 0;
+    }
+    b.geometry.push_back(g);
+  }
+  b.labels = at::randint(classes, {batch}, at::kLong);
+  b.index = at::arange(batch, at::kLong);
+  return b;
+}
+
+struct Candidate {
+  std::string name;
+  Model model;
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::vector<double> seconds;
+};
+
+std::string join(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : " + ") + n;
+  return out;
+}
+
+// The full step fed by the real loader against the same step on the pre-made batch, in
+// alternating blocks (loader first). Means, not medians: a loader that starves the trainer shows
+// up as a few long waits, which a median would hide.
+void loader_comparison(const RunConfig& config, Candidate& c, const Batch& premade,
+                       const TrainSchedule& schedule, Communicator& comm, int steps, int blocks,
+                       int workers, int warmup) {
+  auto data = open_data(config.settings.data, Split::Train);
+  LoaderOptions options;
+  options.batch_size = config.settings.train.batch;
+  options.workers = workers >= 0 ? workers : config.settings.run.workers;
+  options.seed = config.settings.run.seed;
+  Loader loader(data, train_recipes(config, c.model.needs.views, data->image_size()), options);
+  double loader_s = 0, premade_s = 0;
+  std::vector<double> loader_steps, premade_steps;
+  std::int64_t step = warmup + steps, epoch = 0;
+  for (int block = 0; block < blocks; ++block) {
+    loader.start_epoch(epoch++);
+    for (int i = 0; i < steps; ++i, ++step) {
+      const auto t0 = Clock::now();
+      std::optional<Batch> b = loader.next();
+      if (!b) {
+        loader.start_epoch(epoch++);
+        b = loader.next();
+        if (!b) throw std::runtime_error("the loader gives no batch (data set smaller than one)");
+      }
+      (void)train_step(c.model, *c.optimizer, *b, step, schedule, comm);
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      loader_s += s;
+      loader_steps.push_back(s);
+    }
+    for (int i = 0; i < steps; ++i, ++step) {
+      const auto t0 = Clock::now();
+      (void)train_step(c.model, *c.optimizer, premade, step, schedule, comm);
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      premade_s += s;
+      premade_steps.push_back(s);
+    }
+  }
+  const double n = static_cast<double>(steps) * blocks;
+  std::printf("\nreal loader (%s, %d workers) against the pre-made batch, %d blocks of %d steps:\n",
+              data->describe().c_str(), options.workers, blocks, steps);
+  std::printf("| fed by | ms per step (mean) | ms per step (median) |\n|---|---|---|\n");
+  std::printf("| loader | %.1f | %.1f |\n", 1e3 * loader_s / n, 1e3 * median(loader_steps));
+  std::printf("| pre-made batch | %.1f | %.1f |\n", 1e3 * premade_s / n,
+              1e3 * median(premade_steps));
+  std::printf("loader_ratio %.3f\n", loader_s / premade_s);
+}
+
+}  // namespace
+
+int bench_step(const Args& args) {
+  po::options_description opts("workbench bench step --config FILE [options]");
+  std::string file, profile;
+  std::vector<std::string> sets, plugin_paths, without;
+  int steps = 20, warmup = 3, threads = 0, workers = -1, blocks = 3;
+  bool with_loader = false;
+  std::int64_t point_index = 0;
+  opts.add_options()("help,h", "show this help")(
+      "config", po::value(&file), "experiment file; its first point is timed (see --point)")(
+      "point", po::value(&point_index), "0-based index of the point to time (default 0)")(
+      "profile", po::value(&profile), "apply [profile.NAME] of the file first")(
+      "set", po::value(&sets)->composing(), "key=value override, as for 'workbench run'")(
+      "steps", po::value(&steps), "timed steps (default 20); the median is reported")(
+      "warmup", po::value(&warmup), "untimed steps first (default 3)")(
+      "threads", po::value(&threads), "intra-op threads (default: all cores)")(
+      "without", po::value(&without)->composing(),
+      "also time the step without this loss plugin (repeatable), interleaved with the full one")(
+      "plugin-path", po::value(&plugin_paths)->composing(), "extra plugin folder or file")(
+      "loader", po::bool_switch(&with_loader),
+      "also time the full step fed by the real loader against the pre-made batch")(
+      "workers", po::value(&workers), "loader threads for --loader (default: the config's)")(
+      "blocks", po::value(&blocks), "--loader: alternating blocks of --steps steps each (3)");
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(opts).run(), vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << opts;
+    return 0;
+  }
+  if (file.empty()) {
+    std::cerr << "error: bench step needs --config FILE\n" << opts;
+    return 2;
+  }
+  if (steps < 1 || warmup < 0) throw std::invalid_argument("--steps must be >= 1, --warmup >= 0");
+  threads = resolve_threads(threads, 0);
+  use_threads(threads);
+
+  Registry registry;
+  load_plugins(registry, plugin_paths);
+  const Experiment experiment = load_experiment(file, registry, {sets, profile});
+  if (point_index < 0 || point_index >= static_cast<std::int64_t>(experiment.points.size()))
+    throw std::invalid_argument("--point " + std::to_string(point_index) + ": " + file + " has " +
+                                std::to_string(experiment.points.size()) + " points");
+  const Point& point = experiment.points[static_cast<std::size_t>(point_index)];
+  const RunConfig& base = point.config;
+
+  // The image shape: the data section's image_size / channels where set, else the data set's
+  // native shape (Fashion-MNIST / IDX 28 px grey, CIFAR 32 px colour).
+  const DataSettings& dset = base.settings.data;
+  const bool grey = dset.dataset == "fashion_mnist" || dset.dataset == "idx";
+  std::int64_t size = dset.image_size;
+  if (size <= 0) size = grey ? 28 : 32;
+  std::int64_t channels = dset.channels;
+  if (channels <= 0) channels = grey ? 1 : 3;
+  const DataShape shape{channels, size, 10};
+  auto comm = make_single_process_communicator();
+
+  std::vector<std::unique_ptr<Candidate>> candidates;
+  auto add = [&](const std::string& name, RunConfig config) {
+    at::manual_seed(config.settings.run.seed);
+    auto c = std::make_unique<Candidate>();
+    c->name = name;
+    c->model = build_model(config, registry, shape, comm.get());
+    c->model.train(true);
+    const TrainSchedule s = train_schedule(config.settings.train, 1000);
+    c->optimizer = std::make_unique<torch::optim::AdamW>(c->model.trainable_parameters(),
+                                                         torch::optim::AdamWOptions(s.peak_lr)
+                                                             .betas({s.beta1, s.beta2})
+                                                             .weight_decay(s.weight_decay));
+    candidates.push_back(std::move(c));
+  };
+  std::vector<std::string> loss_names;
+  for (const auto& l : base.losses) loss_names.push_back(l.plugin);
+  add(join(loss_names), base);
+  for (const auto& name : without) {
+    RunConfig reduced = base;
+    const auto before = reduced.losses.size();
+    reduced.losses.erase(std::remove_if(reduced.losses.begin(), reduced.losses.end(),
+                                        [&](const PluginConfig& l) { return l.plugin == name; }),
+                         reduced.losses.end());
+    if (reduced.losses.size() == before)
+      throw std::invalid_argument("--without " + name + ": the configuration has no such loss");
+    std::vector<std::string> kept;
+    for (const auto& l : reduced.losses) kept.push_back(l.plugin);
+    add(join(kept) + " (without " + name + ")", reduced);
+  }
+
+  int views = 1;
+  for (const auto& c : candidates) views = std::max(views, c->model.needs.views);
+  const std::int64_t batch = base.settings.train.batch;
+  const Batch data = synthetic_batch(batch, views, channels, size, 10, 1234);
+  TrainSchedule schedule = train_schedule(base.settings.train, 1000);
+  schedule.total_steps = std::max<std::int64_t>(schedule.total_steps, warmup + steps + 1);
+  schedule.warmup_steps = 0;
+
+  const ModelCost cost = candidates.front()->model.backbone->cost();
+  std::printf("config: %s, point %lld of %zu (%s)\n", file.c_str(),
+              static_cast<long long>(point_index), experiment.points.size(), point.label.c_str());
+  std::printf(
+      "backbone %s: %.2f M parameters, %.1f M MACs per image; batch %lld x %d views of "
+      "%lldx%lld; %d threads; %d warm-up + %d timed steps, median\n",
+      base.backbone.plugin.c_str(), cost.parameters / 1e6, cost.flops_per_image / 1e6,
+      static_cast<long long>(batch), views, static_cast<long long>(size),
+      static_cast<long long>(size), threads, warmup, steps);
+  std::fflush(stdout);
+
+  for (int i = 0; i < warmup + steps; ++i)
+    for (auto& c : candidates) {
+      const auto t0 = Clock::now();
+      (void)train_step(c->model, *c->optimizer, data, i, schedule, *comm);
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (i >= warmup) c->seconds.push_back(s);
+    }
+
+  std::printf("\n| losses | ms per step (median) | images/s |\n|---|---|---|\n");
+  for (const auto& c : candidates) {
+    const double m = median(c->seconds);
+    std::printf("| %s | %.1f | %.1f |\n", c->name.c_str(), 1e3 * m, batch / m);
+  }
+  // A loss's cost: the median of the step-by-step differences (full minus reduced, timed back to
+  // back), which cancels slow drifts of the machine's load better than a difference of medians.
+  const double full = median(candidates.front()->seconds);
+  for (std::size_t i = 1; i < candidates.size(); ++i) {
+    std::vector<double> diff;
+    for (std::size_t j = 0; j < candidates[i]->seconds.size(); ++j)
+      diff.push_back(candidates.front()->seconds[j] - candidates[i]->seconds[j]);
+    std::sort(diff.begin(), diff.end());
+    const double d = median(diff), lo = diff[diff.size() / 4], hi = diff[(3 * diff.size()) / 4];
+    std::printf(
+        "cost of %s: %.1f ms per step = %.2f %% of the full step (median of paired differences; "
+        "quartiles %.1f / %.1f ms)\n",
+        without[i - 1].c_str(), 1e3 * d, 100 * d / full, 1e3 * lo, 1e3 * hi);
+  }
+  std::printf("images_per_s %.2f\n", batch / full);
+  if (with_loader)
+    loader_comparison(base, *candidates.front(), data, schedule, *comm, steps, blocks, workers,
+                      warmup);
+  return 0;
+}
+
+}  // namespace wb::bench

@@ -1,0 +1,76 @@
+// Loss plugins read the outputs of a training step (every view through the online encoder and,
+// when asked for, through the momentum encoder) and return their weighted contribution.
+#pragma once
+
+#include <torch/nn/module.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "workbench/backbone.h"
+#include "workbench/batch.h"
+#include "workbench/comm.h"
+#include "workbench/matcher.h"
+#include "workbench/params.h"
+
+namespace wb {
+
+// What a loss needs from the trainer. The trainer takes the union over all losses.
+struct LossRequirements {
+  int views = 1;                        // augmented views per image (MoCo: 2)
+  bool labels = false;                  // needs class labels (supervised)
+  bool momentum_encoder = false;        // needs the EMA encoder's outputs for every view
+                                        // (its momentum m0 is train.momentum, the trainer's)
+  bool freeze_patch_embedding = false;  // random patch projection
+};
+
+using MatcherMaker = std::function<std::shared_ptr<Matcher>(const PluginRef&)>;
+
+struct LossContext {
+  std::int64_t feature_dim = 0;
+  std::int64_t classes = 0;
+  std::int64_t patch_grid = 0;
+  std::int64_t moe_layers = 0;
+  std::int64_t experts = 0;
+  double temperature = 0;  // train.temperature: the tau of every contrastive term (> 0)
+  MatcherMaker make_matcher;
+  Communicator* comm = nullptr;  // never null when the loss is used
+};
+
+struct StepState {
+  const Batch* batch = nullptr;
+  std::vector<BackboneOutput> online;    // one per view, with gradients
+  std::vector<BackboneOutput> momentum;  // one per view (no gradients) or empty
+  std::int64_t step = 0, total_steps = 1;
+  double progress = 0;  // step / total_steps in [0, 1]
+  Communicator* comm = nullptr;
+};
+
+struct LossResult {
+  at::Tensor value;                       // weighted scalar added to the total loss
+  std::map<std::string, double> metrics;  // logged as "<loss>/<metric>", e.g. unweighted terms
+};
+
+class Loss : public torch::nn::Module {
+ public:
+  virtual LossRequirements requirements() const = 0;
+  virtual LossResult compute(const StepState& state) = 0;
+  // Called every step, before the key forward, with the current momentum m (MoCo's heads).
+  virtual void momentum_update(double /*m*/) {}
+  // Self-supervised heads that fine-tuning starts from (semi-supervised 10 %: MoCo's projector
+  // up to its first layer, Linear-BN-ReLU). finetune_dim() is 0 when the loss has none;
+  // finetune_forward maps the image feature [B, D] to [B, finetune_dim()], with gradients.
+  virtual std::int64_t finetune_dim() const { return 0; }
+  virtual at::Tensor finetune_forward(const at::Tensor& /*cls*/) { return {}; }
+  virtual std::vector<at::Tensor> finetune_parameters() { return {}; }
+
+  // Losses that train a classifier say so and give class logits from the image feature.
+  virtual bool classifies() const { return false; }
+  virtual at::Tensor predict(const BackboneOutput& /*features*/) { return {}; }
+};
+
+}  // namespace wb

@@ -1,0 +1,271 @@
+#include "run/point.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <stdexcept>
+
+#include "config/run_config.h"
+#include "eval/evaluate.h"
+#include "h5/metrics.h"
+#include "plugin/loader.h"
+#include "process/logging.h"
+#include "process/spawn.h"
+#include "process/threads.h"
+#include "run/progress.h"
+#include "store/run_dir.h"
+#include "store/status.h"
+#include "train/train_point.h"
+#include "workbench/registry.h"
+
+namespace wb {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void add_unique(std::vector<std::string>& list, const std::vector<std::string>& more) {
+  for (const auto& name : more)
+    if (std::find(list.begin(), list.end(), name) == list.end()) list.push_back(name);
+}
+
+// Ranks 1..n-1 of a point trained by several processes: children of rank 0, in the same process
+// group (so the sweep's signals reach them), each logging to <run>/rank<r>/run.log.
+class Ranks {
+ public:
+  explicit Ranks(const PointOptions& point) {
+    std::error_code ec;
+    std::filesystem::remove(point.dir / "c10d.store",
+                            ec);  // a stale store would hang the rendezvous
+    for (int r = 1; r < point.nproc; ++r) {
+      PointOptions rank = point;
+      rank.rank = r;
+      ProcessSpec spec;
+      spec.argv = point_command("/proc/self/exe", rank);
+      try {
+        pids_.push_back(spawn_process(spec).pid);
+      } catch (const std::exception& e) {
+        throw std::runtime_error("cannot start rank " + std::to_string(r) + ": " + e.what());
+      }
+    }
+  }
+  // Waits for every rank; returns a message for each one that failed.
+  std::vector<std::string> wait() {
+    std::vector<std::string> failed;
+    for (std::size_t i = 0; i < pids_.size(); ++i)
+      if (!wait_process(pids_[i]).ok())
+        failed.push_back("rank " + std::to_string(i + 1) + " failed (see its run.log in rank" +
+                         std::to_string(i + 1) + "/)");
+    pids_.clear();
+    return failed;
+  }
+  ~Ranks() {  // rank 0 failed: the others would wait for it in a collective forever
+    for (pid_t pid : pids_) kill(pid, SIGTERM);
+    for (pid_t pid : pids_) wait_process(pid);
+  }
+  Ranks(const Ranks&) = delete;
+  Ranks& operator=(const Ranks&) = delete;
+
+ private:
+  std::vector<pid_t> pids_;
+};
+
+// Shows progress on stdout and keeps run.log and status.toml's step/total current.
+class Progress {
+ public:
+  Progress(const RunPaths& paths, RunStatus& status, spdlog::logger& file_log)
+      : paths_(paths),
+        status_(status),
+        file_log_(file_log),
+        printer_(stdout, isatty(STDOUT_FILENO) != 0, isatty(STDOUT_FILENO) ? 0.5 : 5.0) {}
+
+  void operator()(const ProgressInfo& p) {
+    const double now = std::chrono::duration<double>(Clock::now() - start_).count();
+    const bool last = p.total_steps > 0 && p.step >= p.total_steps;
+    const std::string line =
+        format_progress(p.epoch, p.step, p.total_steps, p.loss, p.images_per_second, p.eta_seconds);
+    printer_.update(line, now, last);
+    if (!last && now - last_saved_ < 5.0) return;
+    last_saved_ = now;
+    file_log_.info("{}", line);
+    status_.step = p.step;
+    status_.total_steps = p.total_steps;
+    try {
+      write_status(paths_.status, status_);
+    } catch (const std::exception& e) {
+      file_log_.warn("{}", e.what());  // progress bookkeeping must not stop training
+    }
+  }
+  void end_line() { printer_.end_line(); }
+
+ private:
+  const RunPaths& paths_;
+  RunStatus& status_;
+  spdlog::logger& file_log_;
+  ProgressPrinter printer_;
+  Clock::time_point start_ = Clock::now();
+  double last_saved_ = 0;
+};
+
+void warn_about(spdlog::logger& log, const PluginLoader& loader, const RunConfig& config) {
+  for (const auto& f : loader.failures())
+    log.warn("plugin library {} not loaded: {}", f.path, f.reason);
+  for (const auto& note : config.migrated) log.warn("{}", note);
+}
+
+// Rank r > 0: trains alongside rank 0 in <run>/rank<r>, writes nothing else of the run.
+int rank_main(const PointOptions& point) {
+  const std::filesystem::path own = point.dir / ("rank" + std::to_string(point.rank));
+  std::filesystem::create_directories(own);
+  const RunLog log = open_run_log(own / "run.log", "rank", false);
+  try {
+    Registry registry;
+    load_plugins(registry, point.plugin_paths);
+    const RunConfig config = load_run_config(RunPaths(point.dir).config, registry);
+    const int threads = std::max(1, point.threads);
+    use_threads(threads);
+    MetricsFile metrics(own / "metrics.h5");
+    TrainContext context;
+    context.dir = own;
+    context.config = &config;
+    context.registry = &registry;
+    context.output.metrics = &metrics;
+    context.output.log = log.log.get();
+    context.threads = threads;
+    context.rank = point.rank;
+    context.world = point.nproc;
+    context.store = point.dir / "c10d.store";
+    train_point(context);
+    metrics.flush();
+    return 0;
+  } catch (const std::exception& e) {
+    log.log->error("{}", e.what());
+    return 1;
+  }
+}
+
+// The parts of status.toml the point sets when it ends.
+void finish(RunStatus& status, RunState state, Clock::time_point start) {
+  status.state = state;
+  status.finished = now_iso8601();
+  status.elapsed_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+}  // namespace
+
+std::vector<std::string> point_command(const std::string& exe, const PointOptions& options) {
+  std::vector<std::string> argv = {exe,
+                                   "_point",
+                                   options.dir.string(),
+                                   "--threads",
+                                   std::to_string(options.threads),
+                                   "--nproc",
+                                   std::to_string(options.nproc),
+                                   "--rank",
+                                   std::to_string(options.rank)};
+  for (const auto& p : options.plugin_paths) {
+    argv.push_back("--plugin-path");
+    argv.push_back(p);
+  }
+  return argv;
+}
+
+int point_main(const PointOptions& point) {
+  if (point.threads > 0) use_threads(point.threads);
+  if (point.nproc < 1 || point.rank < 0 || point.rank >= point.nproc)
+    throw std::runtime_error("--rank must lie in [0, --nproc)");
+  if (point.rank > 0) return rank_main(point);
+
+  const auto start = Clock::now();
+  const RunPaths paths(point.dir);
+  if (!std::filesystem::is_directory(paths.dir))
+    throw std::runtime_error("no run directory " + paths.dir.string());
+  RunStatus status;
+  try {
+    status = read_status(paths.status);
+  } catch (const std::exception&) {
+    // A damaged status file is rewritten below.
+  }
+  RunLog log;
+  try {
+    log = open_run_log(paths.log, "point");
+    Registry registry;
+    const PluginLoader loader = load_plugins(registry, point.plugin_paths);
+    const RunConfig config = load_run_config(paths.config, registry);
+    warn_about(*log.log, loader, config);
+    const int threads = resolve_threads(point.threads, config.settings.run.threads);
+    if (point.threads <= 0) use_threads(threads);
+
+    status.state = RunState::Running;
+    status.error.clear();
+    status.signal.clear();
+    status.exit_code = 0;
+    status.pid = getpid();
+    status.started = now_iso8601();
+    status.finished.clear();
+    status.elapsed_seconds = 0;
+    write_status(paths.status, status);
+    log.log->info("point {} (pid {}, {} threads)", paths.dir.string(), getpid(), threads);
+
+    MetricsFile metrics(paths.metrics);
+    Progress progress(paths, status, *log.file_only);
+    TrainContext context;
+    context.dir = paths.dir;
+    context.config = &config;
+    context.registry = &registry;
+    context.output.metrics = &metrics;
+    context.output.log = log.log.get();
+    context.output.progress = [&progress](const ProgressInfo& p) { progress(p); };
+    context.threads = threads;
+    context.world = point.nproc;
+    context.store = paths.dir / "c10d.store";
+    std::unique_ptr<Ranks> ranks;
+    if (point.nproc > 1) {
+      log.log->info("starting {} more ranks", point.nproc - 1);
+      PointOptions others = point;
+      others.threads = threads;  // as resolved here
+      ranks = std::make_unique<Ranks>(others);
+    }
+    TrainedPoint trained = train_point(context);
+    if (ranks)
+      for (const auto& message : ranks->wait()) throw std::runtime_error(message);
+    progress.end_line();
+
+    // The ranks' weights are the same: rank 0 alone evaluates.
+    Evaluation evaluation;
+    evaluation.dir = paths.dir;
+    evaluation.config = &config;
+    evaluation.registry = &registry;
+    evaluation.metrics = &metrics;
+    evaluation.log = log.log.get();
+    evaluation.threads = threads;
+    evaluation.cache_tag = "step" + std::to_string(trained.steps);
+    evaluate_point(evaluation, trained.model, trained.device);
+    metrics.flush();  // here rather than in the destructor, so that a failure is reported
+
+    finish(status, RunState::Done, start);
+    add_unique(status.evaluators_done, evaluator_names(config));
+    write_status(paths.status, status);
+    log.log->info("done in {:.1f} s", status.elapsed_seconds);
+    return 0;
+  } catch (const std::exception& e) {
+    if (log.log)
+      log.log->error("{}", e.what());
+    else
+      std::cerr << "error: " << e.what() << "\n";
+    status.error = e.what();
+    finish(status, RunState::Failed, start);
+    try {
+      write_status(paths.status, status);
+    } catch (const std::exception& e2) {
+      std::cerr << "error: " << e2.what() << "\n";  // the parent records the exit code instead
+    }
+    return 1;
+  }
+}
+
+}  // namespace wb

@@ -1,0 +1,135 @@
+#include "train/train_point.h"
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include <unistd.h>
+
+#include <csignal>
+#include <ctime>
+#include <stdexcept>
+
+#include "data/subset.h"
+#include "dist/communicator.h"
+#include "h5/metrics.h"
+#include "train/data_access.h"
+#include "weights/init.h"
+#include "workbench/plugin.h"
+#include "workbench/registry.h"
+#include "workbench/version.h"
+
+namespace wb {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+void on_stop_signal(int) {
+  g_stop_requested.store(true);
+}
+
+std::string format_count(double n) {
+  char buf[32];
+  if (n >= 1e9)
+    std::snprintf(buf, sizeof buf, "%.2f G", n / 1e9);
+  else if (n >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.2f M", n / 1e6);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f", n);
+  return buf;
+}
+
+}  // namespace
+
+TrainedPoint train_point(const TrainContext& context) {
+  const RunConfig& config = *context.config;
+  const Settings& settings = config.settings;
+  spdlog::logger& log = *context.output.log;
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGINT, on_stop_signal);
+
+  const std::uint64_t seed = settings.run.seed;
+  at::manual_seed(seed);  // the same initial weights on every rank
+  c10::Device device = pick_device(settings.run.device);
+  if (device.is_cuda() && context.world > 1)
+    device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(
+                                         context.rank % std::max<int>(1, at::getNumGPUs())));
+  std::unique_ptr<Communicator> comm =
+      context.world > 1
+          ? make_c10d_communicator(context.store.string(), context.rank, context.world, device)
+          : make_single_process_communicator();
+
+  auto train_data = open_data(settings.data, Split::Train);
+  if (context.world > 1) {
+    // Rank r trains on images r, r + world, ...: the global batch is split between the ranks.
+    std::vector<std::int64_t> mine;
+    for (std::int64_t i = context.rank; i < train_data->size(); i += context.world)
+      mine.push_back(i);
+    train_data = data::subset(
+        train_data, std::move(mine),
+        "rank " + std::to_string(context.rank) + " of " + std::to_string(context.world));
+  }
+  log.info("data: {}", train_data->describe());
+  DataShape shape{train_data->channels(), train_data->image_size(), train_data->classes()};
+  Model model = build_model(config, *context.registry, shape, comm.get());
+  const fs::path checkpoint = context.dir / "checkpoints" / "last.pt";
+  if (!fs::exists(checkpoint)) apply_init(config.init, model, log);  // a resume keeps its weights
+  model.to(device);
+  const ModelCost cost = model.backbone->cost();
+  log.info(
+      "backbone {}: {} parameters ({} active per token), {}MACs per image (the papers' "
+      "FLOPs)",
+      config.backbone.plugin, format_count(cost.parameters), format_count(cost.active_parameters),
+      format_count(cost.flops_per_image));
+
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  const std::time_t now = std::time(nullptr);
+  char started[32];
+  std::strftime(started, sizeof started, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  std::map<std::string, std::string> provenance{
+      {"workbench_version", WORKBENCH_VERSION},
+      {"git_commit", WORKBENCH_GIT_COMMIT},
+      {"experiment", context.dir.parent_path().filename().string()},
+      {"point_id", context.dir.filename().string()},
+      {"hostname", host},
+      {"started", started},
+      {"torch_version", WORKBENCH_TORCH_VERSION},
+      {"device", device.str()},
+      {"seed", std::to_string(seed)},
+      {"threads", std::to_string(context.threads)},
+      {"processes", std::to_string(context.world)},
+      {"parameters", std::to_string(cost.parameters)},
+      {"active_parameters", std::to_string(cost.active_parameters)},
+      {"macs_per_image", std::to_string(static_cast<std::int64_t>(cost.flops_per_image))}};
+  context.output.metrics->set_config(config.toml);
+  context.output.metrics->set_provenance(provenance);
+
+  const std::vector<ViewRecipe> recipes =
+      train_recipes(config, model.needs.views, train_data->image_size());
+  LoaderOptions options;
+  const std::int64_t global_batch = settings.train.batch;
+  if (global_batch % context.world != 0)
+    throw std::runtime_error("train.batch = " + std::to_string(global_batch) +
+                             " cannot be split evenly between " + std::to_string(context.world) +
+                             " processes");
+  options.batch_size = global_batch / context.world;
+  options.workers = settings.run.workers;
+  options.seed = seed;
+  Loader loader(train_data, recipes, options);
+  // Gate noise and other random draws differ between ranks, as they would across GPUs.
+  if (context.world > 1) at::manual_seed(seed * 1000003 + static_cast<std::uint64_t>(context.rank));
+  const TrainSchedule schedule = train_schedule(settings.train, loader.batches_per_epoch());
+  log.info("training: {} steps ({} per epoch), batch {}, peak lr {:.3g}, warmup {} steps",
+           schedule.total_steps, schedule.batches_per_epoch, options.batch_size, schedule.peak_lr,
+           schedule.warmup_steps);
+  train(context.output, model, loader, *comm, device, schedule, checkpoint);
+  TrainedPoint out;
+  out.model = std::move(model);
+  out.device = device;
+  out.comm = std::move(comm);
+  out.steps = schedule.total_steps;
+  return out;
+}
+
+}  // namespace wb

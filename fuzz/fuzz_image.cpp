@@ -1,0 +1,30 @@
+// Fuzz target: the JPEG and PNG decoders (data/codec.cpp) and the resize that follows them when
+// a folder is read. Input: 1 byte min_side (mod 65; the JPEG decoder's DCT scaling), then the
+// image file.
+// Findings: crashes, sanitizer reports (an allocation beyond -malloc_limit_mb included), an
+// exception other than std::runtime_error, and an image whose buffer does not match its shape.
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "data/codec.h"
+#include "data/image_ops.h"
+#include "fuzz_files.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size < 1) return 0;
+  const std::int64_t min_side = data[0] % 65;
+  wb::Image img;
+  try {
+    img = wb::data::decode_image(data + 1, size - 1, "fuzz", min_side);
+  } catch (const std::runtime_error&) {
+    return 0;
+  }
+  if (img.channels != 3 || img.height <= 0 || img.width <= 0 ||
+      img.pixels.size() != static_cast<std::size_t>(img.height * img.width * 3))
+    wbfuzz::broken("decoded buffer does not match its shape");
+  const wb::Image square = wb::data::resize_center_square(img, 8);
+  if (square.height != 8 || square.width != 8 || square.pixels.size() != 8 * 8 * 3)
+    wbfuzz::broken("resize_center_square gave the wrong shape");
+  return 0;
+}
