@@ -121,7 +121,7 @@ TEST_CASE("ogar gradients: autograd equals central differences of the reference,
 
 TEST_CASE(
     "ogar gradients: sparse gate vectors leave unchosen logits untouched, chosen ones sum "
-    "to zero; dense ones reach every logit") {
+    "to zero, dense ones reach every logit") {
   LogitStep step(22);
   OgarSettings s;
   s.weight = 1;
@@ -193,7 +193,7 @@ TEST_CASE("ogar gradients: a positive pair without a shared expert sends no grad
 }
 
 TEST_CASE(
-    "ogar gradients: a positive pair sharing only its first expert sharpens a sparse routing; "
+    "ogar gradients: a positive pair sharing only its first expert sharpens a sparse routing, "
     "a dense one pulls in the partner's second expert") {
   LogitStep step(24);
   // Image 0's CLS token chooses experts {0, 1} online, its key {0, 2}: they share the first.
