@@ -174,8 +174,14 @@ std::string Group::value(const std::string& key) const {
     if (k == key) return literal;
   if (!config) return "";
   try {
-    if (const config::Node* n = config::lookup(*config, key, config::Pos{}))
+    if (const config::Node* n = config::lookup(*config, key, config::Pos{})) {
+      // A plugin table the group did not set shows as its plugin: every default of a resolved
+      // configuration would bury the one thing that tells the rows apart.
+      if (n->is_table())
+        if (const config::Node* plugin = n->find("plugin"); plugin && plugin->is_string())
+          return "{ plugin = " + config::literal(*plugin) + " }";
       return config::literal(*n);
+    }
   } catch (const std::exception&) {
   }
   return "";
@@ -331,6 +337,9 @@ ExperimentRuns load_experiment_runs(const fs::path& dir) {
 
   if (runs.groups.empty()) return runs;
   for (const auto& key : runs.keys) {
+    // Evaluator settings a point changes (evaluators.knn.views) measure, they do not train:
+    // their results are the metric columns, not a key of the row.
+    if (key == "evaluators" || key.rfind("evaluators.", 0) == 0) continue;
     const std::string first = runs.groups.front().value(key);
     const bool varies = std::any_of(runs.groups.begin(), runs.groups.end(), [&](const Group& g) {
       return !same_value(g.value(key), first);
