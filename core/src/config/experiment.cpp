@@ -133,7 +133,7 @@ void apply_profile(const Node& doc, const std::string& profile, Node& base) {
                             : " (profiles: " + config::join(names) + ")"));
   if (!chosen->is_table())
     fail(chosen->pos, "[profile." + profile + "] must be a table, " + got(*chosen));
-  for (auto& a : config::flatten(*chosen)) config::assign(base, a.key, a.value, a.value.pos);
+  for (auto& a : config::flatten(*chosen)) config::assign(base, a.key, a.value, a.key_pos);
 }
 
 void apply_overrides(const std::vector<std::string>& overrides, Node& base) {
