@@ -17,7 +17,9 @@ The same step as `workbench bench step --config bench/crmoe_step.toml`:
   matching (IoU > 0.2) from the views' crop boxes and flips, both directions;
 - AdamW (lr 5e-4 x batch / 256, weight decay 0.1).
 Inputs are random images with MoCo-like random crop boxes and flips. Prints one line: images/s
-(batch / median step time).
+(batch / median step time). With --device cuda the step runs on the GPU (and prints its peak
+memory on a second line); --precision bf16 runs the forwards and losses under bf16 autocast, the
+gate logits and contrastive logits in fp32, as `train.precision = "bf16"` does.
 """
 import argparse
 import copy
@@ -60,7 +62,7 @@ class MoE(nn.Module):
         b, n, d = x.shape
         t = x.reshape(b * n, d)
         sigma = 1.0 / self.e
-        logits = t @ self.gate.t()
+        logits = (t @ self.gate.t()).float()
         noisy = logits + torch.randn_like(logits) * sigma
         probs = noisy.softmax(1)
         top_p, top_e = probs.topk(self.k, 1)
@@ -146,12 +148,12 @@ def mlp(layers, din, hidden, dout):
 
 
 def ctr(q, k, tau):
-    logits = F.normalize(q, dim=1) @ F.normalize(k, dim=1).t() / tau
-    return F.cross_entropy(logits, torch.arange(q.shape[0])) * 2 * tau
+    logits = (F.normalize(q, dim=1) @ F.normalize(k, dim=1).t()).float() / tau
+    return F.cross_entropy(logits, torch.arange(q.shape[0], device=q.device)) * 2 * tau
 
 
 def patch_boxes(box, flip, g):
-    p = torch.arange(g * g)
+    p = torch.arange(g * g, device=box.device)
     col, row = (p % g).float()[None], (p // g).float()[None]
     src = torch.where(flip[:, None], g - 1 - col, col)
     x, y, w, h = box.unbind(1)
@@ -176,11 +178,11 @@ def ogar_direction(gq, gk, match, tau):
     n = t - 1
     q = F.normalize(gq, dim=2)
     k = F.normalize(gk, dim=2).detach()
-    own = torch.arange(b)
-    cls = F.cross_entropy(q[:, 0] @ k[:, 0].t() / tau, own) * 2 * tau
+    own = torch.arange(b, device=gq.device)
+    cls = F.cross_entropy((q[:, 0] @ k[:, 0].t()).float() / tau, own) * 2 * tau
     idx, valid = match
     km = k[:, 1:].gather(1, idx[:, :, None].expand(b, n, e))
-    logits = torch.bmm(q[:, 1:].transpose(0, 1), km.permute(1, 2, 0)) / tau  # [N, B, B]
+    logits = torch.bmm(q[:, 1:].transpose(0, 1), km.permute(1, 2, 0)).float() / tau  # [N, B, B]
     pos = logits.log_softmax(2).gather(2, own.view(1, b, 1).expand(n, b, 1)).squeeze(2).t()
     nll = torch.where(valid, -pos, torch.zeros_like(pos))
     patch = nll.sum() / valid.sum().clamp_min(1) * 2 * tau
@@ -221,7 +223,10 @@ def main():
     p.add_argument("--no-ogar", action="store_true", help="leave the OGAR loss out")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     a = p.parse_args()
+    dev = torch.device(a.device)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     tau, m0, alpha, lam, w_lb, w_g = 0.2, 0.99, 0.3, 0.2, 0.01, 0.001
@@ -231,6 +236,7 @@ def main():
                     a.expert_hidden)
     projector = mlp(3, a.dim, a.hidden, a.out)
     predictor = mlp(2, a.out, a.hidden, a.out)
+    backbone, projector, predictor = backbone.to(dev), projector.to(dev), predictor.to(dev)
     m_backbone, m_projector = copy.deepcopy(backbone), copy.deepcopy(projector)
     for q in list(m_backbone.parameters()) + list(m_projector.parameters()):
         q.requires_grad_(False)
@@ -243,6 +249,11 @@ def main():
     gen = torch.Generator().manual_seed(1234)
     views = [torch.randn(a.batch, a.channels, a.image, a.image, generator=gen) for _ in range(2)]
     geo = [random_boxes(a.batch, gen) for _ in range(2)]
+    views = [v.to(dev) for v in views]
+    geo = [(box.to(dev), flip.to(dev)) for box, flip in geo]
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16")
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
     total = a.warmup + a.steps + 1
     times = []
     for i in range(a.warmup + a.steps):
@@ -251,26 +262,28 @@ def main():
         with torch.no_grad():
             for po, pm in pairs:
                 pm.mul_(m).add_(po, alpha=1 - m)
-        feats, routs = zip(*[backbone(v) for v in views])
-        with torch.no_grad():
-            mfeats, mrouts = zip(*[m_backbone(v) for v in views])
-            k1, k2 = [m_projector(f) for f in mfeats]
-        q1, q2 = [predictor(projector(f)) for f in feats]
-        loss = ctr(q1, k2, tau) + ctr(q2, k1, tau)
-        layers = len(routs[0])
-        lb = sum((routs[0][l][1][0] + routs[0][l][1][1] + routs[1][l][1][0] + routs[1][l][1][1]) / 2
-                 for l in range(layers))
-        loss = loss + w_lb * lb
-        if not a.no_ogar:
-            matches = [overlap_match(geo[0], geo[1], g, lam), overlap_match(geo[1], geo[0], g, lam)]
-            lg = 0
-            for l in range(layers):
-                for d in (0, 1):
-                    gq = routs[d][l][0].view(a.batch, 1 + g * g, -1)
-                    gk = mrouts[1 - d][l][0].view(a.batch, 1 + g * g, -1)
-                    c, pt = ogar_direction(gq, gk, matches[d], tau)
-                    lg = lg + (1 - alpha) * c + alpha * pt
-            loss = loss + w_g * lg
+        with autocast:
+            feats, routs = zip(*[backbone(v) for v in views])
+            with torch.no_grad():
+                mfeats, mrouts = zip(*[m_backbone(v) for v in views])
+                k1, k2 = [m_projector(f) for f in mfeats]
+            q1, q2 = [predictor(projector(f)) for f in feats]
+            loss = ctr(q1, k2, tau) + ctr(q2, k1, tau)
+            layers = len(routs[0])
+            lb = sum((routs[0][l][1][0] + routs[0][l][1][1] + routs[1][l][1][0] +
+                      routs[1][l][1][1]) / 2 for l in range(layers))
+            loss = loss + w_lb * lb
+            if not a.no_ogar:
+                matches = [overlap_match(geo[0], geo[1], g, lam),
+                           overlap_match(geo[1], geo[0], g, lam)]
+                lg = 0
+                for l in range(layers):
+                    for d in (0, 1):
+                        gq = routs[d][l][0].view(a.batch, 1 + g * g, -1)
+                        gk = mrouts[1 - d][l][0].view(a.batch, 1 + g * g, -1)
+                        c, pt = ogar_direction(gq, gk, matches[d], tau)
+                        lg = lg + (1 - alpha) * c + alpha * pt
+                loss = loss + w_g * lg
         loss_value = loss.item()
         opt.zero_grad()
         loss.backward()
@@ -281,6 +294,8 @@ def main():
             times.append(time.perf_counter() - t0)
     times.sort()
     print(f"{a.batch / times[len(times) // 2]:.1f}")
+    if dev.type == "cuda":
+        print(f"peak_memory_gib {torch.cuda.max_memory_allocated(dev) / 2**30:.2f}")
 
 
 if __name__ == "__main__":

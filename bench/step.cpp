@@ -35,13 +35,44 @@
 #include "workbench/registry.h"
 #include "workbench/views.h"
 
+#ifdef WORKBENCH_HAVE_CUDA_ALLOCATOR_STATS
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 namespace wb::bench {
 
 namespace {
 
-namespace po = boost::program_options;
 using Clock = std::chrono::steady_clock;
 
+// H200 SXM, dense bf16 tensor-core peak (NVIDIA's data sheet: 1979 TFLOP/s with sparsity).
+constexpr double kH200Bf16PeakFlops = 989.4e12;
+
+// Peak bytes the CUDA caching allocator handed out on device 0 since the last reset, or -1.
+double cuda_peak_bytes(bool reset) {
+#ifdef WORKBENCH_HAVE_CUDA_ALLOCATOR_STATS
+  if (reset) {
+    c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+    return 0;
+  }
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+  return static_cast<double>(stats.allocated_bytes[0].peak);  // [0]: all pools together
+#else
+  (void)reset;
+  return -1;
+#endif
+}
+
+// One timed step: the step, then a read of its loss, so that the device has finished it.
+double timed_step(Model& model, torch::optim::Optimizer& optimizer, const Batch& batch,
+                  std::int64_t step, const TrainSchedule& schedule, Communicator& comm) {
+  const auto t0 = Clock::now();
+  const StepResult r = train_step(model, optimizer, batch, step, schedule, comm);
+  (void)r.loss.item<double>();
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+namespace po = boost::program_options;
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const auto n = v.size();
@@ -127,15 +158,15 @@ void loader_comparison(const RunConfig& config, Candidate& c, const Batch& prema
         b = loader.next();
         if (!b) throw std::runtime_error("the loader gives no batch (data set smaller than one)");
       }
-      (void)train_step(c.model, *c.optimizer, *b, step, schedule, comm);
+      (void)train_step(c.model, *c.optimizer, b->to(premade.views[0].device()), step, schedule,
+                       comm)
+          .loss.item<double>();
       const double s = std::chrono::duration<double>(Clock::now() - t0).count();
       loader_s += s;
       loader_steps.push_back(s);
     }
     for (int i = 0; i < steps; ++i, ++step) {
-      const auto t0 = Clock::now();
-      (void)train_step(c.model, *c.optimizer, premade, step, schedule, comm);
-      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      const double s = timed_step(c.model, *c.optimizer, premade, step, schedule, comm);
       premade_s += s;
       premade_steps.push_back(s);
     }
@@ -154,7 +185,7 @@ void loader_comparison(const RunConfig& config, Candidate& c, const Batch& prema
 
 int bench_step(const Args& args) {
   po::options_description opts("workbench bench step --config FILE [options]");
-  std::string file, profile;
+  std::string file, profile, device_name;
   std::vector<std::string> sets, plugin_paths, without;
   int steps = 20, warmup = 3, threads = 0, workers = -1, blocks = 3;
   bool with_loader = false;
@@ -173,7 +204,9 @@ int bench_step(const Args& args) {
       "loader", po::bool_switch(&with_loader),
       "also time the full step fed by the real loader against the pre-made batch")(
       "workers", po::value(&workers), "loader threads for --loader (default: the config's)")(
-      "blocks", po::value(&blocks), "--loader: alternating blocks of --steps steps each (3)");
+      "blocks", po::value(&blocks), "--loader: alternating blocks of --steps steps each (3)")(
+      "device", po::value(&device_name),
+      "cpu or cuda (default: the configuration's device; auto = cuda when available)");
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(opts).run(), vm);
   po::notify(vm);
@@ -208,6 +241,8 @@ int bench_step(const Args& args) {
   if (channels <= 0) channels = grey ? 1 : 3;
   const DataShape shape{channels, size, 10};
   auto comm = make_single_process_communicator();
+  const c10::Device device =
+      pick_device(device_name.empty() ? base.settings.run.device : device_name);
 
   std::vector<std::unique_ptr<Candidate>> candidates;
   auto add = [&](const std::string& name, RunConfig config) {
@@ -215,6 +250,7 @@ int bench_step(const Args& args) {
     auto c = std::make_unique<Candidate>();
     c->name = name;
     c->model = build_model(config, registry, shape, comm.get());
+    c->model.to(device);
     c->model.train(true);
     const TrainSchedule s = train_schedule(config.settings.train, 1000);
     c->optimizer = std::make_unique<torch::optim::AdamW>(c->model.trainable_parameters(),
@@ -242,7 +278,8 @@ int bench_step(const Args& args) {
   int views = 1;
   for (const auto& c : candidates) views = std::max(views, c->model.needs.views);
   const std::int64_t batch = base.settings.train.batch;
-  const Batch data = synthetic_batch(batch, views, channels, size, 10, 1234);
+  const Batch host = synthetic_batch(batch, views, channels, size, 10, 1234);
+  const Batch data = host.to(device);
   TrainSchedule schedule = train_schedule(base.settings.train, 1000);
   schedule.total_steps = std::max<std::int64_t>(schedule.total_steps, warmup + steps + 1);
   schedule.warmup_steps = 0;
@@ -252,17 +289,17 @@ int bench_step(const Args& args) {
               static_cast<long long>(point_index), experiment.points.size(), point.label.c_str());
   std::printf(
       "backbone %s: %.2f M parameters, %.1f M MACs per image; batch %lld x %d views of "
-      "%lldx%lld; %d threads; %d warm-up + %d timed steps, median\n",
+      "%lldx%lld; %d threads; device %s, precision %s; %d warm-up + %d timed steps, median\n",
       base.backbone.plugin.c_str(), cost.parameters / 1e6, cost.flops_per_image / 1e6,
       static_cast<long long>(batch), views, static_cast<long long>(size),
-      static_cast<long long>(size), threads, warmup, steps);
+      static_cast<long long>(size), threads, device.str().c_str(), schedule.bf16 ? "bf16" : "fp32",
+      warmup, steps);
   std::fflush(stdout);
 
+  if (device.is_cuda()) cuda_peak_bytes(true);
   for (int i = 0; i < warmup + steps; ++i)
     for (auto& c : candidates) {
-      const auto t0 = Clock::now();
-      (void)train_step(c->model, *c->optimizer, data, i, schedule, *comm);
-      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      const double s = timed_step(c->model, *c->optimizer, data, i, schedule, *comm);
       if (i >= warmup) c->seconds.push_back(s);
     }
 
@@ -286,6 +323,22 @@ int bench_step(const Args& args) {
         without[i - 1].c_str(), 1e3 * d, 100 * d / full, 1e3 * lo, 1e3 * hi);
   }
   std::printf("images_per_s %.2f\n", batch / full);
+  // Model FLOPs of a step per image: each view's online forward and backward (3 forwards' worth)
+  // and its momentum forward, 2 FLOPs per multiply-accumulate of the backbone (heads left out).
+  const bool momentum = candidates.front()->model.momentum != nullptr;
+  const double flops = 2.0 * cost.flops_per_image * views * (3 + (momentum ? 1 : 0));
+  std::printf("model_tflops_per_s %.1f (%.2f GFLOP per image)\n", batch / full * flops / 1e12,
+              flops / 1e9);
+  if (device.is_cuda()) {
+    std::printf("mfu_h200_bf16 %.3f (of %.1f TFLOP/s, H200 SXM dense bf16)\n",
+                batch / full * flops / kH200Bf16PeakFlops, kH200Bf16PeakFlops / 1e12);
+    const double peak = cuda_peak_bytes(false);
+    if (peak >= 0)
+      std::printf("peak_memory_gib %.2f (CUDA caching allocator, all candidates)\n",
+                  peak / (1024.0 * 1024 * 1024));
+    else
+      std::printf("peak_memory_gib n/a (this LibTorch has no CUDA allocator statistics)\n");
+  }
   if (with_loader)
     loader_comparison(base, *candidates.front(), data, schedule, *comm, steps, blocks, workers,
                       warmup);

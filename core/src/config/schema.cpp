@@ -132,6 +132,10 @@ const std::vector<ParamSpec>& train_schema() {
       ParamSpec::real("weight_decay", 0.1, "AdamW weight decay").at_least(0),
       below(ParamSpec::reals("betas", {0.9, 0.999}, "AdamW betas (two values)").at_least(0), 1),
       ParamSpec::real("clip_grad", 0.0, "gradient norm clipping; 0 = off").at_least(0),
+      ParamSpec::text("precision", "fp32",
+                      "fp32; bf16: forward passes and losses under bf16 autocast (matrix "
+                      "products in bf16; fp32 weights, optimizer, softmaxes and InfoNCE)")
+          .one_of({"fp32", "bf16"}),
       ParamSpec::integer("log_every", 10, "steps between progress lines and scalar series points")
           .at_least(1),
       ParamSpec::integer("stats_every", 50, "steps between routing statistics").at_least(1),

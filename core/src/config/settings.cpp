@@ -39,6 +39,7 @@ TrainSettings train_settings(const Params& t) {
   s.beta1 = betas.at(0);
   s.beta2 = betas.at(1);
   s.clip_grad = t.real("clip_grad");
+  s.bf16 = t.text("precision") == "bf16";
   s.log_every = t.integer("log_every");
   s.stats_every = t.integer("stats_every");
   s.checkpoint_every = t.integer("checkpoint_every");

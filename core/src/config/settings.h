@@ -55,6 +55,7 @@ struct TrainSettings {
   std::int64_t log_every = 0, stats_every = 0, checkpoint_every = 0;
   double momentum = 0;     // m0 of the momentum encoder's cosine schedule (docs/methods.md §4)
   double temperature = 0;  // tau of every contrastive term: MoCo's ctr and OGAR's InfoNCE (§4, §5)
+  bool bf16 = false;       // precision = "bf16": forward and losses under bf16 autocast (§1)
 };
 
 struct Settings {

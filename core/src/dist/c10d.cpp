@@ -7,6 +7,7 @@
 
 #include <stdexcept>
 
+#include "compat/torch_compat.h"
 #include "dist/communicator.h"
 
 namespace wb {
@@ -64,7 +65,7 @@ class C10d final : public Communicator {
 
  private:
   int rank_, world_;
-  c10::intrusive_ptr<::c10d::ProcessGroup> group_;
+  c10::intrusive_ptr<compat::ProcessGroupBase> group_;
 };
 
 }  // namespace

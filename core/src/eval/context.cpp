@@ -66,6 +66,7 @@ LoaderOptions RunEvalContext::loader_options() const {
   o.batch_size = config_.settings.train.batch;
   o.workers = config_.settings.run.workers;
   o.seed = seed();
+  o.pin_memory = device_.is_cuda();
   return o;
 }
 

@@ -20,4 +20,10 @@ struct RoutingStats {
 
 RoutingStats routing_stats(const Routing& routing);
 
+// The same statistics as one tensor on the routing's device, [E + 5]: expert_load, then
+// load_entropy, token_entropy, importance_cv2, load_cv2, dropped. The trainer reads the tensors
+// of all layers in one transfer (routing_stats_from turns a row back into RoutingStats).
+at::Tensor routing_stats_tensor(const Routing& routing);
+RoutingStats routing_stats_from(const at::Tensor& row, std::int64_t experts);
+
 }  // namespace wb

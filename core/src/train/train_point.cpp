@@ -116,6 +116,7 @@ TrainedPoint train_point(const TrainContext& context) {
   options.batch_size = global_batch / context.world;
   options.workers = settings.run.workers;
   options.seed = seed;
+  options.pin_memory = device.is_cuda();
   Loader loader(train_data, recipes, options);
   // Gate noise and other random draws differ between ranks, as they would across GPUs.
   if (context.world > 1) at::manual_seed(seed * 1000003 + static_cast<std::uint64_t>(context.rank));

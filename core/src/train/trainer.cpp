@@ -2,13 +2,13 @@
 
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
-#include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 
 #include <chrono>
 #include <cmath>
 #include <sstream>
 
+#include "compat/torch_compat.h"
 #include "h5/metrics.h"
 #include "train/checkpoint.h"
 #include "train/routing_stats.h"
@@ -27,26 +27,93 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// Running means of everything logged between two log points.
+// Running means of everything logged between two log points. Tensor metrics are summed on their
+// device and read back together at the log point: one transfer per device and interval, where an
+// .item() per metric and step would stall a GPU every step (docs/design.md, "No host sync").
 class Accumulator {
  public:
-  void add(const std::string& name, double v) {
-    auto& [sum, n] = sums_[name];
-    sum += v;
+  void add(const std::string& name, const Metric& m) {
+    if (!m.is_tensor()) {
+      auto& [sum, n] = numbers_[name];
+      sum += m.value();
+      ++n;
+      return;
+    }
+    auto& [sum, n] = tensors_[name];
+    const at::Tensor v = m.tensor().to(at::kDouble).reshape({});
+    sum = sum.defined() ? sum + v : v;
     ++n;
   }
-  void write(MetricsFile& metrics, std::int64_t step) {
-    for (const auto& [name, s] : sums_) metrics.scalar(name, step, s.first / s.second);
-    sums_.clear();
+  // Writes the means and returns them by name.
+  std::map<std::string, double> write(MetricsFile& metrics, std::int64_t step) {
+    std::map<std::string, double> means;
+    for (const auto& [name, s] : numbers_) means[name] = s.first / s.second;
+    std::map<std::string, std::vector<std::string>> by_device;
+    for (const auto& [name, s] : tensors_) by_device[s.first.device().str()].push_back(name);
+    for (const auto& [device, names] : by_device) {
+      std::vector<at::Tensor> sums;
+      for (const auto& name : names) sums.push_back(tensors_[name].first);
+      const at::Tensor host = at::stack(sums).to(at::kCPU);  // the interval's one read
+      const double* v = host.data_ptr<double>();
+      for (std::size_t i = 0; i < names.size(); ++i)
+        means[names[i]] = v[i] / static_cast<double>(tensors_[names[i]].second);
+    }
+    for (const auto& [name, v] : means) metrics.scalar(name, step, v);
+    numbers_.clear();
+    tensors_.clear();
+    return means;
   }
 
  private:
-  std::map<std::string, std::pair<double, std::int64_t>> sums_;
+  std::map<std::string, std::pair<double, std::int64_t>> numbers_;
+  std::map<std::string, std::pair<at::Tensor, std::int64_t>> tensors_;
+};
+
+// The first step whose total loss was not finite, remembered on the device (a few scalar kernels
+// per step, no read): check() reads it once per log point and before each checkpoint, so a NaN
+// is still reported with its step and terms, and never reaches a checkpoint.
+class FiniteWatch {
+ public:
+  void observe(const at::Tensor& loss, const at::Tensor& terms, std::int64_t step) {
+    at::NoGradGuard no_grad;
+    const at::Tensor row = at::cat({terms, loss.reshape({1})}).to(at::kDouble);
+    if (!first_.defined()) {
+      first_ = at::full({}, -1, row.options().dtype(at::kLong));
+      row_ = at::zeros_like(row);
+    }
+    const at::Tensor fresh = at::logical_and(first_.lt(0), at::isfinite(loss).logical_not());
+    // Reported 1-based, the count of steps done when it happened (as the metrics' step axis).
+    first_ = at::where(fresh, at::full({}, step + 1, first_.options()), first_);
+    row_ = at::where(fresh, row, row_);
+  }
+  void check(const std::vector<std::string>& names) const {
+    if (!first_.defined()) return;
+    const at::Tensor host = at::cat({first_.to(at::kDouble).reshape({1}), row_}).to(at::kCPU);
+    const double* v = host.data_ptr<double>();
+    if (v[0] < 0) return;
+    std::ostringstream terms;
+    for (std::size_t i = 0; i < names.size(); ++i)
+      terms << (i ? ", " : "") << names[i] << " = " << v[1 + i];
+    throw std::runtime_error("loss is " + std::to_string(v[1 + names.size()]) + " at step " +
+                             std::to_string(static_cast<std::int64_t>(v[0])) + " (" + terms.str() +
+                             "); the last checkpoint and metrics are kept");
+  }
+
+ private:
+  at::Tensor first_;  // int64 scalar: -1 while every loss was finite
+  at::Tensor row_;    // the loss terms, then the total, at that step
 };
 
 void log_routing_stats(MetricsFile& metrics, const BackboneOutput& out, std::int64_t step) {
+  if (out.routings.empty()) return;
+  std::vector<at::Tensor> rows;
+  for (const auto& routing : out.routings) rows.push_back(routing_stats_tensor(routing));
+  const at::Tensor host = at::cat(rows).to(at::kCPU);  // every layer in one read
+  std::int64_t offset = 0;
   for (std::size_t i = 0; i < out.routings.size(); ++i) {
-    const RoutingStats s = routing_stats(out.routings[i]);
+    const std::int64_t experts = out.routings[i].num_experts();
+    const RoutingStats s = routing_stats_from(host.narrow(0, offset, experts + 5), experts);
+    offset += experts + 5;
     const std::string prefix = "routing/moe" + std::to_string(i) + "/";
     metrics.array(prefix + "expert_load", step, s.expert_load);
     metrics.scalar(prefix + "load_entropy", step, s.load_entropy);
@@ -75,6 +142,20 @@ void all_reduce_gradients(Communicator& comm, const std::vector<at::Tensor>& par
     g.copy_(buffer[0].narrow(0, offset, n).view_as(g));
     offset += n;
   }
+}
+
+// torch::nn::utils::clip_grad_norm_ without its return value, which LibTorch reads back with
+// .item(): the total L2 norm and the scale stay on the device.
+void clip_gradients(const std::vector<at::Tensor>& params, double max_norm) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> norms;
+  for (const auto& p : params)
+    if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(at::kFloat).reshape({1}));
+  if (norms.empty()) return;
+  const at::Tensor total = at::cat(norms).norm(2);
+  const at::Tensor scale = (max_norm / (total + 1e-6)).clamp_max(1.0);
+  for (const auto& p : params)
+    if (p.grad().defined()) p.grad().mul_(scale.to(p.grad().scalar_type()));
 }
 
 std::vector<BackboneOutput> forward_views(Backbone& backbone, const Batch& batch, int views,
@@ -136,6 +217,7 @@ TrainSchedule train_schedule(const TrainSettings& t, std::int64_t batches_per_ep
   s.beta2 = t.beta2;
   s.clip_grad = t.clip_grad;
   s.m0 = t.momentum;
+  s.bf16 = t.bf16;
   s.log_every = std::max<std::int64_t>(1, t.log_every);
   s.stats_every = t.stats_every;
   s.checkpoint_every = t.checkpoint_every > 0 ? t.checkpoint_every : s.batches_per_epoch;
@@ -163,27 +245,32 @@ StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Ba
     for (auto& loss : model.losses) loss->momentum_update(m);
     result.logged["train/momentum"] = m;
   }
-  st.online = forward_views(*model.backbone, batch, model.needs.views, true);
-  if (model.momentum) {
-    at::NoGradGuard no_grad;
-    st.momentum = forward_views(*model.momentum, batch, model.needs.views, true);
-  }
-
+  // Nothing in here reads the device: values stay tensors until the log point (a test counts the
+  // reads of a step).
   at::Tensor total;
-  std::ostringstream terms;
-  for (std::size_t i = 0; i < model.losses.size(); ++i) {
-    LossResult r = model.losses[i]->compute(st);
-    const double v = r.value.item<double>();
-    terms << (i ? ", " : "") << model.loss_names[i] << " = " << v;
-    result.logged["loss/" + model.loss_names[i] + "/total"] = v;
-    for (const auto& [k, x] : r.metrics) result.logged["loss/" + model.loss_names[i] + "/" + k] = x;
-    total = total.defined() ? total + r.value : r.value;
+  std::vector<at::Tensor> terms;
+  {
+    // bf16: the forward passes and the losses under autocast, the backward and the optimizer
+    // outside it, on the fp32 weights (docs/methods.md §1).
+    const c10::DeviceType device = batch.views.at(0).device().type();
+    compat::AutocastGuard autocast(device, s.bf16, at::kBFloat16);
+    st.online = forward_views(*model.backbone, batch, model.needs.views, true);
+    if (model.momentum) {
+      at::NoGradGuard no_grad;
+      st.momentum = forward_views(*model.momentum, batch, model.needs.views, true);
+    }
+    for (std::size_t i = 0; i < model.losses.size(); ++i) {
+      LossResult r = model.losses[i]->compute(st);
+      r.value = r.value.to(at::promote_types(r.value.scalar_type(), at::kFloat));
+      terms.push_back(r.value.detach().to(at::kFloat).reshape({1}));
+      result.logged["loss/" + model.loss_names[i] + "/total"] = Metric(r.value);
+      for (const auto& [k, x] : r.metrics)
+        result.logged["loss/" + model.loss_names[i] + "/" + k] = x;
+      total = total.defined() ? total + r.value : r.value;
+    }
   }
-  result.loss = total.item<double>();
-  if (!std::isfinite(result.loss))
-    throw std::runtime_error("loss is " + std::to_string(result.loss) + " at step " +
-                             std::to_string(step + 1) + " (" + terms.str() +
-                             "); the last checkpoint and metrics are kept");
+  result.loss = total.detach();
+  result.terms = at::cat(terms);
   optimizer.zero_grad();
   // With every loss weight at 0 there is nothing to differentiate, but the step still counts.
   if (total.requires_grad()) total.backward();
@@ -191,9 +278,9 @@ StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Ba
   for (auto& group : optimizer.param_groups())
     for (auto& p : group.params()) params.push_back(p);
   all_reduce_gradients(comm, params);
-  if (s.clip_grad > 0) torch::nn::utils::clip_grad_norm_(params, s.clip_grad);
+  if (s.clip_grad > 0) clip_gradients(params, s.clip_grad);
   optimizer.step();
-  result.logged["train/loss"] = result.loss;
+  result.logged["train/loss"] = Metric(result.loss);
   result.online = std::move(st.online);
   return result;
 }
@@ -226,6 +313,21 @@ void train(const TrainOutput& output, Model& model, Loader& loader, Communicator
 
   model.train(true);
   Accumulator acc;
+  FiniteWatch finite;
+  // Metrics of the steps since the last flush stay readable when the loop throws.
+  auto check_finite = [&] {
+    try {
+      finite.check(model.loss_names);
+    } catch (...) {
+      try {
+        metrics.flush();
+      } catch (const std::exception& e) {
+        log.error("{}", e.what());
+      }
+      throw;
+    }
+  };
+  double last_loss = 0;  // the mean loss of the last log interval, for the progress line
   auto interval_start = Clock::now();
   auto last_flush = Clock::now();
   std::int64_t interval_steps = 0;
@@ -257,18 +359,22 @@ void train(const TrainOutput& output, Model& model, Loader& loader, Communicator
       }
       throw;
     }
-    const double loss_value = r.loss;
+    finite.observe(r.loss, r.terms, step);
     for (const auto& [k, v] : r.logged) acc.add(k, v);
     ++step;
     ++interval_steps;
 
+    const bool stop = g_stop_requested.load();
+    const bool log_point = step % s.log_every == 0 || step == s.total_steps;
+    const bool checkpoint_point = step % s.checkpoint_every == 0 || step == s.total_steps || stop;
+    if (log_point || checkpoint_point) check_finite();
     if (s.stats_every > 0 && (step % s.stats_every == 0 || step == s.total_steps) &&
         !r.online.empty())
       log_routing_stats(metrics, r.online.front(), step);
-    if (step % s.log_every == 0 || step == s.total_steps) {
+    if (log_point) {
       images_per_second = interval_steps * s.images_per_step / seconds_since(interval_start);
       acc.add("train/images_per_s", images_per_second);
-      acc.write(metrics, step);
+      last_loss = acc.write(metrics, step)["train/loss"];
       interval_start = Clock::now();
       interval_steps = 0;
     }
@@ -280,14 +386,13 @@ void train(const TrainOutput& output, Model& model, Loader& loader, Communicator
       info.epoch = static_cast<double>(step) / s.batches_per_epoch;
       info.step = step;
       info.total_steps = s.total_steps;
-      info.loss = loss_value;
+      info.loss = last_loss;
       info.images_per_second = smoothed_rate;
       const double rate = (step - first_step) / std::max(1e-9, seconds_since(run_start));
       info.eta_seconds = rate > 0 ? (s.total_steps - step) / rate : 0;
       output.progress(info);
     }
-    const bool stop = g_stop_requested.load();
-    if (step % s.checkpoint_every == 0 || step == s.total_steps || stop) {
+    if (checkpoint_point) {
       state.step = step;  // what a resume (and `workbench eval`) reads back
       // Metrics first: if the process dies between the two, the resume truncates the rows
       // past the older checkpoint and writes them again; the other order would lose rows.

@@ -32,7 +32,7 @@ extern std::atomic<bool> g_stop_requested;
 struct ProgressInfo {
   double epoch = 0;
   std::int64_t step = 0, total_steps = 0;
-  double loss = 0;
+  double loss = 0;  // the mean loss of the last log interval
   double images_per_second = 0;
   double eta_seconds = 0;
 };
@@ -56,19 +56,22 @@ struct TrainSchedule {
   double m0 = 0.99;  // momentum of the momentum encoder at step 0 (train.momentum)
   std::int64_t log_every = 10, stats_every = 50, checkpoint_every = 0;
   std::int64_t images_per_step = 0;  // the global batch
+  bool bf16 = false;                 // train.precision = "bf16"
 };
 
 TrainSchedule train_schedule(const TrainSettings& settings, std::int64_t batches_per_epoch);
 
 struct StepResult {
-  double loss = 0;
-  std::map<std::string, double> logged;  // "loss/<plugin>/<metric>", "train/momentum", ...
+  at::Tensor loss;   // the total loss, a detached scalar on the device
+  at::Tensor terms;  // [losses] float: each loss's weighted value, for the NaN message
+  std::map<std::string, Metric> logged;  // "loss/<plugin>/<metric>", "train/momentum", ...
   std::vector<BackboneOutput> online;    // outputs of the online encoder, per view
 };
 
 // One optimisation step on a batch already on the device: schedules, momentum update, forward
-// of every view (online, then momentum without gradients), losses, NaN check, backward,
-// gradient averaging over ranks, clipping, AdamW step.
+// of every view (online, then momentum without gradients), losses, backward, gradient averaging
+// over ranks, clipping, AdamW step. It never reads the device (the loop checks the loss for NaN
+// at its log points).
 StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Batch& batch,
                       std::int64_t step, const TrainSchedule& schedule, Communicator& comm);
 

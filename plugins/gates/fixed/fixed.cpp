@@ -31,7 +31,10 @@ class FixedGate : public wb::Gate {
       if (!in.image.defined() || in.image.size(0) != T)
         throw std::invalid_argument("gate fixed: needs the image index of each of the " +
                                     std::to_string(T) + " tokens (GateInput::image)");
-      const auto lo = in.view.min().item<std::int64_t>(), hi = in.view.max().item<std::int64_t>();
+      // Checked where the check costs no device read (CPU tensors); on a GPU an out-of-range
+      // expert stops the dispatch's index operations instead.
+      const auto lo = in.view.is_cpu() ? in.view.min().item<std::int64_t>() : 0;
+      const auto hi = in.view.is_cpu() ? in.view.max().item<std::int64_t>() : 0;
       if (lo < 0 || hi >= experts_)
         throw std::invalid_argument("gate fixed: view index " + std::to_string(lo < 0 ? lo : hi) +
                                     " has no expert; the layer has " + std::to_string(experts_) +

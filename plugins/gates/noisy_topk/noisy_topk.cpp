@@ -28,6 +28,7 @@
 
 #include "workbench/balance.h"
 #include "workbench/gate.h"
+#include "workbench/layers.h"
 #include "workbench/plugin.h"
 
 namespace {
@@ -67,7 +68,8 @@ at::Tensor keep_within_capacity(const at::Tensor& experts, const at::Tensor& pri
 
   const at::Tensor bucket = (group.unsqueeze(1) * num_experts + experts).reshape({-1});
   const at::Tensor choice = at::arange(k, opts).repeat({T});
-  const at::Tensor key = (bucket * k + choice) * S + rank.repeat_interleave(k);
+  // Each token's rank k times (expand: repeat_interleave reads its size back from the device).
+  const at::Tensor key = (bucket * k + choice) * S + rank.unsqueeze(1).expand({T, k}).reshape({-1});
   const at::Tensor order = std::get<1>(at::sort(key, false, 0, false));  // keys are unique
   const at::Tensor counts =
       at::zeros({G * num_experts}, opts).scatter_add_(0, bucket, at::ones_like(bucket));
@@ -104,7 +106,8 @@ class NoisyTopK : public wb::Gate {
 
   wb::Routing route(const at::Tensor& x, const wb::GateInput& in) override {
     const double sigma = in.training ? noise_std_ / static_cast<double>(experts_) : 0.0;
-    const at::Tensor logits = x.mm(weight_.t());
+    // fp32 logits under bf16 autocast: the probabilities, the top-k and the aux losses need them.
+    const at::Tensor logits = wb::at_least_fp32(x.mm(weight_.t()));
     const at::Tensor noisy = wb::add_noise(logits, sigma);
     const at::Tensor probs = at::softmax(noisy, 1);
     // Top-k of the noisy logits = top-k of the probabilities; their k-th value is also the

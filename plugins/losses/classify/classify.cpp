@@ -37,9 +37,9 @@ class Classify final : public wb::Loss {
     const at::Tensor loss = ((1 - smoothing_) * nll + smoothing_ * uniform).mean();
     wb::LossResult r;
     r.value = weight_ * loss;
-    r.metrics["ce"] = loss.item<double>();
+    r.metrics["ce"] = loss;
     r.metrics["train_top1"] =
-        logits.argmax(1).eq(labels).to(at::kFloat).mean().item<double>() * (classes > 0 ? 1 : 0);
+        logits.argmax(1).eq(labels).to(at::kFloat).mean() * (classes > 0 ? 1 : 0);
     return r;
   }
 

@@ -48,12 +48,12 @@ class LoadBalance final : public wb::Loss {
       if (layer_imp.defined()) {
         layer_imp = layer_imp / views;
         importance = importance.defined() ? importance + layer_imp : layer_imp;
-        if (per_layer_) r.metrics["importance_moe" + std::to_string(l)] = layer_imp.item<double>();
+        if (per_layer_) r.metrics["importance_moe" + std::to_string(l)] = layer_imp;
       }
       if (layer_load.defined()) {
         layer_load = layer_load / views;
         load = load.defined() ? load + layer_load : layer_load;
-        if (per_layer_) r.metrics["load_moe" + std::to_string(l)] = layer_load.item<double>();
+        if (per_layer_) r.metrics["load_moe" + std::to_string(l)] = layer_load;
       }
     }
     // A dense backbone (or gates without aux losses) gives an exact 0 the trainer can add.
@@ -61,8 +61,8 @@ class LoadBalance final : public wb::Loss {
     if (importance.defined()) total = total + importance_weight_ * importance;
     if (load.defined()) total = total + load_weight_ * load;
     r.value = weight_ * total;
-    r.metrics["importance"] = importance.defined() ? importance.item<double>() : 0.0;
-    r.metrics["load"] = load.defined() ? load.item<double>() : 0.0;
+    r.metrics["importance"] = importance.defined() ? wb::Metric(importance) : wb::Metric(0.0);
+    r.metrics["load"] = load.defined() ? wb::Metric(load) : wb::Metric(0.0);
     return r;
   }
 

@@ -25,16 +25,18 @@ namespace {
 
 // ctr(q, k) = CE(norm(q) norm(k_all)^T / tau, own index offset by rank * B) * 2 tau, with k_all
 // the keys of every rank in rank order (constants: they come from the momentum encoder).
-// Also returns the top-1 accuracy of the positive among all keys, for the log.
-std::pair<at::Tensor, double> contrastive(const at::Tensor& q, const at::Tensor& k, double tau,
-                                          wb::Communicator& comm) {
+// Also returns the top-1 accuracy of the positive among all keys, for the log (a tensor: read by
+// the trainer once per logging interval). The logits are fp32 under bf16 autocast: the softmax
+// over thousands of keys needs the precision (docs/methods.md §1).
+std::pair<at::Tensor, at::Tensor> contrastive(const at::Tensor& q, const at::Tensor& k, double tau,
+                                              wb::Communicator& comm) {
   const at::Tensor keys = comm.all_gather(wb::l2_normalize(k).detach());
-  const at::Tensor logits = wb::l2_normalize(q).mm(keys.t()) / tau;
+  const at::Tensor logits = wb::at_least_fp32(wb::l2_normalize(q).mm(keys.t())) / tau;
   const std::int64_t B = q.size(0);
   const at::Tensor labels =
       at::arange(B, q.options().dtype(at::kLong)) + static_cast<std::int64_t>(comm.rank()) * B;
   const at::Tensor loss = at::cross_entropy_loss(logits, labels) * (2 * tau);
-  const double top1 = logits.detach().argmax(1).eq(labels).to(at::kFloat).mean().item<double>();
+  const at::Tensor top1 = logits.detach().argmax(1).eq(labels).to(at::kFloat).mean();
   return {loss, top1};
 }
 
@@ -91,7 +93,7 @@ class Moco final : public wb::Loss {
     const at::Tensor loss = l12 + l21;
     wb::LossResult r;
     r.value = weight_ * loss;
-    r.metrics["ctr"] = loss.item<double>();
+    r.metrics["ctr"] = loss;
     r.metrics["top1"] = 0.5 * (acc12 + acc21);
     return r;
   }

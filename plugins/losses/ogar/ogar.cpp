@@ -44,7 +44,8 @@ namespace {
 // One direction's terms in one layer: unweighted, before the 2 tau scaling is applied by caller.
 struct Terms {
   at::Tensor cls, patch;
-  double valid = 0, pairs = 0;
+  at::Tensor valid;  // valid pairs, a device scalar: read by the trainer once per log interval
+  double pairs = 0;
 };
 
 class Ogar final : public wb::Loss {
@@ -93,7 +94,9 @@ class Ogar final : public wb::Loss {
     if (!matcher_->per_layer())
       for (int a = 0; a < 2; ++a) shared[a] = matcher_->match(input(state, 0, a, 1 - a));
 
-    double cls_sum = 0, patch_sum = 0, valid = 0, pairs = 0;
+    at::Tensor cls_sum = at::zeros({}, total.options().dtype(at::kFloat)), patch_sum = cls_sum,
+               valid = cls_sum;
+    double pairs = 0;
     for (std::size_t l = 0; l < layers; ++l) {
       at::Tensor cls, patch;
       for (int a = 0; a < 2; ++a) {
@@ -104,22 +107,21 @@ class Ogar final : public wb::Loss {
         Terms t = direction(state, l, a, 1 - a, match);
         cls = cls.defined() ? cls + t.cls : t.cls;
         patch = patch.defined() ? patch + t.patch : t.patch;
-        valid += t.valid;
+        valid = valid + t.valid;
         pairs += t.pairs;
       }
       total = total + (1 - alpha_) * cls + alpha_ * patch;
-      const double c = cls.item<double>(), p = patch.item<double>();
-      cls_sum += c;
-      patch_sum += p;
+      cls_sum = cls_sum + cls.detach();
+      patch_sum = patch_sum + patch.detach();
       if (log_layers_) {
-        r.metrics["cls_moe" + std::to_string(l)] = c;
-        r.metrics["patch_moe" + std::to_string(l)] = p;
+        r.metrics["cls_moe" + std::to_string(l)] = cls;
+        r.metrics["patch_moe" + std::to_string(l)] = patch;
       }
     }
     r.value = weight_ * total;
     r.metrics["cls"] = cls_sum;
     r.metrics["patch"] = patch_sum;
-    r.metrics["valid_fraction"] = pairs > 0 ? valid / pairs : 0.0;
+    r.metrics["valid_fraction"] = pairs > 0 ? wb::Metric(valid / pairs) : wb::Metric(0.0);
     return r;
   }
 
@@ -208,7 +210,7 @@ class Ogar final : public wb::Loss {
     const at::Tensor k_matched = k_patch.gather(1, index.unsqueeze(2).expand({B, N, k.size(2)}));
 
     Terms t;
-    t.valid = valid.sum().item<double>();
+    t.valid = valid.sum().to(at::kFloat);
     t.pairs = static_cast<double>(B * N);
     const at::Tensor mask = valid.to(q.dtype());
     // Eq. 8 divides by every patch; "valid" by the valid pairs (none valid: 0 / 1, never 0 / 0).
@@ -223,11 +225,14 @@ class Ogar final : public wb::Loss {
         at::arange(B, index.options()) + static_cast<std::int64_t>(comm.rank()) * B;
     // CLS: logits over the CLS keys of every image of the global batch.
     const at::Tensor cls_keys = comm.all_gather(k_cls.contiguous());  // [Bg, E]
-    t.cls = at::cross_entropy_loss(q_cls.mm(cls_keys.t()) / tau_, own) * (2 * tau_);
+    // Logits in fp32 under bf16 autocast (docs/methods.md §1), as MoCo's.
+    t.cls =
+        at::cross_entropy_loss(wb::at_least_fp32(q_cls.mm(cls_keys.t())) / tau_, own) * (2 * tau_);
     // Patches, per query position m: logits[m, i, j] = <q_{i,m}, k_{j, match_j(m)}> / tau.
     const at::Tensor keys = comm.all_gather(k_matched.contiguous());  // [Bg, N, E]
     const at::Tensor logits =
-        at::bmm(q_patch.transpose(0, 1), keys.permute({1, 2, 0})) / tau_;  // [N, B, Bg]
+        wb::at_least_fp32(at::bmm(q_patch.transpose(0, 1), keys.permute({1, 2, 0}))) /
+        tau_;  // [N, B, Bg]
     const at::Tensor logp = at::log_softmax(logits, 2);
     const at::Tensor positive =
         logp.gather(2, own.view({1, B, 1}).expand({N, B, 1})).squeeze(2).t();  // [B, N]

@@ -22,7 +22,11 @@ struct Batch {
   at::Tensor cluster;                  // [B] int64 cluster ids (MoCE) or undefined
 
   std::int64_t size() const { return views.empty() ? 0 : views.front().size(0); }
+  // Every defined tensor on `device`; pinned CPU tensors are copied to CUDA without blocking
+  // (the copy is ordered on the current stream before any kernel that reads it).
   Batch to(c10::Device device) const;
+  // Every defined CPU tensor in page-locked memory (needs CUDA).
+  Batch pinned() const;
 };
 
 }  // namespace wb

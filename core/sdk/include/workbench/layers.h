@@ -32,6 +32,10 @@ torch::nn::LayerNorm layer_norm(std::int64_t dim);
 // x / max(||x||_2, eps) along `dim`: torch.nn.functional.normalize.
 at::Tensor l2_normalize(const at::Tensor& x, std::int64_t dim = -1, double eps = 1e-12);
 
+// x in at least fp32: bf16/fp16 become fp32, fp32 and fp64 stay. Under bf16 autocast the
+// softmaxes (attention, gates, InfoNCE) run on this (train.precision, docs/methods.md §1).
+at::Tensor at_least_fp32(const at::Tensor& x);
+
 // Stochastic depth: zeroes the whole residual branch of a sample with probability p and scales
 // the kept ones by 1 / (1 - p); the identity when p = 0 or not training. x: [B, ...].
 at::Tensor drop_path(const at::Tensor& x, double p, bool training);

@@ -50,9 +50,27 @@ struct StepState {
   Communicator* comm = nullptr;
 };
 
+// A logged value: a scalar tensor (detached; it stays on the device and the trainer reads all of
+// a logging interval's values at once, so a step never waits for the device) or a plain number.
+// value() reads the tensor back: for tests and reports, never inside a training step.
+class Metric {
+ public:
+  Metric() = default;
+  Metric(double number) : number_(number) {}  // NOLINT: implicit, as a number is a metric
+  Metric(const at::Tensor& tensor) : tensor_(tensor.detach()) {}  // NOLINT
+  bool is_tensor() const { return tensor_.defined(); }
+  const at::Tensor& tensor() const { return tensor_; }
+  double value() const { return tensor_.defined() ? tensor_.item<double>() : number_; }
+  operator double() const { return value(); }  // NOLINT: tests compare metrics to numbers
+
+ private:
+  at::Tensor tensor_;
+  double number_ = 0;
+};
+
 struct LossResult {
   at::Tensor value;                       // weighted scalar added to the total loss
-  std::map<std::string, double> metrics;  // logged as "<loss>/<metric>", e.g. unweighted terms
+  std::map<std::string, Metric> metrics;  // logged as "<loss>/<metric>", e.g. unweighted terms
 };
 
 class Loss : public torch::nn::Module {

@@ -48,6 +48,8 @@ struct LoaderOptions {
   int workers = 2;         // decode/augment threads
   int prefetch = 4;        // batches prepared ahead (bounded queue)
   std::uint64_t seed = 0;  // same seed, same batches, whatever the number of workers
+  // Workers stage batches in page-locked memory (for non-blocking copies to CUDA).
+  bool pin_memory = false;
 };
 
 class Loader {

@@ -6,20 +6,30 @@
 namespace wb {
 
 namespace {
-at::Tensor move(const at::Tensor& t, c10::Device device) {
-  return t.defined() ? t.to(device) : t;
+template <class F>
+Batch map(const Batch& b, F f) {
+  Batch out;
+  for (const auto& v : b.views) out.views.push_back(f(v));
+  for (const auto& g : b.geometry) out.geometry.push_back({f(g.box), f(g.flip)});
+  out.labels = f(b.labels);
+  out.index = f(b.index);
+  out.cluster = f(b.cluster);
+  return out;
 }
 }  // namespace
 
 Batch Batch::to(c10::Device device) const {
-  Batch out;
-  for (const auto& v : views) out.views.push_back(move(v, device));
-  for (const auto& g : geometry)
-    out.geometry.push_back({move(g.box, device), move(g.flip, device)});
-  out.labels = move(labels, device);
-  out.index = move(index, device);
-  out.cluster = move(cluster, device);
-  return out;
+  return map(*this, [&](const at::Tensor& t) {
+    if (!t.defined()) return t;
+    const bool async = device.is_cuda() && t.is_cpu() && t.is_pinned();
+    return t.to(device, /*non_blocking=*/async);
+  });
+}
+
+Batch Batch::pinned() const {
+  return map(*this, [](const at::Tensor& t) {
+    return t.defined() && t.is_cpu() && !t.is_pinned() ? t.pin_memory() : t;
+  });
 }
 
 }  // namespace wb

@@ -107,6 +107,9 @@ struct Loader::Impl {
     Slot s;
     try {
       s.batch = build(b);
+      // Page-locked copies, made on this worker: Batch::to then copies them to the GPU
+      // without blocking the trainer.
+      if (options.pin_memory) s.batch = s.batch->pinned();
     } catch (...) {
       s.error = std::current_exception();
     }

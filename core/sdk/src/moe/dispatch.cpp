@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "compat/torch_compat.h"
 #include "moe/dispatch.h"
 #include "workbench/moe_layer.h"
 
@@ -265,9 +266,23 @@ void check_shapes(const at::Tensor& x, const Routing& r, const at::Tensor& w1, c
     fail("routing.kept must have the shape of routing.experts");
 }
 
-// Combine weight of each grouped assignment (autograd carries the gate's gradient through it).
-at::Tensor grouped_weights(const Routing& r, const DispatchPlan& plan) {
-  return r.weights.reshape({-1}).index_select(0, plan.slot);
+// Combine weight of each grouped assignment (autograd carries the gate's gradient through it),
+// in the dtype of the expert products.
+at::Tensor grouped_weights(const Routing& r, const DispatchPlan& plan, at::ScalarType dtype) {
+  return r.weights.reshape({-1}).index_select(0, plan.slot).to(dtype);
+}
+
+// Under autocast the expert products run in the autocast dtype, as nn::Linear's would: the
+// inputs are cast here (autograd casts the gradients back to the fp32 weights) and autocast is
+// off inside, because the CPU kernel's out= products are no autocast operations.
+template <class F>
+at::Tensor with_autocast(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
+                         const at::Tensor& w2, const at::Tensor& b2, F f) {
+  const c10::DeviceType device = x.device().type();
+  if (!compat::autocast_enabled(device)) return f(x, w1, b1, w2, b2);
+  const at::ScalarType dtype = compat::autocast_dtype(device);
+  compat::AutocastGuard off(device, false, dtype);
+  return f(x.to(dtype), w1.to(dtype), b1.to(dtype), w2.to(dtype), b2.to(dtype));
 }
 
 }  // namespace
@@ -285,8 +300,101 @@ at::Tensor dispatch_combine_autograd(const at::Tensor& x, const Routing& routing
     const at::Tensor h = at::gelu(at::addmm(b1.select(0, e), parts[e], w1.select(0, e)));
     outputs.push_back(at::addmm(b2.select(0, e), h, w2.select(0, e)));
   });
-  const at::Tensor weighted = at::cat(outputs) * grouped_weights(routing, plan).unsqueeze(1);
+  const at::Tensor weighted =
+      at::cat(outputs) * grouped_weights(routing, plan, x.scalar_type()).unsqueeze(1);
   return at::zeros_like(x).index_add(0, plan.token, weighted);
+}
+
+bool have_grouped_mm() {
+#ifdef WB_HAVE_GROUPED_MM
+  return true;
+#else
+  return false;
+#endif
+}
+
+namespace {
+
+// Rows [T*k, out] = rows [T*k, in] x weight[expert of the row] + bias[expert of the row], the
+// rows grouped by expert with `ends` [E] int32 the cumulative group ends. Rows past the last end
+// (dropped assignments) are left as the product leaves them: the caller masks them.
+at::Tensor grouped_linear(const at::Tensor& rows, const at::Tensor& weight, const at::Tensor& ends,
+                          const at::Tensor& bias_rows) {
+#ifdef WB_HAVE_GROUPED_MM
+  return at::_grouped_mm(rows, weight, ends) + bias_rows;
+#else
+  (void)rows, (void)weight, (void)ends, (void)bias_rows;
+  throw std::logic_error("dispatch: this LibTorch has no at::_grouped_mm");
+#endif
+}
+
+// Set when at::_grouped_mm refused the tensors once (an older GPU): automatic stops trying.
+std::atomic<bool> g_grouped_refused{false};
+
+bool use_grouped(const at::Tensor& x, DeviceProducts products) {
+  if (products == DeviceProducts::grouped) return true;
+  if (products == DeviceProducts::per_expert || !have_grouped_mm()) return false;
+  // The grouped kernel is for bf16 on CUDA (Hopper and later).
+  return x.is_cuda() && x.scalar_type() == at::kBFloat16 && !g_grouped_refused.load();
+}
+
+}  // namespace
+
+at::Tensor dispatch_combine_device(const at::Tensor& x, const Routing& routing,
+                                   const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                                   const at::Tensor& b2, DeviceProducts products) {
+  check_shapes(x, routing, w1, b1, w2, b2);
+  const std::int64_t E = w1.size(0), T = x.size(0), k = routing.experts.size(1);
+  const std::int64_t D = x.size(1), A = T * k;
+  if (A == 0) return at::zeros_like(x);
+  const at::TensorOptions index = routing.experts.options().dtype(at::kLong);
+  at::Tensor bucket = routing.experts.reshape({-1}).to(at::kLong);
+  at::Tensor kept = routing.kept.defined() ? routing.kept.reshape({-1}).to(at::kBool)
+                                           : at::ones({A}, index.dtype(at::kBool));
+  // Dropped assignments go to an extra bucket E, sorted last.
+  bucket = bucket.masked_fill(kept.logical_not(), E);
+  const at::Tensor order = std::get<1>(at::sort(bucket, /*stable=*/true, 0, false));
+  const at::Tensor token = at::div(order, k, "trunc");
+  const at::Tensor sorted_kept = kept.index_select(0, order);
+  // back[slot] = grouped row of that (token, choice): the combine gathers a token's k rows.
+  const at::Tensor back = at::empty_like(order).scatter_(0, order, at::arange(A, index));
+  const at::Tensor weight = routing.weights.reshape({-1}).index_select(0, order);
+  const at::Tensor xs = x.index_select(0, token);  // [A, D], dropped rows last
+
+  const at::Tensor counts =
+      at::zeros({E + 1}, index).scatter_add_(0, bucket, at::ones_like(bucket));
+  at::Tensor ys;  // [A, D]: every kept row's expert output, anything in dropped rows
+  if (use_grouped(x, products)) {
+    try {
+      const at::Tensor ends = counts.narrow(0, 0, E).cumsum(0).to(at::kInt);
+      const at::Tensor expert = bucket.index_select(0, order).clamp_max(E - 1);
+      const at::Tensor h = grouped_linear(xs, w1, ends, b1.index_select(0, expert));
+      ys = grouped_linear(at::gelu(h), w2, ends, b2.index_select(0, expert));
+    } catch (const c10::Error&) {
+      if (products == DeviceProducts::grouped) throw;
+      g_grouped_refused = true;  // the per-expert products below, from now on
+    }
+  }
+  if (!ys.defined()) {
+    const at::Tensor host = counts.to(at::kCPU);  // the one host read: the expert sizes
+    std::vector<std::int64_t> sizes(host.data_ptr<std::int64_t>(),
+                                    host.data_ptr<std::int64_t>() + E + 1);
+    const auto parts = xs.split_with_sizes(sizes);
+    std::vector<at::Tensor> outputs;
+    for (std::int64_t e = 0; e < E; ++e)
+      if (sizes[e] > 0)
+        outputs.push_back(at::addmm(b2.select(0, e),
+                                    at::gelu(at::addmm(b1.select(0, e), parts[e], w1.select(0, e))),
+                                    w2.select(0, e)));
+    if (sizes[E] > 0) outputs.push_back(at::zeros({sizes[E], D}, xs.options()));
+    ys = outputs.size() == 1 ? outputs.front() : at::cat(outputs);
+  }
+  // where(), not a product: a dropped row holds no output (grouped: unwritten memory).
+  const at::Tensor weighted =
+      at::where(sorted_kept.unsqueeze(1), ys * weight.unsqueeze(1).to(ys.scalar_type()),
+                at::zeros({}, ys.options()));
+  const at::Tensor picked = weighted.index_select(0, back);
+  return k == 1 ? picked : picked.view({T, k, D}).sum(1);
 }
 
 at::Tensor dispatch_combine_masked(const at::Tensor& x, const Routing& routing,
@@ -314,13 +422,21 @@ at::Tensor moe::dispatch_combine_blocked(const at::Tensor& x, const Routing& rou
   check_shapes(x, routing, w1, b1, w2, b2);
   const DispatchPlan plan = plan_dispatch(routing, w1.size(0));
   if (plan.assignments == 0) return at::zeros_like(x);
-  return ExpertMlps::apply(x, grouped_weights(routing, plan), w1, b1, w2, b2, plan.token, plan.back,
-                           plan.sizes, block_rows(x, block));
+  return ExpertMlps::apply(x, grouped_weights(routing, plan, x.scalar_type()), w1, b1, w2, b2,
+                           plan.token, plan.back, plan.sizes, block_rows(x, block));
 }
 
 at::Tensor dispatch_combine(const at::Tensor& x, const Routing& routing, const at::Tensor& w1,
                             const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2) {
-  return moe::dispatch_combine_blocked(x, routing, w1, b1, w2, b2, 0);
+  return moe::with_autocast(
+      x, w1, b1, w2, b2,
+      [&](const at::Tensor& x_, const at::Tensor& w1_, const at::Tensor& b1_, const at::Tensor& w2_,
+          const at::Tensor& b2_) {
+        // The CPU kernel (threads taking blocks of rows) for CPU tensors,
+        // device operations elsewhere.
+        if (!x_.is_cpu()) return moe::dispatch_combine_device(x_, routing, w1_, b1_, w2_, b2_);
+        return moe::dispatch_combine_blocked(x_, routing, w1_, b1_, w2_, b2_, 0);
+      });
 }
 
 at::Tensor blocked_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
@@ -332,10 +448,16 @@ at::Tensor blocked_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tens
         "blocked_mlp: needs x [T, D], w1 [D, H], b1 [H], w2 [H, D], b2 [D]");
   if (x.size(0) == 0) return at::zeros_like(x);
   // The dense MLP is one expert that every row uses, in order.
-  const at::Tensor none = at::empty({0}, x.options());
-  return moe::ExpertMlps::apply(x, none, w1.unsqueeze(0), b1.reshape({1, -1}), w2.unsqueeze(0),
-                                b2.reshape({1, -1}), none.to(at::kLong), none.to(at::kLong),
-                                std::vector<std::int64_t>{x.size(0)}, moe::block_rows(x, block));
+  return moe::with_autocast(x, w1, b1, w2, b2,
+                            [&](const at::Tensor& x_, const at::Tensor& w1_, const at::Tensor& b1_,
+                                const at::Tensor& w2_, const at::Tensor& b2_) {
+                              const at::Tensor none = at::empty({0}, x_.options());
+                              return moe::ExpertMlps::apply(
+                                  x_, none, w1_.unsqueeze(0), b1_.reshape({1, -1}),
+                                  w2_.unsqueeze(0), b2_.reshape({1, -1}), none.to(at::kLong),
+                                  none.to(at::kLong), std::vector<std::int64_t>{x_.size(0)},
+                                  moe::block_rows(x_, block));
+                            });
 }
 
 }  // namespace wb

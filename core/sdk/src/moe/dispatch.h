@@ -36,6 +36,27 @@ at::Tensor dispatch_combine_autograd(const at::Tensor& x, const Routing& routing
                                      const at::Tensor& w1, const at::Tensor& b1,
                                      const at::Tensor& w2, const at::Tensor& b2);
 
+// How the device path runs the expert products.
+enum class DeviceProducts {
+  automatic,   // grouped where this LibTorch has at::_grouped_mm and it accepts the tensors
+  per_expert,  // one addmm per expert: the expert sizes are read once from the device
+  grouped,     // at::_grouped_mm over all experts at once: no read at all (throws without it)
+};
+
+// True when this build's LibTorch has at::_grouped_mm (WB_HAVE_GROUPED_MM, found by CMake).
+bool have_grouped_mm();
+
+// The dispatch for tensors off the CPU (docs/methods.md §3), in device-agnostic operations that
+// autograd records: one stable sort of the T*k assignments by expert (dropped ones last), one
+// gather of their tokens, the products (per expert or grouped), the combine weights, and a
+// gather back to each token's k rows summed (deterministic, no atomic scatter). wb::
+// dispatch_combine selects it for CUDA tensors; the tests run it on the CPU against the masked
+// reference.
+at::Tensor dispatch_combine_device(const at::Tensor& x, const Routing& routing,
+                                   const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                                   const at::Tensor& b2,
+                                   DeviceProducts products = DeviceProducts::automatic);
+
 // Every expert on all T tokens, outputs masked by the combine weights: E times the work.
 at::Tensor dispatch_combine_masked(const at::Tensor& x, const Routing& routing,
                                    const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,

@@ -42,7 +42,9 @@ std::pair<at::Tensor, Routing> MoeLayer::forward(const at::Tensor& x,
   const at::Tensor tokens = x.reshape({B * N, D});
 
   GateInput input;
-  input.image = at::arange(B, x.options().dtype(at::kLong)).repeat_interleave(N);
+  // expand, not repeat_interleave: the latter reads its output size back from the device.
+  input.image =
+      at::arange(B, x.options().dtype(at::kLong)).unsqueeze(1).expand({B, N}).reshape({-1});
   input.view = context.view;
   input.cluster = context.cluster;
   input.tokens_per_image = N;

@@ -78,11 +78,17 @@ Attention::Attention(std::int64_t dim, std::int64_t heads) : heads_(heads) {
   proj_ = register_module("proj", xavier_linear(dim, dim));
 }
 
+at::Tensor at_least_fp32(const at::Tensor& x) {
+  return x.to(at::promote_types(x.scalar_type(), at::kFloat));
+}
+
 at::Tensor Attention::forward(const at::Tensor& x) {
   const auto B = x.size(0), T = x.size(1), D = x.size(2), hd = D / heads_;
   const at::Tensor qkv = qkv_->forward(x).view({B, T, 3, heads_, hd}).permute({2, 0, 3, 1, 4});
   const at::Tensor q = qkv.select(0, 0) * (1.0 / std::sqrt(static_cast<double>(hd)));
-  const at::Tensor attn = at::softmax(at::matmul(q, qkv.select(0, 1).transpose(-2, -1)), -1);
+  const at::Tensor scores = at::matmul(q, qkv.select(0, 1).transpose(-2, -1));
+  // The softmax in fp32 under bf16 autocast; the product with v casts it back.
+  const at::Tensor attn = at::softmax(at_least_fp32(scores), -1).to(scores.scalar_type());
   const at::Tensor out = at::matmul(attn, qkv.select(0, 2)).transpose(1, 2).reshape({B, T, D});
   return proj_->forward(out);
 }
