@@ -15,10 +15,18 @@
 
 #include "h5/h5.h"
 #include "h5/metrics.h"
+#include "store/atomic_file.h"
 
 namespace fs = std::filesystem;
 
 namespace {
+
+// Whether a flush left a temporary file (`<name>.<pid>.tmp`) behind in `dir`.
+bool has_temporary(const std::filesystem::path& dir) {
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().extension() == ".tmp") return true;
+  return false;
+}
 
 struct TempDir {
   fs::path path;
@@ -99,7 +107,7 @@ TEST_CASE("metrics file round trip: series, eval results, config, provenance") {
   CHECK(raw.open_dataset("series/train/loss/step").shape() == std::vector<std::int64_t>{6});
   CHECK(raw.open_dataset("series/routing/moe1/expert_load/value").shape() ==
         std::vector<std::int64_t>{5, 3});
-  CHECK_FALSE(fs::exists(dir.path / "metrics.h5.tmp"));
+  CHECK_FALSE(has_temporary(dir.path));
 }
 
 TEST_CASE("metrics file: a reopened file keeps its rows, eval results are replaced") {
@@ -216,7 +224,7 @@ TEST_CASE("metrics file: a failed flush throws naming the file and keeps the pre
 
   // Block the temporary file's name with a non-empty directory: copying onto it must fail,
   // whoever we are (a read-only directory does not stop root).
-  const fs::path blocker = dir.path / "metrics.h5.tmp";
+  const fs::path blocker = wb::temporary_path(file);
   fs::create_directory(blocker);
   std::ofstream(blocker / "keep") << "x";
   m.scalar("train/loss", 1, 2.0);
@@ -274,7 +282,7 @@ TEST_CASE("metrics file: a full disk (file size limit) fails the flush and keeps
   wb::MetricsReader r(file);
   CHECK(r.series_names() == std::vector<std::string>{"train/loss"});
   CHECK(r.series("train/loss").steps == iota(100));
-  CHECK_FALSE(fs::exists(dir.path / "metrics.h5.tmp"));
+  CHECK_FALSE(has_temporary(dir.path));
 }
 
 TEST_CASE("metrics file: after SIGKILL the file opens and holds a prefix of the rows") {

@@ -166,3 +166,48 @@ TEST_CASE("data loader: destroyed or restarted mid-epoch without hanging") {
   CHECK(cpu.views[0].equal(moved.views[0]));
   CHECK_FALSE(cpu.cluster.defined());
 }
+
+TEST_CASE("data loader: 2 ranks together see exactly the global batches of 1 process") {
+  // One global order (docs/scale.md): rank r takes its slice of each global batch; every view's
+  // draws come from the image's global position, so the slices side by side are the batch of
+  // a single process: images, labels, view pixels, crop boxes and flips. 37 images in batches
+  // of 6 also check the last, partial batch (1 image: rank 0 gets none of it).
+  auto data = data37();
+  wb::LoaderOptions o;
+  o.batch_size = 6;
+  o.drop_last = false;
+  o.seed = 5;
+  o.workers = 2;
+  wb::Loader single(data, moco_views(8), o);
+  o.world = 2;
+  o.rank = 0;
+  wb::Loader rank0(data, moco_views(8), o);
+  o.rank = 1;
+  o.workers = 0;
+  wb::Loader rank1(data, moco_views(8), o);
+  for (std::int64_t epoch : {0, 1}) {
+    const auto whole = epoch_batches(single, epoch), a = epoch_batches(rank0, epoch),
+               b = epoch_batches(rank1, epoch);
+    REQUIRE(whole.size() == 7);
+    REQUIRE(a.size() == whole.size());
+    REQUIRE(b.size() == whole.size());
+    for (std::size_t i = 0; i < whole.size(); ++i) {
+      const std::int64_t n = whole[i].labels.size(0);
+      CHECK(a[i].labels.size(0) == n / 2);
+      CHECK(b[i].labels.size(0) == n - n / 2);
+      wb::Batch joined;
+      joined.labels = at::cat({a[i].labels, b[i].labels});
+      joined.index = at::cat({a[i].index, b[i].index});
+      for (std::size_t v = 0; v < 2; ++v) {
+        joined.views.push_back(at::cat({a[i].views[v], b[i].views[v]}));
+        joined.geometry.push_back({at::cat({a[i].geometry[v].box, b[i].geometry[v].box}),
+                                   at::cat({a[i].geometry[v].flip, b[i].geometry[v].flip})});
+      }
+      CHECK(same(joined, whole[i]));
+    }
+    // The ranks' images differ: neighbours in the data set are not paired up across ranks.
+    CHECK_FALSE(a[0].index.equal(b[0].index));
+  }
+  o.rank = 2;
+  CHECK_THROWS_AS(wb::Loader(data, moco_views(8), o), std::invalid_argument);
+}

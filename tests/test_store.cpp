@@ -11,11 +11,13 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <sstream>
 
 #include "process/scheduler.h"
 #include "run/progress.h"
 #include "run/sweep.h"
 #include "store/atomic_file.h"
+#include "store/point_lock.h"
 #include "store/run_dir.h"
 #include "store/status.h"
 
@@ -48,7 +50,7 @@ wb::Command shell(const std::string& name, const std::string& script) {
 wb::SweepItem sweep_item(const fs::path& root, const std::string& id, const std::string& script) {
   const fs::path dir = root / id;
   fs::create_directories(dir);
-  return {id, "label " + id, dir, shell(id, script)};
+  return {id, "label " + id, dir, shell(id, script), {}};
 }
 
 }  // namespace
@@ -259,6 +261,41 @@ TEST_CASE("sweep: failures are recorded and the others still run") {
   CHECK(summary.rfind("id", 0) == 0);
   CHECK(summary.find("killed  label killed  failed") != std::string::npos);
   CHECK(summary.find("exited with code 3") != std::string::npos);
+}
+
+TEST_CASE("sweep: a point held by another trainer is left alone, a started one holds its lock") {
+  TempDir dir;
+  // The child checks that the point's lock is taken (by the descriptor it inherited): a
+  // fresh `flock -n` on the file must fail.
+  const std::string probe =
+      "flock -n " + (dir.path / "mine" / "point.lock").string() + " true && exit 7; exit 0";
+  const std::vector<wb::SweepItem> items = {sweep_item(dir.path, "held", "exit 0"),
+                                            sweep_item(dir.path, "mine", probe)};
+  wb::RunStatus running;
+  running.state = wb::RunState::Running;
+  running.pid = 4242;
+  wb::write_status(dir.path / "held" / "status.toml", running);
+  wb::PointLock other = wb::PointLock::try_acquire(dir.path / "held");
+  REQUIRE(other.held());
+  std::ostringstream messages;
+  wb::SweepOptions options;
+  options.messages = &messages;
+  const auto report = wb::run_sweep(items, options);
+  INFO(messages.str());
+  // The held point did not run and its status is its holder's.
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  CHECK(report.outcomes[0].elsewhere ==
+        "pid " + std::to_string(getpid()) + " on host " + std::string(host));
+  CHECK(report.outcomes[0].state == wb::RunState::Running);
+  CHECK(wb::read_status(dir.path / "held" / "status.toml").pid == 4242);
+  CHECK(messages.str().find("skip held") != std::string::npos);
+  CHECK(wb::format_summary(report.outcomes).find("running (elsewhere)") != std::string::npos);
+  // The other ran holding its claim, and released it at its end.
+  CHECK(report.outcomes[1].state == wb::RunState::Done);
+  CHECK(wb::PointLock::try_acquire(dir.path / "mine").held());
+  other.release();
+  CHECK(report.failed() == 0);
 }
 
 TEST_CASE("sweep: --fail-fast starts nothing after the first failure") {

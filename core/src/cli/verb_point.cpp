@@ -1,10 +1,14 @@
 // `workbench _point DIR [--threads T] [--nproc N] [--rank R] [--plugin-path P]...`: runs one
-// point in this process (run/point.h). Started by `workbench run`, one child process per point.
+// point in this process (run/point.h). Started by `workbench run`, one child process per point,
+// or by a launcher (torchrun --no-python, srun) once per rank: then the ranks come from the
+// launcher's environment (dist/rendezvous.h, docs/scale.md).
 #include <boost/program_options.hpp>
+#include <cstdlib>
 #include <iostream>
 
 #include "cli/cli.h"
 #include "run/point.h"
+#include "store/point_lock.h"
 
 namespace wb::cli {
 
@@ -34,6 +38,9 @@ int verb_point(const Args& args) {
     return vm.count("help") ? 0 : 2;
   }
   point.dir = dir;
+  // A point started by `workbench run` (or by rank 0) takes its ranks from the command line,
+  // whatever launcher variables the sweep itself inherited.
+  if (!std::getenv(kParentPidVariable)) point.launcher = rendezvous_from_environment();
   return point_main(point);
 }
 

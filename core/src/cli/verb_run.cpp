@@ -16,7 +16,7 @@ namespace po = boost::program_options;
 
 int verb_run(const Args& args) {
   po::options_description opts("workbench run FILE.toml [options]");
-  std::string file, profile, only, runs_dir = "runs";
+  std::string file, profile, only, shard, runs_dir = "runs";
   std::vector<std::string> sets;
   SweepSettings sweep;
   opts.add_options()("help,h", "show this help")("set", po::value(&sets)->composing(),
@@ -33,6 +33,9 @@ int verb_run(const Args& args) {
       "plugin-path", po::value(&sweep.plugin_paths)->composing(),
       "extra plugin folder or file (repeatable)")(
       "only", po::value(&only), "run only the point with this id (or unique id prefix)")(
+      "shard", po::value(&shard),
+      "I/N: run only the points i with i mod N == I (one job of an array)")(
+      "prepare", "write the points' directories and print them, train nothing (for torchrun/srun)")(
       "no-report", "do not write the report (runs/<experiment>/report) at the end");
   po::options_description hidden;
   hidden.add_options()("file", po::value(&file), "the experiment file");
@@ -66,6 +69,11 @@ int verb_run(const Args& args) {
     return 2;
   }
   if (!only.empty()) keep_only_point(experiment, only);
+  if (!shard.empty()) keep_shard(experiment, shard);
+  if (vm.count("prepare")) {
+    prepare_experiment(experiment, runs_dir, std::cout);
+    return 0;
+  }
   if (vm.count("dry-run")) {
     std::cout << format_points_table(experiment);
     return 0;

@@ -475,6 +475,28 @@ void keep_only_point(Experiment& experiment, const std::string& id) {
   experiment.points = std::move(matches);
 }
 
+void keep_shard(Experiment& experiment, const std::string& shard) {
+  const std::size_t slash = shard.find('/');
+  std::size_t used_i = 0, used_n = 0;
+  long i = -1, n = 0;
+  try {
+    if (slash != std::string::npos) {
+      i = std::stol(shard.substr(0, slash), &used_i);
+      n = std::stol(shard.substr(slash + 1), &used_n);
+    }
+  } catch (const std::exception&) {
+    n = 0;
+  }
+  if (slash == std::string::npos || used_i != slash || used_n != shard.size() - slash - 1 ||
+      n < 1 || i < 0 || i >= n)
+    throw std::runtime_error("--shard " + shard + ": expected I/N with 0 <= I < N (e.g. 0/4)");
+  std::vector<Point> kept;
+  for (std::size_t k = 0; k < experiment.points.size(); ++k)
+    if (static_cast<long>(k % static_cast<std::size_t>(n)) == i)
+      kept.push_back(experiment.points[k]);
+  experiment.points = std::move(kept);
+}
+
 std::string format_points_table(const Experiment& exp) {
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> header = {"id", "seed"};

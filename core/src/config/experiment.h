@@ -61,6 +61,9 @@ Experiment parse_experiment(const std::string& text, const std::string& file,
 // Keeps only the point `id` names: its full id or a prefix matching exactly one point. Throws
 // naming the ids when none or several match.
 void keep_only_point(Experiment& experiment, const std::string& id);
+// `--shard I/N`: keeps the points whose index i (in the experiment's order) has i mod N == I,
+// the static split of a sweep between N jobs (docs/scale.md). Throws on a malformed shard.
+void keep_shard(Experiment& experiment, const std::string& shard);
 
 // The --dry-run table: one row per point with id, seed and the varied keys.
 std::string format_points_table(const Experiment& experiment);

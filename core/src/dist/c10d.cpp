@@ -1,10 +1,15 @@
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef WORKBENCH_HAVE_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <stdexcept>
 
 #include "compat/torch_compat.h"
@@ -14,10 +19,91 @@ namespace wb {
 
 namespace {
 
+bool loopback(const std::string& host) {
+  return host.empty() || host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
+}
+
+// Gloo's interface: GLOO_SOCKET_IFNAME when set (as in PyTorch), loopback when all ranks are
+// on this machine, else the address this host's name resolves to.
+std::shared_ptr<::gloo::transport::Device> gloo_device(const Rendezvous& r) {
+  if (const char* name = std::getenv("GLOO_SOCKET_IFNAME"); name && *name)
+    return ::c10d::ProcessGroupGloo::createDeviceForInterface(name);
+  if (loopback(r.master_addr))
+    return ::c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+  return ::c10d::ProcessGroupGloo::createDefaultDevice();
+}
+
+std::string where(const Rendezvous& r) {
+  return r.master_addr.empty() ? "the store " + r.store_file
+                               : r.master_addr + ":" + std::to_string(r.master_port);
+}
+
+c10::intrusive_ptr<::c10d::Store> open_store(const Rendezvous& r) {
+  if (r.master_addr.empty()) {
+    auto store = c10::make_intrusive<::c10d::FileStore>(r.store_file, r.world);
+    store->setTimeout(r.timeout);
+    return store;
+  }
+  ::c10d::TCPStoreOptions options;
+  options.port = static_cast<std::uint16_t>(r.master_port);
+  options.isServer = r.rank == 0;
+  options.numWorkers = static_cast<std::size_t>(r.world);
+  options.waitWorkers = false;  // join() below waits, and names who is missing
+  options.timeout = r.timeout;
+  try {
+    return c10::make_intrusive<::c10d::TCPStore>(r.master_addr, options);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("rank " + std::to_string(r.rank) + " cannot " +
+                             (r.rank == 0 ? "serve" : "reach rank 0's") + " c10d store at " +
+                             where(r) + " (" + r.source + "): " + e.what());
+  }
+}
+
+// Every rank announces itself, then waits for all others: a missing rank is an error that
+// names it and the rendezvous, after the timeout.
+void join(::c10d::Store& store, const Rendezvous& r) {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  const std::string me = std::string(host) + " pid " + std::to_string(getpid());
+  store.set("wb/joined/" + std::to_string(r.rank), std::vector<std::uint8_t>(me.begin(), me.end()));
+  for (int other = 0; other < r.world; ++other) {
+    try {
+      store.wait({"wb/joined/" + std::to_string(other)}, r.timeout);
+    } catch (const std::exception&) {
+      throw std::runtime_error("rank " + std::to_string(other) + " of " + std::to_string(r.world) +
+                               " did not join the rendezvous at " + where(r) + " within " +
+                               std::to_string(r.timeout.count()) + " s (" + r.source + ")");
+    }
+  }
+}
+
+at::Tensor sum_over_ranks(::c10d::ProcessGroup& group, const at::Tensor& t) {
+  std::vector<at::Tensor> v{t.detach().clone(at::MemoryFormat::Contiguous)};
+  group.allreduce(v)->wait();  // ReduceOp::SUM
+  return v[0];
+}
+
+// Forward: the sum over ranks. Backward: the sum over ranks of the incoming gradients, since
+// every rank's result depends on every rank's input.
+class AllReduceSum : public torch::autograd::Function<AllReduceSum> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& local,
+                            std::int64_t group) {
+    ctx->saved_data["group"] = group;  // the communicator outlives every graph it is in
+    return sum_over_ranks(*reinterpret_cast<::c10d::ProcessGroup*>(group), local);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    auto* group = reinterpret_cast<::c10d::ProcessGroup*>(ctx->saved_data["group"].toInt());
+    return {sum_over_ranks(*group, grad[0]), at::Tensor()};
+  }
+};
+
 class C10d final : public Communicator {
  public:
-  C10d(c10::intrusive_ptr<::c10d::Store> store, int rank, int world, c10::Device device)
-      : rank_(rank), world_(world) {
+  C10d(c10::intrusive_ptr<::c10d::Store> store, const Rendezvous& r, c10::Device device)
+      : rank_(r.rank), world_(r.world) {
+    const int rank = r.rank, world = r.world;
     if (device.is_cuda()) {
 #ifdef WORKBENCH_HAVE_NCCL
       group_ = c10::make_intrusive<::c10d::ProcessGroupNCCL>(store, rank, world);
@@ -28,9 +114,9 @@ class C10d final : public Communicator {
           "LibTorch was built without it");
 #endif
     }
-    // A rank that died surfaces as an error within minutes rather than a hang.
-    auto options = ::c10d::ProcessGroupGloo::Options::create(std::chrono::minutes(5));
-    options->devices.push_back(::c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+    // A rank that died surfaces as an error after the timeout rather than a hang.
+    auto options = ::c10d::ProcessGroupGloo::Options::create(r.timeout);
+    options->devices.push_back(gloo_device(r));
     group_ = c10::make_intrusive<::c10d::ProcessGroupGloo>(store, rank, world, options);
   }
 
@@ -63,6 +149,10 @@ class C10d final : public Communicator {
     group_->barrier()->wait();
   }
 
+  at::Tensor all_reduce_sum(const at::Tensor& local) override {
+    return AllReduceSum::apply(local, reinterpret_cast<std::int64_t>(group_.get()));
+  }
+
  private:
   int rank_, world_;
   c10::intrusive_ptr<compat::ProcessGroupBase> group_;
@@ -70,13 +160,22 @@ class C10d final : public Communicator {
 
 }  // namespace
 
+std::unique_ptr<Communicator> make_c10d_communicator(const Rendezvous& r, c10::Device device) {
+  if (r.world < 1 || r.rank < 0 || r.rank >= r.world)
+    throw std::invalid_argument("c10d: rank " + std::to_string(r.rank) + " outside world of " +
+                                std::to_string(r.world));
+  auto store = open_store(r);
+  join(*store, r);
+  return std::make_unique<C10d>(store, r, device);
+}
+
 std::unique_ptr<Communicator> make_c10d_communicator(const std::string& store_path, int rank,
                                                      int world_size, c10::Device device) {
-  if (world_size < 1 || rank < 0 || rank >= world_size)
-    throw std::invalid_argument("c10d: rank " + std::to_string(rank) + " outside world of " +
-                                std::to_string(world_size));
-  auto store = c10::make_intrusive<::c10d::FileStore>(store_path, world_size);
-  return std::make_unique<C10d>(store, rank, world_size, device);
+  Rendezvous r;
+  r.rank = rank;
+  r.world = world_size;
+  r.store_file = store_path;
+  return make_c10d_communicator(r, device);
 }
 
 }  // namespace wb

@@ -105,8 +105,10 @@ void read_available(int& fd, std::string& buffer) {
 
 // Starts one command in a process group of its own (so a Ctrl-C at the terminal reaches only
 // us, and we decide what the children get). Returns the error text when it cannot start.
-std::optional<std::string> spawn(const Command& command, bool capture, Running& running) {
+std::optional<std::string> spawn(const Command& command, bool capture, int pass_fd,
+                                 Running& running) {
   ProcessSpec spec;
+  spec.pass_fd = pass_fd;
   spec.argv = command.argv;
   spec.env = command.env;
   spec.output = capture ? ProcessSpec::Output::Pipe : ProcessSpec::Output::Inherit;
@@ -185,7 +187,14 @@ SchedulerReport schedule_commands(const std::vector<Command>& commands,
     while (!stop_starting && running.size() < jobs && next < commands.size()) {
       Running r;
       r.index = next++;
-      if (auto error = spawn(commands[r.index], options.prefix_output, r)) {
+      int pass_fd = -1;
+      if (options.claim && !options.claim(r.index, &pass_fd)) {
+        report.results[r.index].skipped = true;
+        continue;
+      }
+      auto error = spawn(commands[r.index], options.prefix_output, pass_fd, r);
+      close_fd(pass_fd);  // the child holds its own copy now
+      if (error) {
         CommandResult& result = report.results[r.index];
         result.start_error = *error;
         if (options.fail_fast) stop_starting = true;

@@ -28,6 +28,7 @@ struct CommandResult {
   int signal = 0;            // when a signal killed it
   bool interrupted = false;  // we forwarded an interrupt (Ctrl-C) to it
   double seconds = 0;        // wall time from start to exit
+  bool skipped = false;      // its claim declined it (SchedulerOptions::claim): not started
   bool ok() const { return started && signal == 0 && exit_code == 0; }
 };
 
@@ -41,6 +42,10 @@ struct SchedulerOptions {
   // Catch SIGINT/SIGTERM while running: forward the signal to the children, start nothing new,
   // wait for them. A second signal kills them with SIGKILL.
   bool forward_signals = false;
+  // Called just before command `index` would start: false skips it (its result says skipped;
+  // on_finish is not called). It may set `*pass_fd` to a descriptor that the child gets as its
+  // descriptor 3 (ProcessSpec::pass_fd) and that is closed here once the child has started.
+  std::function<bool(std::size_t index, int* pass_fd)> claim;
   std::function<void(std::size_t index, pid_t pid)> on_start;
   std::function<void(std::size_t index, const CommandResult&)> on_finish;
 };

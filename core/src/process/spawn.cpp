@@ -75,6 +75,19 @@ Process spawn_process(const ProcessSpec& spec) {
   }
 
   SpawnState state;
+  // dup2 onto itself would keep close-on-exec: move a descriptor 3 out of the way first.
+  int moved = -1;
+  int pass_fd = spec.pass_fd;
+  if (pass_fd == 3) {
+    moved = ::fcntl(pass_fd, F_DUPFD_CLOEXEC, 10);
+    if (moved < 0) {
+      const std::string reason = std::strerror(errno);
+      close_all();
+      throw std::runtime_error(program + ": fcntl: " + reason);
+    }
+    pass_fd = moved;
+  }
+  if (pass_fd >= 0) posix_spawn_file_actions_adddup2(&state.actions, pass_fd, 3);
   // Files first: a relative output path is relative to our working directory, not the child's.
   if (spec.null_stdin)
     posix_spawn_file_actions_addopen(&state.actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
@@ -113,6 +126,7 @@ Process spawn_process(const ProcessSpec& spec) {
                                                 &state.attr, argv.data(), envp.data());
   close_fd(out[1]);
   close_fd(err[1]);
+  close_fd(moved);
   if (rc != 0) {
     close_all();
     throw std::runtime_error(program + ": " + std::strerror(rc));

@@ -24,6 +24,9 @@ struct ProcessSpec {
   // A process group of its own: a Ctrl-C at the terminal then reaches only us, and we decide
   // what the child gets. Otherwise it joins our group and receives what we receive.
   bool own_process_group = false;
+  // A descriptor the child gets as its descriptor 3, open across exec (e.g. a point's lock
+  // that the child then holds); -1: none.
+  int pass_fd = -1;
 };
 
 struct Process {

@@ -2,10 +2,12 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <iostream>
 #include <stdexcept>
 
@@ -17,6 +19,7 @@
 #include "process/spawn.h"
 #include "process/threads.h"
 #include "run/progress.h"
+#include "store/point_lock.h"
 #include "store/run_dir.h"
 #include "store/status.h"
 #include "train/train_point.h"
@@ -46,6 +49,7 @@ class Ranks {
       rank.rank = r;
       ProcessSpec spec;
       spec.argv = point_command("/proc/self/exe", rank);
+      spec.env = {{kParentPidVariable, std::to_string(getpid())}};
       try {
         pids_.push_back(spawn_process(spec).pid);
       } catch (const std::exception& e) {
@@ -120,16 +124,64 @@ void warn_about(spdlog::logger& log, const PluginLoader& loader, const RunConfig
   for (const auto& note : config.migrated) log.warn("{}", note);
 }
 
+// A point started by a launcher (or by rank 0) dies with it, so that a rerun after the launcher
+// was killed does not race an orphaned trainer. The check after prctl closes the window in
+// which the parent died before it.
+void die_with_parent() {
+  const char* parent = std::getenv(kParentPidVariable);
+  if (!parent) return;
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (std::to_string(getppid()) != parent) {
+    std::cerr << "error: the process that started this point (pid " << parent << ") is gone\n";
+    std::_Exit(1);
+  }
+}
+
+// The point's lock: the launcher's claim inherited through WB_POINT_LOCK_FD, else taken here.
+// Throws when another trainer holds it.
+PointLock lock_point(const std::filesystem::path& dir) {
+  if (const char* fd = std::getenv(kPointLockFdVariable)) {
+    const int number = std::atoi(fd);
+    ::unsetenv(kPointLockFdVariable);  // not for the ranks this process starts
+    return PointLock::adopt(dir, number);
+  }
+  PointLock lock = PointLock::try_acquire(dir);
+  if (!lock.held())
+    throw std::runtime_error("the point " + dir.string() + " is already being trained by " +
+                             lock.holder());
+  return lock;
+}
+
+// How this point's ranks meet: the launcher's rendezvous, else a file store in the run dir.
+Rendezvous rendezvous_of(const PointOptions& point) {
+  if (point.launcher) return *point.launcher;
+  Rendezvous r;
+  r.rank = r.local_rank = point.rank;
+  r.world = r.local_world = point.nproc;
+  r.store_file = (point.dir / "c10d.store").string();
+  return r;
+}
+
+// Threads of a rank started by a launcher, which divides no cores: --threads, else the config's,
+// else this machine's cores shared by the ranks on it.
+int launched_threads(const PointOptions& point, int configured) {
+  if (point.threads > 0) return point.threads;
+  if (configured > 0) return configured;
+  return std::max(1, all_cores() / std::max(1, point.launcher->local_world));
+}
+
 // Rank r > 0: trains alongside rank 0 in <run>/rank<r>, writes nothing else of the run.
 int rank_main(const PointOptions& point) {
-  const std::filesystem::path own = point.dir / ("rank" + std::to_string(point.rank));
+  const Rendezvous ranks = rendezvous_of(point);
+  const std::filesystem::path own = point.dir / ("rank" + std::to_string(ranks.rank));
   std::filesystem::create_directories(own);
   const RunLog log = open_run_log(own / "run.log", "rank", false);
   try {
     Registry registry;
     load_plugins(registry, point.plugin_paths);
     const RunConfig config = load_run_config(RunPaths(point.dir).config, registry);
-    const int threads = std::max(1, point.threads);
+    const int threads = point.launcher ? launched_threads(point, config.settings.run.threads)
+                                       : std::max(1, point.threads);
     use_threads(threads);
     MetricsFile metrics(own / "metrics.h5");
     TrainContext context;
@@ -139,9 +191,7 @@ int rank_main(const PointOptions& point) {
     context.output.metrics = &metrics;
     context.output.log = log.log.get();
     context.threads = threads;
-    context.rank = point.rank;
-    context.world = point.nproc;
-    context.store = point.dir / "c10d.store";
+    context.rendezvous = ranks;
     train_point(context);
     metrics.flush();
     return 0;
@@ -182,12 +232,16 @@ int point_main(const PointOptions& point) {
   if (point.threads > 0) use_threads(point.threads);
   if (point.nproc < 1 || point.rank < 0 || point.rank >= point.nproc)
     throw std::runtime_error("--rank must lie in [0, --nproc)");
-  if (point.rank > 0) return rank_main(point);
+  die_with_parent();
+  const Rendezvous ranks = rendezvous_of(point);
+  if (ranks.rank > 0) return rank_main(point);
 
   const auto start = Clock::now();
   const RunPaths paths(point.dir);
   if (!std::filesystem::is_directory(paths.dir))
     throw std::runtime_error("no run directory " + paths.dir.string());
+  // Before anything is written: the holder's status and metrics are not ours to touch.
+  const PointLock lock = lock_point(paths.dir);
   RunStatus status;
   try {
     status = read_status(paths.status);
@@ -202,7 +256,9 @@ int point_main(const PointOptions& point) {
     const PluginLoader loader = load_plugins(registry, point.plugin_paths);
     const RunConfig config = load_run_config(paths.config, registry);
     warn_about(*log.log, loader, config);
-    const int threads = resolve_threads(point.threads, config.settings.run.threads);
+    const int threads = point.launcher
+                            ? launched_threads(point, config.settings.run.threads)
+                            : resolve_threads(point.threads, config.settings.run.threads);
     if (point.threads <= 0) use_threads(threads);
 
     status.state = RunState::Running;
@@ -228,18 +284,20 @@ int point_main(const PointOptions& point) {
     context.output.log = log.log.get();
     context.output.progress = [&progress](const ProgressInfo& p) { progress(p); };
     context.threads = threads;
-    context.world = point.nproc;
-    context.store = paths.dir / "c10d.store";
-    std::unique_ptr<Ranks> ranks;
-    if (point.nproc > 1) {
+    context.rendezvous = ranks;
+    std::unique_ptr<Ranks> children;
+    if (point.launcher) {
+      log.log->info("rank 0 of {} ({} on {}:{})", ranks.world, ranks.source, ranks.master_addr,
+                    ranks.master_port);
+    } else if (point.nproc > 1) {
       log.log->info("starting {} more ranks", point.nproc - 1);
       PointOptions others = point;
       others.threads = threads;  // as resolved here
-      ranks = std::make_unique<Ranks>(others);
+      children = std::make_unique<Ranks>(others);
     }
     TrainedPoint trained = train_point(context);
-    if (ranks)
-      for (const auto& message : ranks->wait()) throw std::runtime_error(message);
+    if (children)
+      for (const auto& message : children->wait()) throw std::runtime_error(message);
     progress.end_line();
 
     // The ranks' weights are the same: rank 0 alone evaluates.

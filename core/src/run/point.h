@@ -2,12 +2,16 @@
 // status.toml moves from queued to running to done or failed, run.log is set up, the threads
 // are set, ranks 1..n-1 are started for data-parallel training, progress is shown and saved,
 // the point is trained (train/train_point.h) and evaluated (eval/evaluate.h). Rank r > 0 runs
-// the same command with --rank r and only trains, in <run>/rank<r>/.
+// the same command with --rank r and only trains, in <run>/rank<r>/. Under a launcher every
+// rank is started by it, and the ranks meet through its environment (docs/scale.md).
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "dist/rendezvous.h"
 
 namespace wb {
 
@@ -17,6 +21,9 @@ struct PointOptions {
   int nproc = 1;              // data-parallel processes (ranks) for this point
   int rank = 0;               // this process's rank; rank 0 starts the others
   std::vector<std::string> plugin_paths;
+  // Set when a launcher (torchrun, srun) started this process as one rank of the point: the
+  // ranks come from it (nproc and rank are ignored) and rank 0 starts no others.
+  std::optional<Rendezvous> launcher;
 };
 
 // The command line that runs a point: `<exe> _point DIR --threads T --nproc N --rank R

@@ -5,9 +5,12 @@
 #include <cstdio>
 #include <sstream>
 
+#include <unistd.h>
+
 #include "process/threads.h"
 #include "report/report.h"
 #include "run/point.h"
+#include "store/point_lock.h"
 #include "store/run_dir.h"
 
 namespace wb {
@@ -71,16 +74,22 @@ RunStatus record_result(const std::filesystem::path& status_file, const CommandR
 SweepReport run_sweep(const std::vector<SweepItem>& items, const SweepOptions& options) {
   SweepReport report;
   std::vector<Command> commands;
-  for (const auto& item : items) {
-    const RunPaths paths(item.dir);
+  auto mark_queued = [&](const RunPaths& paths) {
     const RunStatus before = read_status_or_fresh(paths.status, options.messages);
     RunStatus queued;
     queued.evaluators_done = before.evaluators_done;
     // The point decides when it starts whether it resumes (and adds) the earlier seconds.
     queued.elapsed_seconds = before.elapsed_seconds;
     write_status(paths.status, queued);
-    report.outcomes.push_back({item.id, item.label, RunState::Queued, "", 0, false});
+  };
+  for (const auto& item : items) {
+    // A point another trainer holds keeps its status: only its holder writes it.
+    if (PointLock lock = PointLock::try_acquire(item.dir); lock.held())
+      mark_queued(RunPaths(item.dir));
+    report.outcomes.push_back({item.id, item.label, RunState::Queued, "", 0, false, ""});
     commands.push_back(item.command);
+    commands.back().env.emplace_back(kPointLockFdVariable, "3");
+    commands.back().env.emplace_back(kParentPidVariable, std::to_string(::getpid()));
   }
 
   SchedulerOptions scheduler;
@@ -90,6 +99,31 @@ SweepReport run_sweep(const std::vector<SweepItem>& items, const SweepOptions& o
   scheduler.forward_signals = options.forward_signals;
   scheduler.out = options.out;
   scheduler.err = options.err;
+  scheduler.claim = [&](std::size_t index, int* pass_fd) {
+    const SweepItem& item = items[index];
+    SweepOutcome& outcome = report.outcomes[index];
+    PointLock lock = PointLock::try_acquire(item.dir);
+    const RunPaths paths(item.dir);
+    if (!lock.held()) {
+      outcome.elsewhere = lock.holder();
+      if (options.messages)
+        *options.messages << "skip " << item.id << "  " << item.label << "  (trained by "
+                          << outcome.elsewhere << ")\n"
+                          << std::flush;
+      return false;
+    }
+    if (item.complete && item.complete(read_status_or_fresh(paths.status, nullptr))) {
+      outcome.elsewhere = "another trainer";
+      if (options.messages)
+        *options.messages << "skip " << item.id << "  " << item.label
+                          << "  (done by another trainer)\n"
+                          << std::flush;
+      return false;
+    }
+    mark_queued(paths);
+    *pass_fd = lock.take_fd();
+    return true;
+  };
   scheduler.on_start = [&](std::size_t index, pid_t pid) {
     if (options.messages)
       *options.messages << "start " << items[index].id << "  " << items[index].label << "  (pid "
@@ -97,8 +131,14 @@ SweepReport run_sweep(const std::vector<SweepItem>& items, const SweepOptions& o
                         << std::flush;
   };
   scheduler.on_finish = [&](std::size_t index, const CommandResult& result) {
-    const RunStatus status = record_result(RunPaths(items[index].dir).status, result);
     SweepOutcome& outcome = report.outcomes[index];
+    // Recorded under the point's lock: once our child is gone, another launcher may have
+    // claimed the point again, and then its status is no longer ours to write.
+    const RunPaths paths(items[index].dir);
+    const PointLock lock = PointLock::try_acquire(paths.dir);
+    if (!lock.held()) outcome.elsewhere = lock.holder();
+    const RunStatus status = lock.held() ? record_result(paths.status, result)
+                                         : read_status_or_fresh(paths.status, nullptr);
     outcome.state = status.state;
     outcome.error = status.error;
     outcome.seconds = status.elapsed_seconds;
@@ -109,6 +149,14 @@ SweepReport run_sweep(const std::vector<SweepItem>& items, const SweepOptions& o
                         << std::flush;
   };
   report.interrupted = schedule_commands(commands, scheduler).interrupted;
+  for (std::size_t i = 0; i < items.size(); ++i) {  // where the others' points stand now
+    SweepOutcome& outcome = report.outcomes[i];
+    if (outcome.elsewhere.empty()) continue;
+    const RunStatus status = read_status_or_fresh(RunPaths(items[i].dir).status, nullptr);
+    outcome.state = status.state;
+    outcome.error = status.error;
+    outcome.seconds = status.elapsed_seconds;
+  }
   return report;
 }
 
@@ -138,11 +186,11 @@ SweepPlan plan_sweep(const Experiment& experiment, const std::filesystem::path& 
     if (point_complete(status, point.config)) {
       out << "skip " << point.id << "  " << point.label << "  (done)\n";
       plan.outcomes.push_back(
-          {point.id, point.label, RunState::Done, "", status.elapsed_seconds, true});
+          {point.id, point.label, RunState::Done, "", status.elapsed_seconds, true, ""});
       continue;
     }
     prepare_point_dir(paths.dir, experiment, point);
-    plan.outcomes.push_back({point.id, point.label, RunState::Queued, "", 0, false});
+    plan.outcomes.push_back({point.id, point.label, RunState::Queued, "", 0, false, ""});
     plan.to_run.push_back(i);
   }
 
@@ -164,7 +212,9 @@ SweepPlan plan_sweep(const Experiment& experiment, const std::filesystem::path& 
     options.threads = std::max(1, threads / std::max(1, settings.nproc));
     for (const auto& p : settings.plugin_paths)
       options.plugin_paths.push_back(std::filesystem::absolute(p).string());
-    SweepItem item{point.id, point.label, options.dir, {}};
+    SweepItem item{point.id, point.label, options.dir, {}, {}};
+    const RunConfig* config = &point.config;
+    item.complete = [config](const RunStatus& status) { return point_complete(status, *config); };
     item.command.name = point.id.substr(0, 6);
     item.command.argv = point_command(exe, options);
     item.command.env = {{"OMP_NUM_THREADS", std::to_string(options.threads)}};
@@ -188,6 +238,17 @@ void write_sweep_report(const std::filesystem::path& exp_dir, std::ostream& out,
 }
 
 }  // namespace
+
+void prepare_experiment(const Experiment& experiment, const std::filesystem::path& runs_dir,
+                        std::ostream& out) {
+  const std::filesystem::path root = std::filesystem::absolute(runs_dir);
+  const std::filesystem::path exp_dir = experiment_dir(root, experiment.name);
+  write_experiment_copy(root, experiment);
+  for (const Point& point : experiment.points) {
+    prepare_point_dir(exp_dir / point.id, experiment, point);
+    out << (exp_dir / point.id).string() << "\n";
+  }
+}
 
 int run_experiment(const Experiment& experiment, const SweepSettings& settings, std::ostream& out,
                    std::ostream& err) {
@@ -247,6 +308,7 @@ std::string format_summary(const std::vector<SweepOutcome>& outcomes) {
   for (const auto& o : outcomes) {
     std::string state = state_name(o.state);
     if (o.skipped) state += " (skipped)";
+    if (!o.elsewhere.empty()) state += " (elsewhere)";
     if (o.state == RunState::Queued) state = "not run";
     rows.push_back({o.id, o.label, state,
                     o.state == RunState::Queued ? "-" : format_duration(o.seconds), o.error});

@@ -20,6 +20,9 @@ struct SweepItem {
   std::string id, label;
   std::filesystem::path dir;  // the run directory; its status.toml is kept up to date
   Command command;            // what runs the point (`workbench _point DIR ...`, or a test's)
+  // Whether the point needs no more work, judged again when it is claimed (another launcher
+  // may have finished it meanwhile); empty: always needs work.
+  std::function<bool(const RunStatus&)> complete;
 };
 
 // How `workbench run` runs an experiment.
@@ -42,6 +45,12 @@ struct SweepSettings {
 int run_experiment(const Experiment& experiment, const SweepSettings& settings, std::ostream& out,
                    std::ostream& err);
 
+// `workbench run --prepare`: writes the experiment's copy and every point's directory
+// (config.toml, point.toml) under `runs_dir`, and prints each directory on a line of its own:
+// what a launcher (torchrun, srun) then starts `workbench _point DIR` on.
+void prepare_experiment(const Experiment& experiment, const std::filesystem::path& runs_dir,
+                        std::ostream& out);
+
 struct SweepOptions {
   int jobs = 1;
   bool fail_fast = false;
@@ -56,7 +65,8 @@ struct SweepOutcome {
   RunState state = RunState::Queued;  // queued: never started (fail-fast or interrupted)
   std::string error;
   double seconds = 0;
-  bool skipped = false;  // already complete before the sweep: not run
+  bool skipped = false;   // already complete before the sweep: not run
+  std::string elsewhere;  // claimed by another trainer ("pid P on host H"): not run here
 };
 
 struct SweepReport {
@@ -66,7 +76,10 @@ struct SweepReport {
 };
 
 // Marks every item queued (keeping what its status knew of finished evaluators), runs them, and
-// records how each ended (record_result).
+// records how each ended (record_result). Each point is claimed just before it starts
+// (store/point_lock.h): a point held by another trainer, or completed by one meanwhile, is
+// left alone and reported with `elsewhere` set. The point's process inherits the claim
+// (descriptor 3, named by WB_POINT_LOCK_FD) and dies with this process (WB_PARENT_PID).
 SweepReport run_sweep(const std::vector<SweepItem>& items, const SweepOptions& options);
 
 // The status after a child ended, from what the child wrote itself and what the parent saw:

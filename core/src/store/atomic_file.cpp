@@ -42,8 +42,10 @@ void write_all(int fd, const std::string& content, const std::filesystem::path& 
 }  // namespace
 
 std::filesystem::path temporary_path(const std::filesystem::path& file) {
+  // The process id keeps two writers of one file (launchers sharing a runs directory) from
+  // renaming each other's temporary away.
   std::filesystem::path tmp = file;
-  tmp += ".tmp";
+  tmp += "." + std::to_string(::getpid()) + ".tmp";
   return tmp;
 }
 

@@ -12,7 +12,8 @@ namespace wb {
 // parent directory if needed. Throws std::runtime_error naming the file and the OS error.
 void write_file_atomic(const std::filesystem::path& file, const std::string& content);
 
-// The temporary name used for `file`: "<file>.tmp" in the same directory (rename stays atomic).
+// The temporary name used for `file`: "<file>.<pid>.tmp" in the same directory (rename stays
+// atomic; the pid keeps writers in different processes apart).
 std::filesystem::path temporary_path(const std::filesystem::path& file);
 
 // fsyncs a file's data, or a directory's entries. Throw naming the path on failure.

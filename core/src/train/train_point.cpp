@@ -9,7 +9,6 @@
 #include <ctime>
 #include <stdexcept>
 
-#include "data/subset.h"
 #include "dist/communicator.h"
 #include "h5/metrics.h"
 #include "train/data_access.h"
@@ -51,24 +50,14 @@ TrainedPoint train_point(const TrainContext& context) {
   const std::uint64_t seed = settings.run.seed;
   at::manual_seed(seed);  // the same initial weights on every rank
   c10::Device device = pick_device(settings.run.device);
-  if (device.is_cuda() && context.world > 1)
+  const Rendezvous& ranks = context.rendezvous;
+  if (device.is_cuda() && ranks.world > 1)  // the local rank's GPU, as torchrun and srun mean
     device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(
-                                         context.rank % std::max<int>(1, at::getNumGPUs())));
+                                         ranks.local_rank % std::max<int>(1, at::getNumGPUs())));
   std::unique_ptr<Communicator> comm =
-      context.world > 1
-          ? make_c10d_communicator(context.store.string(), context.rank, context.world, device)
-          : make_single_process_communicator();
+      ranks.world > 1 ? make_c10d_communicator(ranks, device) : make_single_process_communicator();
 
   auto train_data = open_data(settings.data, Split::Train);
-  if (context.world > 1) {
-    // Rank r trains on images r, r + world, ...: the global batch is split between the ranks.
-    std::vector<std::int64_t> mine;
-    for (std::int64_t i = context.rank; i < train_data->size(); i += context.world)
-      mine.push_back(i);
-    train_data = data::subset(
-        train_data, std::move(mine),
-        "rank " + std::to_string(context.rank) + " of " + std::to_string(context.world));
-  }
   log.info("data: {}", train_data->describe());
   DataShape shape{train_data->channels(), train_data->image_size(), train_data->classes()};
   Model model = build_model(config, *context.registry, shape, comm.get());
@@ -98,7 +87,7 @@ TrainedPoint train_point(const TrainContext& context) {
       {"device", device.str()},
       {"seed", std::to_string(seed)},
       {"threads", std::to_string(context.threads)},
-      {"processes", std::to_string(context.world)},
+      {"processes", std::to_string(ranks.world)},
       {"parameters", std::to_string(cost.parameters)},
       {"active_parameters", std::to_string(cost.active_parameters)},
       {"macs_per_image", std::to_string(static_cast<std::int64_t>(cost.flops_per_image))}};
@@ -109,21 +98,24 @@ TrainedPoint train_point(const TrainContext& context) {
       train_recipes(config, model.needs.views, train_data->image_size());
   LoaderOptions options;
   const std::int64_t global_batch = settings.train.batch;
-  if (global_batch % context.world != 0)
+  if (global_batch % ranks.world != 0)
     throw std::runtime_error("train.batch = " + std::to_string(global_batch) +
-                             " cannot be split evenly between " + std::to_string(context.world) +
+                             " cannot be split evenly between " + std::to_string(ranks.world) +
                              " processes");
-  options.batch_size = global_batch / context.world;
+  // One global order: each rank builds its slice of every global batch (docs/scale.md).
+  options.batch_size = global_batch;
+  options.rank = ranks.rank;
+  options.world = ranks.world;
   options.workers = settings.run.workers;
   options.seed = seed;
   options.pin_memory = device.is_cuda();
   Loader loader(train_data, recipes, options);
   // Gate noise and other random draws differ between ranks, as they would across GPUs.
-  if (context.world > 1) at::manual_seed(seed * 1000003 + static_cast<std::uint64_t>(context.rank));
+  if (ranks.world > 1) at::manual_seed(seed * 1000003 + static_cast<std::uint64_t>(ranks.rank));
   const TrainSchedule schedule = train_schedule(settings.train, loader.batches_per_epoch());
-  log.info("training: {} steps ({} per epoch), batch {}, peak lr {:.3g}, warmup {} steps",
-           schedule.total_steps, schedule.batches_per_epoch, options.batch_size, schedule.peak_lr,
-           schedule.warmup_steps);
+  log.info("training: {} steps ({} per epoch), batch {} per rank, peak lr {:.3g}, warmup {} steps",
+           schedule.total_steps, schedule.batches_per_epoch, global_batch / ranks.world,
+           schedule.peak_lr, schedule.warmup_steps);
   train(context.output, model, loader, *comm, device, schedule, checkpoint);
   TrainedPoint out;
   out.model = std::move(model);

@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "config/run_config.h"
+#include "dist/rendezvous.h"
 #include "train/model.h"
 #include "train/trainer.h"
 
@@ -25,10 +26,9 @@ struct TrainContext {
   const Registry* registry = nullptr;
   TrainOutput output;  // metrics, log, progress
   int threads = 0;     // resolved intra-op threads (recorded in the provenance)
-  // Data-parallel ranks of this point. Rank 0 owns the run directory; rank r > 0 trains in its
-  // own dir (log, metrics, checkpoints).
-  int rank = 0, world = 1;
-  std::filesystem::path store;  // c10d file store shared by the ranks (world > 1)
+  // Data-parallel ranks of this point and how they meet (world > 1). Rank 0 owns the run
+  // directory; rank r > 0 trains in its own dir (log, metrics, checkpoints).
+  Rendezvous rendezvous;
 };
 
 struct TrainedPoint {

@@ -6,8 +6,9 @@
 //
 // Choices where the papers leave room:
 // - Every Linear of both heads is bias-free (MoCo v3's _build_mlp); the last BN has no affine.
-// - BatchNorm statistics are per rank. MoCo v3 uses SyncBN across GPUs, so with world > 1 the
-//   statistics here come from fewer images than in the reference (a known difference).
+// - BatchNorm in the projector and predictor is synchronised over ranks (MoCo v3's SyncBN;
+//   `sync_bn`, on by default): statistics of the global batch, as in one process. The momentum
+//   projector's BN is synchronised too (MoCo v3 converts the whole model).
 // - The momentum projector's own BN running statistics are left alone by the EMA (only the
 //   parameters move, as in MoCo v3); both heads run in training mode so they are never used.
 #include <ATen/ATen.h>
@@ -45,7 +46,8 @@ class Moco final : public wb::Loss {
   Moco(const wb::Params& p, const wb::LossContext& c)
       : tau_(c.temperature),
         weight_(p.real("weight")),
-        freeze_patches_(p.boolean("random_patch_projection")) {
+        freeze_patches_(p.boolean("random_patch_projection")),
+        sync_bn_(p.boolean("sync_bn")) {
     if (!(tau_ > 0))
       throw std::invalid_argument(
           "loss moco: the loss context has no temperature (train.temperature)");
@@ -80,13 +82,14 @@ class Moco final : public wb::Loss {
     if (state.online.size() < 2 || state.momentum.size() < 2)
       throw std::logic_error("loss moco: needs two views through the online and momentum encoders");
     wb::Communicator& comm = *state.comm;
-    const at::Tensor q1 = predictor_->forward(projector_->forward(state.online[0].cls));
-    const at::Tensor q2 = predictor_->forward(projector_->forward(state.online[1].cls));
+    wb::Communicator* sync = sync_bn_ ? &comm : nullptr;
+    const at::Tensor q1 = predictor_->forward(projector_->forward(state.online[0].cls, sync), sync);
+    const at::Tensor q2 = predictor_->forward(projector_->forward(state.online[1].cls, sync), sync);
     at::Tensor k1, k2;
     {
       at::NoGradGuard no_grad;
-      k1 = momentum_projector_->forward(state.momentum[0].cls);
-      k2 = momentum_projector_->forward(state.momentum[1].cls);
+      k1 = momentum_projector_->forward(state.momentum[0].cls, sync);
+      k2 = momentum_projector_->forward(state.momentum[1].cls, sync);
     }
     auto [l12, acc12] = contrastive(q1, k2, tau_, comm);
     auto [l21, acc21] = contrastive(q2, k1, tau_, comm);
@@ -115,7 +118,7 @@ class Moco final : public wb::Loss {
 
  private:
   double tau_, weight_;
-  bool freeze_patches_;
+  bool freeze_patches_, sync_bn_;
   std::shared_ptr<wb::MlpHead> projector_, predictor_, momentum_projector_;
 };
 
@@ -139,6 +142,9 @@ WORKBENCH_PLUGIN("loss moco: MoCo v3 contrastive learning") {
                            "one temperature for every contrastive term, MoCo's and OGAR's"),
           ParamSpec::moved("momentum", "train.momentum",
                            "the trainer owns the momentum encoder and its schedule"),
+          ParamSpec::boolean("sync_bn", true,
+                             "batch norm of the heads over all ranks' images (MoCo v3's "
+                             "SyncBatchNorm); no effect in one process"),
           ParamSpec::boolean("random_patch_projection", true,
                              "freeze the patch embedding at its random initialisation"),
           ParamSpec::real("weight", 1.0, "multiplies the loss").at_least(0),

@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <stdexcept>
 #include <vector>
 
 namespace wb {
@@ -19,6 +20,14 @@ class Communicator {
   // In-place average over ranks (gradients, metrics).
   virtual void all_reduce_mean(std::vector<at::Tensor>& tensors) = 0;
   virtual void barrier() = 0;
+  // Sum over ranks, differentiable: the gradient that reaches each rank's `local` is the sum
+  // over ranks of the gradients of their results, as if one process had computed the sum of
+  // the joint batch (synchronised batch norm, docs/scale.md). Collective: every rank calls it,
+  // in the same order, in the forward and (through autograd) in the backward.
+  virtual at::Tensor all_reduce_sum(const at::Tensor& local) {
+    if (world_size() == 1) return local;
+    throw std::logic_error("this communicator has no all_reduce_sum");
+  }
 };
 
 }  // namespace wb

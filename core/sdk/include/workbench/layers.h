@@ -15,6 +15,7 @@
 #include <memory>
 #include <vector>
 
+#include "workbench/comm.h"
 #include "workbench/moe_layer.h"
 #include "workbench/routing.h"
 
@@ -116,12 +117,22 @@ class Block : public torch::nn::Module {
 
 // ---- heads ------------------------------------------------------------------------------------
 
+// Batch norm over the global batch of all ranks (MoCo v3's SyncBatchNorm; docs/scale.md): the
+// mean and the biased variance come from sums over ranks (comm.all_reduce_sum, whose backward
+// sums the gradients over ranks too), so values and gradients equal `bn` on the joint batch in
+// one process. The running statistics move as in BatchNorm1d (unbiased variance). In training
+// mode only; eval mode uses the running statistics, as `bn` does.
+at::Tensor synced_batch_norm(const at::Tensor& x, torch::nn::BatchNorm1dImpl& bn,
+                             Communicator& comm);
+
 // MoCo v3's _build_mlp: `layers` bias-free Linears, each followed by BatchNorm1d, with ReLU
 // between; the last BN has no affine parameters. Modules "fc<i>", "bn<i>".
 class MlpHead : public torch::nn::Module {
  public:
   MlpHead(std::int64_t in, std::int64_t hidden, std::int64_t out, int layers);
   at::Tensor forward(at::Tensor x);
+  // With `sync` set (and in training mode), every BN normalises over the ranks' global batch.
+  at::Tensor forward(at::Tensor x, Communicator* sync);
 
   // The first Linear-BN-ReLU alone (where semi-supervised fine-tuning starts) and its
   // parameters; its output width.

@@ -42,6 +42,7 @@ struct ViewRecipe {
 ViewRecipe view_preset(const std::string& name);
 
 struct LoaderOptions {
+  // The global batch: the images that all ranks together take per step.
   std::int64_t batch_size = 256;
   bool shuffle = true;
   bool drop_last = true;
@@ -50,6 +51,11 @@ struct LoaderOptions {
   std::uint64_t seed = 0;  // same seed, same batches, whatever the number of workers
   // Workers stage batches in page-locked memory (for non-blocking copies to CUDA).
   bool pin_memory = false;
+  // Data parallelism (docs/scale.md): rank `rank` of `world` takes its contiguous slice of each
+  // global batch, in rank order. The order and every view's random draws depend only on the
+  // seed, the epoch and the image's position in the epoch, so the ranks' slices put together
+  // are exactly the batch that one process (world = 1) sees.
+  int rank = 0, world = 1;
 };
 
 class Loader {

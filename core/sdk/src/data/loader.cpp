@@ -1,7 +1,8 @@
 // wb::Loader: worker threads decode and augment whole batches ahead of the trainer into a
 // bounded set of slots; batches are handed out in order. A batch's content depends only on
 // (seed, epoch, batch index): the order comes from (seed, epoch), each view's RNG from
-// (seed, epoch, position, view), so the number of workers changes only the speed.
+// (seed, epoch, position, view), so the number of workers changes only the speed, and the
+// number of ranks only which slice of the global batch this process builds.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -119,8 +120,11 @@ struct Loader::Impl {
 
 Batch Loader::Impl::build(std::int64_t b) const {
   const std::int64_t B = options.batch_size;
-  const std::int64_t start = b * B;
-  const std::int64_t n = std::min<std::int64_t>(B, static_cast<std::int64_t>(order.size()) - start);
+  // The global batch b holds positions [b B, b B + global); this rank's slice of it:
+  const std::int64_t global =
+      std::min<std::int64_t>(B, static_cast<std::int64_t>(order.size()) - b * B);
+  const std::int64_t start = b * B + global * options.rank / options.world;
+  const std::int64_t n = b * B + global * (options.rank + 1) / options.world - start;
   const std::int64_t C = data->channels();
   // Tensors are allocated here and filled through raw pointers: no ATen operator runs on
   // these threads, so they never compete with the trainer's intra-op thread pool.
@@ -198,6 +202,8 @@ Loader::Loader(std::shared_ptr<const Dataset> data, std::vector<ViewRecipe> view
   if (views.empty()) throw std::invalid_argument("Loader: needs at least one view recipe");
   if (options.batch_size <= 0) throw std::invalid_argument("Loader: batch_size must be > 0");
   if (options.workers < 0) throw std::invalid_argument("Loader: workers must be >= 0");
+  if (options.world < 1 || options.rank < 0 || options.rank >= options.world)
+    throw std::invalid_argument("Loader: rank must lie in [0, world)");
   for (auto& r : views) impl_->recipes.push_back(data::resolve_recipe(std::move(r), *data));
   impl_->data = std::move(data);
   impl_->options = options;

@@ -148,9 +148,38 @@ MlpHead::MlpHead(std::int64_t in, std::int64_t hidden, std::int64_t out, int lay
   }
 }
 
+at::Tensor synced_batch_norm(const at::Tensor& x, torch::nn::BatchNorm1dImpl& bn,
+                             Communicator& comm) {
+  if (!bn.is_training() || x.dim() != 2) return bn.forward(x);
+  const auto& o = bn.options;
+  // Two passes (mean, then the centred squares) rather than E[x^2] - E[x]^2: no cancellation.
+  const at::Tensor count = at::full({1}, static_cast<double>(x.size(0)), x.options());
+  const at::Tensor sums = comm.all_reduce_sum(at::cat({x.sum(0), count}));
+  const at::Tensor n = sums.narrow(0, x.size(1), 1);
+  const at::Tensor mean = sums.narrow(0, 0, x.size(1)) / n;
+  const at::Tensor centred = x - mean;
+  const at::Tensor var = comm.all_reduce_sum(centred.pow(2).sum(0)) / n;
+  at::Tensor y = centred * at::rsqrt(var + o.eps());
+  if (o.affine()) y = y * bn.weight + bn.bias;
+  if (o.track_running_stats()) {
+    at::NoGradGuard no_grad;
+    const double m = o.momentum().value_or(0.1);
+    bn.running_mean.mul_(1 - m).add_(mean.detach(), m);
+    bn.running_var.mul_(1 - m).add_((var * n / (n - 1).clamp_min(1)).detach(), m);
+    bn.num_batches_tracked.add_(1);
+  }
+  return y;
+}
+
 at::Tensor MlpHead::forward(at::Tensor x) {
+  return forward(std::move(x), nullptr);
+}
+
+at::Tensor MlpHead::forward(at::Tensor x, Communicator* sync) {
+  const bool synced = sync && sync->world_size() > 1 && is_training();
   for (std::size_t i = 0; i < fc_.size(); ++i) {
-    x = bn_[i]->forward(fc_[i]->forward(x));
+    x = fc_[i]->forward(x);
+    x = synced ? synced_batch_norm(x, *bn_[i], *sync) : bn_[i]->forward(x);
     if (i + 1 < fc_.size()) x = at::relu(x);
   }
   return x;

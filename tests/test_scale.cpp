@@ -1,0 +1,418 @@
+// Scale-out (docs/scale.md): one trainer per point (the point lock), launchers sharing a runs
+// directory, points dying with their launcher, ranks started by a launcher's environment
+// (torchrun's variables, set here by the test), and the same weights from 2 ranks as from 1
+// process.
+#include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include <ATen/ATen.h>
+
+#include "checkpoint_tensors.h"
+#include "config/experiment.h"
+#include "dist/rendezvous.h"
+#include "h5/metrics.h"
+#include "store/point_lock.h"
+#include "store/status.h"
+#include "test_data_helpers.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kFashion = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
+
+std::string slurp(const fs::path& file) {
+  std::ifstream in(file);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string command(const std::string& args) {
+  return std::string(WB_WORKBENCH_EXE) + " " + args + " --plugin-path " + WB_E2E_PLUGIN_DIR;
+}
+
+// Starts `sh -c CMD` as a child; its output goes to `out`.
+pid_t start(const std::string& cmd, const fs::path& out) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string c = cmd + " > " + out.string() + " 2>&1";
+    execl("/bin/sh", "sh", "-c", ("exec " + c).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+int finish(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+bool alive(pid_t pid) {
+  return kill(pid, 0) == 0;
+}
+
+int count(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+std::vector<fs::path> point_dirs(const fs::path& exp) {
+  std::vector<fs::path> out;
+  for (const auto& e : fs::directory_iterator(exp))
+    if (fs::exists(e.path() / "point.toml")) out.push_back(e.path());
+  return out;
+}
+
+int free_port() {
+  const int s = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t n = sizeof a;
+  getsockname(s, reinterpret_cast<sockaddr*>(&a), &n);
+  close(s);
+  return ntohs(a.sin_port);
+}
+
+std::string host_name() {
+  char name[256] = {};
+  gethostname(name, sizeof name - 1);
+  return name;
+}
+
+const char* kBase = R"(
+[base]
+threads = 1
+workers = 1
+[base.data]
+dataset = "fashion_mnist"
+train_limit = 256
+test_limit = 64
+[base.views]
+recipe = "train"
+[base.backbone]
+plugin = "vit"
+patch = 7
+dim = 16
+depth = 1
+heads = 2
+[[base.losses]]
+plugin = "classify"
+[base.train]
+batch = 32
+warmup_epochs = 0
+log_every = 1
+)";
+
+}  // namespace
+
+TEST_CASE("point lock: one holder at a time, named in the refusal, gone with its process") {
+  wbtest::TempDir dir;
+  wb::PointLock first = wb::PointLock::try_acquire(dir.path());
+  REQUIRE(first.held());
+  // flock conflicts between two opens even in one process: a second trainer is refused.
+  const wb::PointLock second = wb::PointLock::try_acquire(dir.path());
+  CHECK_FALSE(second.held());
+  CHECK(second.holder() == "pid " + std::to_string(getpid()) + " on host " + host_name());
+  first.release();
+  CHECK(wb::PointLock::try_acquire(dir.path()).held());
+
+  // A holder killed with SIGKILL leaves no lock behind.
+  int ready[2];
+  REQUIRE(pipe(ready) == 0);
+  const pid_t child = fork();
+  if (child == 0) {
+    wb::PointLock mine = wb::PointLock::try_acquire(dir.path());
+    const char c = mine.held() ? 'y' : 'n';
+    if (write(ready[1], &c, 1) != 1) _exit(2);
+    pause();
+    _exit(0);
+  }
+  char c = 0;
+  REQUIRE(read(ready[0], &c, 1) == 1);
+  CHECK(c == 'y');
+  const wb::PointLock while_held = wb::PointLock::try_acquire(dir.path());
+  CHECK_FALSE(while_held.held());
+  CHECK(while_held.holder() == "pid " + std::to_string(child) + " on host " + host_name());
+  kill(child, SIGKILL);
+  finish(child);
+  CHECK(wb::PointLock::try_acquire(dir.path()).held());
+  close(ready[0]);
+  close(ready[1]);
+}
+
+TEST_CASE("--shard I/N keeps the points i with i mod N == I, and malformed shards are errors") {
+  wb::Experiment e;
+  for (int i = 0; i < 5; ++i) e.points.push_back(wb::Point{});
+  for (int i = 0; i < 5; ++i) e.points[static_cast<std::size_t>(i)].id = std::to_string(i);
+  wb::Experiment one = e;
+  wb::keep_shard(one, "1/2");
+  REQUIRE(one.points.size() == 2);
+  CHECK(one.points[0].id == "1");
+  CHECK(one.points[1].id == "3");
+  wb::Experiment zero = e;
+  wb::keep_shard(zero, "0/2");
+  CHECK(zero.points.size() == 3);
+  for (const char* bad : {"2/2", "1", "-1/2", "a/2", "1/0", "1/2x"}) {
+    wb::Experiment copy = e;
+    CHECK_THROWS_WITH_AS(wb::keep_shard(copy, bad), doctest::Contains("--shard"),
+                         std::runtime_error);
+  }
+}
+
+TEST_CASE("launcher environment: torchrun and SLURM variables, SLURM node lists") {
+  CHECK(wb::first_slurm_host("node[01-04,07],gpu5") == "node01");
+  CHECK(wb::first_slurm_host("gpu5,node[1-2]") == "gpu5");
+  CHECK(wb::first_slurm_host("rack1-n[009-012]-ib") == "rack1-n009-ib");
+  CHECK(wb::first_slurm_host("single") == "single");
+
+  auto reader = [](std::map<std::string, std::string> vars) {
+    return [vars](const char* name) -> const char* {
+      auto it = vars.find(name);
+      return it == vars.end() ? nullptr : it->second.c_str();
+    };
+  };
+  CHECK_FALSE(wb::rendezvous_from_environment(reader({})).has_value());
+  const auto torchrun = wb::rendezvous_from_environment(reader({{"RANK", "3"},
+                                                                {"WORLD_SIZE", "8"},
+                                                                {"LOCAL_RANK", "1"},
+                                                                {"LOCAL_WORLD_SIZE", "2"},
+                                                                {"MASTER_ADDR", "host-a"},
+                                                                {"MASTER_PORT", "29511"}}));
+  REQUIRE(torchrun.has_value());
+  CHECK(torchrun->rank == 3);
+  CHECK(torchrun->world == 8);
+  CHECK(torchrun->local_rank == 1);
+  CHECK(torchrun->local_world == 2);
+  CHECK(torchrun->master_addr == "host-a");
+  CHECK(torchrun->master_port == 29511);
+  CHECK(torchrun->source == "torchrun");
+
+  const auto slurm = wb::rendezvous_from_environment(reader({{"SLURM_PROCID", "5"},
+                                                             {"SLURM_NTASKS", "8"},
+                                                             {"SLURM_LOCALID", "1"},
+                                                             {"SLURM_TASKS_PER_NODE", "4(x2)"},
+                                                             {"SLURM_JOB_NODELIST", "gpu[07-08]"},
+                                                             {"WB_RENDEZVOUS_TIMEOUT", "30"}}));
+  REQUIRE(slurm.has_value());
+  CHECK(slurm->rank == 5);
+  CHECK(slurm->world == 8);
+  CHECK(slurm->local_rank == 1);
+  CHECK(slurm->local_world == 4);
+  CHECK(slurm->master_addr == "gpu07");
+  CHECK(slurm->master_port == 29500);
+  CHECK(slurm->timeout == std::chrono::seconds(30));
+
+  CHECK_THROWS_WITH(wb::rendezvous_from_environment(
+                        reader({{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}})),
+                    doctest::Contains("outside a world of 2"));
+  CHECK_THROWS_WITH(wb::rendezvous_from_environment(reader({{"RANK", "0"}, {"WORLD_SIZE", "2"}})),
+                    doctest::Contains("MASTER_ADDR"));
+  CHECK_THROWS_WITH(wb::rendezvous_from_environment(
+                        reader({{"RANK", "x"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}})),
+                    doctest::Contains("RANK='x'"));
+}
+
+TEST_CASE("two launchers on one runs directory train every point exactly once") {
+  REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
+  wbtest::TempDir dir;
+  std::ofstream(dir.path() / "shared.toml") << R"([experiment]
+name = "shared"
+seeds = [0, 1, 2]
+)" << kBase << R"(
+steps = 6
+)";
+  const std::string args = "run " + (dir.path() / "shared.toml").string() + " --runs-dir " +
+                           (dir.path() / "runs").string() + " --no-report";
+  const pid_t a = start(command(args), dir.path() / "a.txt");
+  const pid_t b = start(command(args), dir.path() / "b.txt");
+  const int code_a = finish(a), code_b = finish(b);
+  const std::string out_a = slurp(dir.path() / "a.txt"), out_b = slurp(dir.path() / "b.txt");
+  INFO(out_a);
+  INFO(out_b);
+  CHECK(code_a == 0);
+  CHECK(code_b == 0);
+  const auto points = point_dirs(dir.path() / "runs" / "shared");
+  REQUIRE(points.size() == 3);
+  int started = 0;
+  for (const auto& point : points) {
+    const std::string id = point.filename().string();
+    // Started by exactly one of the launchers, trained once: one training in its log, one row
+    // per step, strictly increasing.
+    const int starts = count(out_a, "start " + id) + count(out_b, "start " + id);
+    CHECK_MESSAGE(starts == 1, id);
+    started += starts;
+    CHECK(count(slurp(point / "run.log"), "training: ") == 1);
+    CHECK(wb::read_status(point / "status.toml").state == wb::RunState::Done);
+    const wb::Series loss = wb::MetricsReader(point / "metrics.h5").series("train/loss");
+    REQUIRE(loss.steps.size() == 6);
+    for (std::size_t i = 0; i < loss.steps.size(); ++i)
+      CHECK(loss.steps[i] == static_cast<std::int64_t>(i + 1));
+  }
+  CHECK(started == 3);
+}
+
+TEST_CASE(
+    "a point dies with its killed launcher, a second trainer is refused, a rerun takes over") {
+  REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
+  wbtest::TempDir dir;
+  std::ofstream(dir.path() / "long.toml") << R"([experiment]
+name = "long"
+seeds = [0]
+)" << kBase << R"(
+steps = 400
+checkpoint_every = 4
+)";
+  const std::string args = "run " + (dir.path() / "long.toml").string() + " --runs-dir " +
+                           (dir.path() / "runs").string() + " --no-report";
+  const pid_t launcher = start(command(args), dir.path() / "first.txt");
+  const fs::path exp = dir.path() / "runs" / "long";
+  fs::path point;
+  wb::RunStatus running;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(180);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (fs::exists(exp))
+      for (const auto& e : fs::directory_iterator(exp))
+        if (fs::exists(e.path() / "checkpoints" / "last.pt")) point = e.path();
+    if (!point.empty()) {
+      running = wb::read_status(point / "status.toml");
+      if (running.state == wb::RunState::Running && running.pid > 0) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE_MESSAGE(!point.empty(), "no checkpoint appeared");
+  REQUIRE(running.pid > 0);
+  const pid_t trainer = static_cast<pid_t>(running.pid);
+
+  // A second launcher leaves the point to its holder and says who holds it; the holder's
+  // status is untouched.
+  const pid_t second = start(command(args), dir.path() / "second.txt");
+  CHECK(finish(second) == 0);
+  const std::string second_out = slurp(dir.path() / "second.txt");
+  INFO(second_out);
+  CHECK(second_out.find("trained by pid " + std::to_string(trainer) + " on host " + host_name()) !=
+        std::string::npos);
+  CHECK(wb::read_status(point / "status.toml").pid == running.pid);
+  // `_point` run by hand is refused too, naming the holder.
+  const pid_t by_hand = start(command("_point " + point.string()), dir.path() / "by_hand.txt");
+  CHECK(finish(by_hand) != 0);
+  CHECK(slurp(dir.path() / "by_hand.txt")
+            .find("already being trained by pid " + std::to_string(trainer)) != std::string::npos);
+
+  // SIGKILL the launcher: its point must not train on as an orphan.
+  REQUIRE(kill(launcher, SIGKILL) == 0);
+  finish(launcher);
+  const auto gone_by = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (alive(trainer) && std::chrono::steady_clock::now() < gone_by)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK_FALSE(alive(trainer));
+
+  // The dead claim is taken over: the rerun resumes and finishes the point, one row per step.
+  const pid_t rerun = start(command(args), dir.path() / "rerun.txt");
+  CHECK(finish(rerun) == 0);
+  INFO(slurp(dir.path() / "rerun.txt"));
+  CHECK(wb::read_status(point / "status.toml").state == wb::RunState::Done);
+  CHECK(slurp(point / "run.log").find("resumed from") != std::string::npos);
+  const wb::Series loss = wb::MetricsReader(point / "metrics.h5").series("train/loss");
+  REQUIRE(loss.steps.size() == 400);
+  for (std::size_t i = 0; i < loss.steps.size(); ++i)
+    CHECK(loss.steps[i] == static_cast<std::int64_t>(i + 1));
+}
+
+TEST_CASE("ranks from torchrun's environment: 2 ranks end with the weights of 1 process") {
+  REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
+  wbtest::TempDir dir;
+  std::ofstream(dir.path() / "ddp.toml") << R"([experiment]
+name = "ddp"
+seeds = [0]
+)" << kBase << R"(
+steps = 6
+)";
+  const std::string file = (dir.path() / "ddp.toml").string();
+  // One process.
+  const pid_t single = start(
+      command("run " + file + " --runs-dir " + (dir.path() / "single").string() + " --no-report"),
+      dir.path() / "single.txt");
+  REQUIRE(finish(single) == 0);
+  const fs::path one = point_dirs(dir.path() / "single" / "ddp").at(0);
+
+  // Two ranks started as torchrun --no-python starts them, on a prepared point directory.
+  const pid_t prepare = start(
+      command("run " + file + " --runs-dir " + (dir.path() / "launched").string() + " --prepare"),
+      dir.path() / "prepare.txt");
+  REQUIRE(finish(prepare) == 0);
+  const fs::path point = point_dirs(dir.path() / "launched" / "ddp").at(0);
+  CHECK(slurp(dir.path() / "prepare.txt").find(point.string()) != std::string::npos);
+  const int port = free_port();
+  std::vector<pid_t> ranks;
+  for (int r = 0; r < 2; ++r) {
+    const std::string env = "env RANK=" + std::to_string(r) + " LOCAL_RANK=" + std::to_string(r) +
+                            " WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+                            std::to_string(port) + " WB_RENDEZVOUS_TIMEOUT=120 ";
+    ranks.push_back(start(env + command("_point " + point.string() + " --threads 1"),
+                          dir.path() / ("rank" + std::to_string(r) + ".txt")));
+  }
+  for (std::size_t r = 0; r < ranks.size(); ++r) {
+    INFO(slurp(dir.path() / ("rank" + std::to_string(r) + ".txt")));
+    CHECK(finish(ranks[r]) == 0);
+  }
+  CHECK(wb::read_status(point / "status.toml").state == wb::RunState::Done);
+  const auto single_weights = wbtest::backbone_tensors(one / "checkpoints" / "last.pt");
+  const auto rank0 = wbtest::backbone_tensors(point / "checkpoints" / "last.pt");
+  const auto rank1 = wbtest::backbone_tensors(point / "rank1" / "checkpoints" / "last.pt");
+  REQUIRE(rank0.size() > 5);
+  REQUIRE(rank0.size() == single_weights.size());
+  REQUIRE(rank1.size() == single_weights.size());
+  // The same global batches, averaged gradients of equal halves: the weights of one process
+  // (up to the order of float sums).
+  for (const auto& [name, t] : single_weights) {
+    CHECK_MESSAGE(at::allclose(rank0.at(name), t, 1e-4, 1e-5), name);
+    CHECK_MESSAGE(at::allclose(rank1.at(name), t, 1e-4, 1e-5), name);
+  }
+  // The weights moved: the comparison is not between initial weights.
+  const auto loss = wb::MetricsReader(one / "metrics.h5").series("train/loss");
+  CHECK(loss.values.front() != loss.values.back());
+}
+
+TEST_CASE("a rank that does not join is an error naming it, not a hang") {
+  REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
+  wbtest::TempDir dir;
+  std::ofstream(dir.path() / "alone.toml") << R"([experiment]
+name = "alone"
+seeds = [0]
+)" << kBase << R"(
+steps = 2
+)";
+  const pid_t prepare =
+      start(command("run " + (dir.path() / "alone.toml").string() + " --runs-dir " +
+                    (dir.path() / "runs").string() + " --prepare"),
+            dir.path() / "prepare.txt");
+  REQUIRE(finish(prepare) == 0);
+  const fs::path point = point_dirs(dir.path() / "runs" / "alone").at(0);
+  const std::string env =
+      "env RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) +
+      " WB_RENDEZVOUS_TIMEOUT=3 ";
+  const pid_t rank0 =
+      start(env + command("_point " + point.string() + " --threads 1"), dir.path() / "rank0.txt");
+  CHECK(finish(rank0) == 1);
+  const wb::RunStatus status = wb::read_status(point / "status.toml");
+  CHECK(status.state == wb::RunState::Failed);
+  CHECK(status.error.find("rank 1 of 2 did not join the rendezvous at 127.0.0.1:") !=
+        std::string::npos);
+}
