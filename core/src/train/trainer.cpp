@@ -14,6 +14,7 @@
 #include "train/routing_stats.h"
 #include "train/schedule.h"
 #include "workbench/comm.h"
+#include "workbench/masking.h"
 
 namespace wb {
 
@@ -77,8 +78,10 @@ void all_reduce_gradients(Communicator& comm, const std::vector<at::Tensor>& par
   }
 }
 
+// keep: one mask per view (MAE), or empty for none; the online and momentum encoders see the
+// same visible patches of a view.
 std::vector<BackboneOutput> forward_views(Backbone& backbone, const Batch& batch, int views,
-                                          bool training) {
+                                          bool training, const std::vector<at::Tensor>& keep) {
   std::vector<BackboneOutput> out;
   for (int v = 0; v < views; ++v) {
     RoutingContext context;
@@ -86,9 +89,26 @@ std::vector<BackboneOutput> forward_views(Backbone& backbone, const Batch& batch
                             at::TensorOptions().dtype(at::kLong).device(batch.views[v].device()));
     context.cluster = batch.cluster;
     context.training = training;
+    if (!keep.empty()) context.keep = keep[static_cast<std::size_t>(v)];
     out.push_back(backbone.forward(batch.views[v], context));
+    if (context.keep.defined() && out.back().patches.size(1) != context.keep.size(1))
+      throw std::runtime_error(
+          "a loss asks for masked inputs (mask_ratio) but the backbone "
+          "encoded every patch: it ignores RoutingContext::keep");
+    out.back().keep = context.keep;
   }
   return out;
+}
+
+// MAE's per-image random masks for every view, or none when no loss asks for them.
+std::vector<at::Tensor> draw_masks(const Model& model, const Batch& batch) {
+  std::vector<at::Tensor> keep;
+  if (model.needs.mask_ratio <= 0) return keep;
+  const std::int64_t grid = model.backbone->patch_grid();
+  for (int v = 0; v < model.needs.views; ++v)
+    keep.push_back(random_keep(batch.size(), grid * grid, model.needs.mask_ratio,
+                               at::TensorOptions().device(batch.views[v].device())));
+  return keep;
 }
 
 }  // namespace
@@ -139,10 +159,11 @@ StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Ba
     for (auto& loss : model.losses) loss->momentum_update(m);
     result.logged["train/momentum"] = m;
   }
-  st.online = forward_views(*model.backbone, batch, model.needs.views, true);
+  const std::vector<at::Tensor> keep = draw_masks(model, batch);
+  st.online = forward_views(*model.backbone, batch, model.needs.views, true, keep);
   if (model.momentum) {
     at::NoGradGuard no_grad;
-    st.momentum = forward_views(*model.momentum, batch, model.needs.views, true);
+    st.momentum = forward_views(*model.momentum, batch, model.needs.views, true, keep);
   }
 
   at::Tensor total;
