@@ -286,7 +286,7 @@ struct Sweep {
 
 }  // namespace
 
-TEST_CASE("mean_std: mean and sample std; non-finite values are left out") {
+TEST_CASE("mean_std: mean and sample std, non-finite values are left out") {
   const wb::MeanStd s = wb::mean_std({1.0, 2.0, 4.0, NAN});
   CHECK(s.n == 3);
   CHECK(s.mean == doctest::Approx(7.0 / 3));
