@@ -103,7 +103,7 @@ TEST_CASE("masking: K = floor(N (1 - r)) distinct visible patches per image, in 
 }
 
 TEST_CASE(
-    "masking: patchify flattens a patch as (pixel row, pixel column, channel); unpatchify inverts "
+    "masking: patchify flattens a patch as (pixel row, pixel column, channel), unpatchify inverts "
     "it") {
   const at::Tensor images =
       at::arange(2 * 3 * 8 * 8, at::TensorOptions().dtype(at::kFloat)).view({2, 3, 8, 8});

@@ -90,6 +90,8 @@ class Reconstruction final : public wb::Evaluator {
       context.training = false;
       context.keep = wb::random_keep(B, N, ratio, at::TensorOptions(), generator).to(ctx.device());
       wb::BackboneOutput out = backbone.forward(images, context);
+      if (out.patches.size(1) != context.keep.size(1))
+        fail("the backbone encoded every patch: it ignores the mask (RoutingContext::keep)");
       out.keep = context.keep;
       const at::Tensor shift = at::tensor(mean, images.options()).view({1, C, 1, 1});
       const at::Tensor scale = at::tensor(stdev, images.options()).view({1, C, 1, 1});
