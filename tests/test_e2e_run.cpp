@@ -1,12 +1,14 @@
 // `workbench run` end to end with the real trainer and the dense `vit` backbone on a slice of
 // Fashion-MNIST: a failing point (missing data, NaN loss) does not stop the others, a rerun
-// skips finished points, and a point killed with SIGKILL resumes from its last checkpoint.
+// skips finished points, and a point killed with SIGKILL resumes from its last checkpoint; MAE
+// pre-training of a small TokenMoE with its reconstruction and routing-map evaluators.
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -140,6 +142,94 @@ evaluators = []
   CHECK(again.finished == good_status.finished);
   CHECK(out2.find("skipped") != std::string::npos);
   CHECK(wb::read_status(nan / "status.toml").pid != nan_status.pid);
+}
+
+TEST_CASE("workbench run: MAE pre-training of a TokenMoE, its reconstructions and routing map") {
+  REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
+  wbtest::TempDir dir;
+  std::ofstream(dir.path() / "mae.toml") << R"([experiment]
+name = "mae"
+seeds = [0]
+[base]
+threads = 1
+workers = 1
+[base.data]
+dataset = "fashion_mnist"
+train_limit = 256
+test_limit = 64
+[base.views]
+recipe = "mae"
+[base.backbone]
+plugin = "vit"
+patch = 7
+dim = 16
+depth = 2
+heads = 2
+experts = 4
+moe_last = 1
+[base.gate]
+plugin = "noisy_topk"
+k = 1
+[[base.losses]]
+plugin = "mae"
+decoder_dim = 16
+decoder_depth = 1
+decoder_heads = 2
+[[base.losses]]
+plugin = "load_balance"
+[[base.evaluators]]
+plugin = "reconstruction"
+images = 64
+pictures = 2
+[[base.evaluators]]
+plugin = "routing_map"
+images = 64
+[base.train]
+batch = 32
+epochs = 2
+warmup_epochs = 0
+base_lr = 1e-2
+log_every = 1
+stats_every = 1
+
+[[point]]
+
+[[point]]
+losses = [ { plugin = "mae", mask_ratio = 0.5 }, { plugin = "mae", mask_ratio = 0.75 } ]
+)";
+  auto [code, out] = run(
+      "run " + (dir.path() / "mae.toml").string() + " --runs-dir " + (dir.path() / "runs").string(),
+      dir.path());
+  INFO(out);
+  CHECK(code == 1);  // the point with two mask ratios fails
+  const fs::path exp = dir.path() / "runs" / "mae";
+  const fs::path bad = point_with(exp, "mask_ratio");
+  CHECK(wb::read_status(bad / "status.toml").error.find("different mask ratios") !=
+        std::string::npos);
+  const fs::path good = point_with(exp, "label = \"seed=0\"");
+  REQUIRE(wb::read_status(good / "status.toml").state == wb::RunState::Done);
+
+  const wb::MetricsReader metrics(good / "metrics.h5");
+  const wb::Series loss = metrics.series("loss/mae/reconstruction");
+  REQUIRE(loss.values.size() == 16);  // 2 epochs of 8 steps
+  CHECK(loss.values.back() < loss.values.front());
+  CHECK_FALSE(metrics.series("routing/moe0/expert_load").values.empty());
+
+  const auto eval = metrics.eval();
+  REQUIRE(eval.count("reconstruction"));
+  const double psnr = eval.at("reconstruction").at("psnr").at(0);
+  // A finite, plausible PSNR of masked patches in [0, 1] pixels (mapped back with each patch's
+  // own mean and variance, the error is well below the pixel range).
+  CHECK(psnr > 3.0);
+  CHECK(psnr < 60.0);
+  const double mse = eval.at("reconstruction").at("mse").at(0);
+  CHECK(mse > 0.0);
+  CHECK(mse < 0.5);
+  CHECK(fs::exists(good / "eval" / "reconstruction_test.png"));
+  REQUIRE(eval.count("routing_map"));
+  const double share = eval.at("routing_map").at("moe0/top_expert_class_share").at(0);
+  CHECK(share >= 0.25 - 1e-9);  // some expert dominates at least a quarter of the classes
+  CHECK(share <= 1.0);
 }
 
 TEST_CASE("workbench run: a point killed with SIGKILL resumes from its last checkpoint") {

@@ -96,6 +96,40 @@ TEST_CASE("routing_map: fraction of each class's tokens per expert, all tokens o
   // CLS sets: class 0 {0,1}, {1,0}; class 1 {2,1}.
   CHECK(wbtest::values(cls.arrays.at("fraction")) ==
         std::vector<double>{1.0, 0.0, 1.0, 1.0, 0.0, 1.0});
+
+  // Summaries, all tokens: class 0's dominant expert is 0 (0.75, tied with expert 1: the lower
+  // index wins), class 1's is 2 (1.0). Each expert dominates at most 1 of the 2 classes; the
+  // dominant fractions over k = 2: (0.75 + 1.0) / 2 / 2.
+  CHECK(all.scalars.at("moe0/top_expert_class_share") == doctest::Approx(0.5));
+  CHECK(all.scalars.at("moe0/dominant_fraction") == doctest::Approx(0.4375));
+  CHECK(wbtest::values(all.arrays.at("top_expert_class_share")) == std::vector<double>{0.5});
+  // CLS only: class 0 -> expert 0 (1.0, tied with 1), class 1 -> expert 1 (1.0, tied with 2).
+  CHECK(cls.scalars.at("moe0/top_expert_class_share") == doctest::Approx(0.5));
+  CHECK(cls.scalars.at("moe0/dominant_fraction") == doctest::Approx(0.5));
+}
+
+TEST_CASE("routing_map: one expert taking most classes (MoCE's TokenMoE) against hand counts") {
+  // 5 images of classes 0, 1, 2, 3, 0 over 3 experts, k = 1, tokens {CLS, patch}. Expert 1 is
+  // the first choice of classes 0, 1 and 2; class 3 splits between experts 0 and 2.
+  auto backbone = std::make_shared<wbtest::ScriptedBackbone>(1, 3);
+  backbone->table = {{sets({{{1}, {1}}, {{1}, {0}}, {{1}, {1}}, {{0}, {2}}, {{1}, {2}}})}};
+  FakeContext ctx;
+  ctx.model = backbone;
+  ctx.datasets[FakeContext::key("", wb::Split::Test)] =
+      std::make_shared<wbtest::SyntheticDataset>(std::vector<std::int64_t>{0, 1, 2, 3, 0}, 1, 8);
+  const wb::EvalResult r = run_evaluator("routing_map", ctx);
+  // Class 0: 4 tokens, expert 1 x3, expert 2 x1 -> 0.75; class 1: 1/2 each of experts 1, 0
+  // (tie: expert 0 dominates); class 2: expert 1, 1.0; class 3: experts 0 and 2, 1/2 each ->
+  // expert 0. Wins: expert 0 twice, expert 1 twice -> 2 / 4 classes.
+  CHECK(r.scalars.at("moe0/top_expert_class_share") == doctest::Approx(0.5));
+  CHECK(r.scalars.at("moe0/dominant_fraction") == doctest::Approx((0.75 + 0.5 + 1.0 + 0.5) / 4));
+
+  // Every token of every class to expert 1: one expert takes all classes.
+  backbone->table = {{sets({{{1}, {1}}, {{1}, {1}}, {{1}, {1}}, {{1}, {1}}, {{1}, {1}}})}};
+  backbone->seen = {0, 0};
+  const wb::EvalResult one = run_evaluator("routing_map", ctx);
+  CHECK(one.scalars.at("moe0/top_expert_class_share") == doctest::Approx(1.0));
+  CHECK(one.scalars.at("moe0/dominant_fraction") == doctest::Approx(1.0));
 }
 
 TEST_CASE("routing_gallery: the highest-gate patches per expert, cut from the image") {

@@ -1,5 +1,6 @@
 // Evaluators that learn from part of the labels: semi_supervised (label fraction, linear and
-// fine-tuning) and few_shot (k shots per class, several seeds, other data sets).
+// fine-tuning), few_shot (k shots per class, several seeds, other data sets) and finetune
+// (MoCE's fine-tuning transfer: lr on a validation split, repeats).
 #include <ATen/ATen.h>
 #include <doctest/doctest.h>
 
@@ -136,6 +137,72 @@ TEST_CASE("few_shot: different seeds draw different shots") {
       at::tensor(wbtest::labels_with_counts({50, 50}), at::TensorOptions().dtype(at::kLong));
   CHECK(wb::draw_shots(labels, 4, 0).drawn != wb::draw_shots(labels, 4, 1).drawn);
   CHECK(wb::mean_std({1, 2, 3, 4}).std == doctest::Approx(std::sqrt(5.0 / 3.0)));
+}
+
+TEST_CASE("finetune: lr chosen on a validation split, then repeats on the whole train split") {
+  FakeContext ctx;
+  ctx.datasets[FakeContext::key("transfer", wb::Split::Train)] =
+      std::make_shared<wbtest::ClassImages>(wbtest::labels_with_counts({30, 30, 30}), 4, 5);
+  ctx.datasets[FakeContext::key("transfer", wb::Split::Test)] =
+      std::make_shared<wbtest::ClassImages>(wbtest::labels_with_counts({20, 20, 20}), 4, 6);
+  ctx.image_size = 4;
+  auto original = std::make_shared<wbtest::LinearBackbone>(16, 5);
+  const at::Tensor original_weight = original->proj->weight.clone();
+  ctx.model = original;
+  int copies = 0;
+  std::vector<std::shared_ptr<wbtest::HeadLoss>> heads;
+  ctx.copy = [&] {
+    ++copies;
+    heads.push_back(std::make_shared<wbtest::HeadLoss>(5));
+    auto backbone = std::make_shared<wbtest::LinearBackbone>(16, 5);
+    at::NoGradGuard no_grad;
+    backbone->proj->weight.copy_(original->proj->weight);
+    backbone->proj->bias.copy_(original->proj->bias);
+    return wb::TrainableCopy{backbone, {heads.back()}};
+  };
+  const wb::EvalResult r = run_evaluator("finetune", ctx,
+                                         {{"dataset", std::string("transfer")},
+                                          {"lrs", std::vector<double>{1e-5, 3e-2}},
+                                          {"steps", std::int64_t{80}},
+                                          {"batch", std::int64_t{10}},
+                                          {"repeats", std::int64_t{2}},
+                                          {"val_fraction", 0.2},
+                                          {"crop_scale_min", 1.0}});
+  CHECK(copies == 4);  // one per lr, one per repeat: other evaluators' model is never trained
+  CHECK(at::equal(original->proj->weight, original_weight));
+  const auto val = wbtest::values(r.arrays.at("val_top1_per_lr"));
+  REQUIRE(val.size() == 2);
+  CHECK(r.scalars.at("lr") == doctest::Approx(val[1] > val[0] ? 3e-2 : 1e-5));
+  CHECK(r.scalars.at("val_top1") == doctest::Approx(std::max(val[0], val[1])));
+  const auto per_repeat = wbtest::values(r.arrays.at("top1_per_repeat"));
+  REQUIRE(per_repeat.size() == 2);
+  CHECK(r.scalars.at("top1") == doctest::Approx((per_repeat[0] + per_repeat[1]) / 2));
+  CHECK(r.scalars.at("top1_std") == doctest::Approx(wb::mean_std(per_repeat).std));
+  CHECK(r.scalars.at("top1") >= 90.0);
+  // The loss's fine-tuning head is not used: the new classifier reads the CLS feature.
+  for (const auto& h : heads) CHECK(h->calls == 0);
+  CHECK(r.scalars.at("steps") == 80);
+}
+
+TEST_CASE("finetune: one learning rate needs no validation split") {
+  FakeContext ctx;
+  ctx.datasets[FakeContext::key("", wb::Split::Train)] =
+      std::make_shared<wbtest::ClassImages>(wbtest::labels_with_counts({20, 20}), 4, 7);
+  ctx.datasets[FakeContext::key("", wb::Split::Test)] =
+      std::make_shared<wbtest::ClassImages>(wbtest::labels_with_counts({10, 10}), 4, 8);
+  ctx.image_size = 4;
+  ctx.model = std::make_shared<wbtest::LinearBackbone>(16, 3);
+  ctx.copy = [] { return wb::TrainableCopy{std::make_shared<wbtest::LinearBackbone>(16, 3), {}}; };
+  const wb::EvalResult r = run_evaluator("finetune", ctx,
+                                         {{"lrs", std::vector<double>{3e-2}},
+                                          {"steps", std::int64_t{40}},
+                                          {"batch", std::int64_t{8}},
+                                          {"repeats", std::int64_t{1}},
+                                          {"crop_scale_min", 1.0}});
+  CHECK(r.arrays.count("val_top1_per_lr") == 0);
+  CHECK(r.scalars.count("top1_std") == 0);
+  CHECK(r.scalars.at("lr") == doctest::Approx(3e-2));
+  CHECK(r.scalars.at("top1") >= 90.0);
 }
 
 TEST_CASE("semi_supervised on a sep-ViT: fine-tuning the expert-1 path trains expert 1 only") {

@@ -54,7 +54,7 @@ class TinyMoe final : public wb::Backbone {
           r.gates.select(1, e).unsqueeze(1) *
               experts_list_[static_cast<std::size_t>(e)]->as<torch::nn::Linear>()->forward(flat);
     const at::Tensor out = (flat + mixed).reshape({B, 1 + g * g, dim_});
-    return {out.select(1, 0), out.narrow(1, 1, g * g), {r}};
+    return {out.select(1, 0), out.narrow(1, 1, g * g), {r}, {}};
   }
   std::int64_t feature_dim() const override { return dim_; }
   std::int64_t patch_grid() const override { return grid_; }

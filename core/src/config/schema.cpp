@@ -74,8 +74,9 @@ const std::vector<ParamSpec>& views_schema() {
   static const std::vector<ParamSpec> specs = {
       ParamSpec::text("recipe", "auto",
                       "augmentation recipe: moco = MoCo v3's two views, train = crop + flip; "
+                      "mae = MAE's crop (scale 0.2-1) + flip; "
                       "auto = moco when a loss needs two views, else train")
-          .one_of({"auto", "moco", "train"}),
+          .one_of({"auto", "moco", "train", "mae"}),
   };
   return specs;
 }

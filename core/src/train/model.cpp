@@ -4,6 +4,7 @@
 #include <torch/nn/module.h>
 
 #include <stdexcept>
+#include <string>
 
 #include "workbench/gate.h"
 #include "workbench/matcher.h"
@@ -18,6 +19,11 @@ LossRequirements merge(LossRequirements a, const LossRequirements& b) {
   a.labels = a.labels || b.labels;
   a.momentum_encoder = a.momentum_encoder || b.momentum_encoder;
   a.freeze_patch_embedding = a.freeze_patch_embedding || b.freeze_patch_embedding;
+  if (a.mask_ratio > 0 && b.mask_ratio > 0 && a.mask_ratio != b.mask_ratio)
+    throw std::runtime_error("two losses ask for different mask ratios (" +
+                             std::to_string(a.mask_ratio) + " and " + std::to_string(b.mask_ratio) +
+                             "): a step draws one mask per view");
+  a.mask_ratio = std::max(a.mask_ratio, b.mask_ratio);
   return a;
 }
 
@@ -98,6 +104,8 @@ Model build_model(const RunConfig& config, const Registry& registry, const DataS
   context.feature_dim = model.backbone->feature_dim();
   context.classes = data.classes;
   context.patch_grid = model.backbone->patch_grid();
+  context.channels = data.channels;
+  context.image_size = data.image_size;
   context.moe_layers = static_cast<std::int64_t>(model.backbone->moe_blocks().size());
   context.experts = model.backbone->experts();
   context.temperature = config.settings.train.temperature;

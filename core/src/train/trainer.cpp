@@ -14,6 +14,7 @@
 #include "train/routing_stats.h"
 #include "train/schedule.h"
 #include "workbench/comm.h"
+#include "workbench/masking.h"
 
 namespace wb {
 
@@ -158,8 +159,10 @@ void clip_gradients(const std::vector<at::Tensor>& params, double max_norm) {
     if (p.grad().defined()) p.grad().mul_(scale.to(p.grad().scalar_type()));
 }
 
+// keep: one mask per view (MAE), or empty for none; the online and momentum encoders see the
+// same visible patches of a view.
 std::vector<BackboneOutput> forward_views(Backbone& backbone, const Batch& batch, int views,
-                                          bool training) {
+                                          bool training, const std::vector<at::Tensor>& keep) {
   std::vector<BackboneOutput> out;
   for (int v = 0; v < views; ++v) {
     RoutingContext context;
@@ -167,9 +170,26 @@ std::vector<BackboneOutput> forward_views(Backbone& backbone, const Batch& batch
                             at::TensorOptions().dtype(at::kLong).device(batch.views[v].device()));
     context.cluster = batch.cluster;
     context.training = training;
+    if (!keep.empty()) context.keep = keep[static_cast<std::size_t>(v)];
     out.push_back(backbone.forward(batch.views[v], context));
+    if (context.keep.defined() && out.back().patches.size(1) != context.keep.size(1))
+      throw std::runtime_error(
+          "a loss asks for masked inputs (mask_ratio) but the backbone "
+          "encoded every patch: it ignores RoutingContext::keep");
+    out.back().keep = context.keep;
   }
   return out;
+}
+
+// MAE's per-image random masks for every view, or none when no loss asks for them.
+std::vector<at::Tensor> draw_masks(const Model& model, const Batch& batch) {
+  std::vector<at::Tensor> keep;
+  if (model.needs.mask_ratio <= 0) return keep;
+  const std::int64_t grid = model.backbone->patch_grid();
+  for (int v = 0; v < model.needs.views; ++v)
+    keep.push_back(random_keep(batch.size(), grid * grid, model.needs.mask_ratio,
+                               at::TensorOptions().device(batch.views[v].device())));
+  return keep;
 }
 
 std::string shortest(double v) {
@@ -247,6 +267,7 @@ StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Ba
   }
   // Nothing in here reads the device: values stay tensors until the log point (a test counts the
   // reads of a step).
+  const std::vector<at::Tensor> keep = draw_masks(model, batch);
   at::Tensor total;
   std::vector<at::Tensor> terms;
   {
@@ -254,10 +275,10 @@ StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Ba
     // outside it, on the fp32 weights (docs/methods.md §1).
     const c10::DeviceType device = batch.views.at(0).device().type();
     compat::AutocastGuard autocast(device, s.bf16, at::kBFloat16);
-    st.online = forward_views(*model.backbone, batch, model.needs.views, true);
+    st.online = forward_views(*model.backbone, batch, model.needs.views, true, keep);
     if (model.momentum) {
       at::NoGradGuard no_grad;
-      st.momentum = forward_views(*model.momentum, batch, model.needs.views, true);
+      st.momentum = forward_views(*model.momentum, batch, model.needs.views, true, keep);
     }
     for (std::size_t i = 0; i < model.losses.size(); ++i) {
       LossResult r = model.losses[i]->compute(st);

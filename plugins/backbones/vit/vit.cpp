@@ -8,6 +8,7 @@
 // Conv patch embedding, CLS token, fixed 2-D sin-cos positions, pre-norm blocks (LayerNorm eps
 // 1e-6, qkv with bias, MLP ratio 4 with exact GELU), final norm. Initialised as MoCo v3's ViT.
 // The pieces are the SDK's (workbench/layers.h); this file assembles them.
+// With RoutingContext::keep set, only the visible patches (and CLS) enter the blocks (MAE).
 // Gate noise follows RoutingContext::training; stochastic depth follows the module's train() /
 // eval() state, as torch modules do.
 #include <ATen/ATen.h>
@@ -21,6 +22,7 @@
 
 #include "workbench/backbone.h"
 #include "workbench/layers.h"
+#include "workbench/masking.h"
 #include "workbench/moe_layer.h"
 #include "workbench/plugin.h"
 
@@ -121,13 +123,23 @@ class Vit : public wb::Backbone {
       fail("expects images [B, " + std::to_string(channels_) + ", " + std::to_string(size) + ", " +
            std::to_string(size) + "], got " + std::to_string(images.dim()) + " dims");
     const auto B = images.size(0);
-    at::Tensor x = patch_embed_->tokens(images);  // [B, N, D]
-    x = at::cat({cls_.expand({B, 1, dim_}), x}, 1) + positions_;
+    const auto N = grid_ * grid_;
+    // Positions are added before the mask drops patches (MAE): each visible token keeps its own.
+    at::Tensor x = patch_embed_->tokens(images) + positions_.narrow(1, 1, N);  // [B, N, D]
+    if (context.keep.defined()) {
+      const auto& keep = context.keep;
+      if (keep.dim() != 2 || keep.size(0) != B || keep.size(1) < 1 || keep.size(1) > N)
+        fail("the mask (RoutingContext::keep) must be [B, K] with 1 <= K <= " + std::to_string(N));
+      x = wb::gather_tokens(x, keep);
+    }
+    const at::Tensor cls = (cls_ + positions_.narrow(1, 0, 1)).expand({B, 1, dim_});
+    x = at::cat({cls, x}, 1);
     wb::BackboneOutput out;
     for (auto& block : blocks_) x = block->forward(x, context, out.routings);
     x = norm_->forward(x);
     out.cls = x.select(1, 0);
-    out.patches = x.narrow(1, 1, grid_ * grid_);
+    out.patches = x.narrow(1, 1, x.size(1) - 1);
+    out.keep = context.keep;
     return out;
   }
 

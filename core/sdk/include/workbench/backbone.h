@@ -15,8 +15,10 @@ namespace wb {
 
 struct BackboneOutput {
   at::Tensor cls;                 // [B, D] image feature: CLS token after the final norm
-  at::Tensor patches;             // [B, N, D] patch tokens after the final norm
+  at::Tensor patches;             // [B, N, D] patch tokens after the final norm; [B, K, D]
+                                  // when the context had a mask: the visible ones, in keep order
   std::vector<Routing> routings;  // one per MoE layer, in block order
+  at::Tensor keep;                // [B, K] int64: RoutingContext::keep echoed, or undefined
 };
 
 struct ModelCost {
@@ -38,6 +40,8 @@ struct BackboneContext {
 
 class Backbone : public torch::nn::Module {
  public:
+  // With context.keep set, encodes only the visible patches (plus CLS): patches and every
+  // routing hold K + 1 tokens per image, and the output echoes keep.
   virtual BackboneOutput forward(const at::Tensor& images, const RoutingContext& context) = 0;
   virtual std::int64_t feature_dim() const = 0;
   virtual std::int64_t patch_grid() const = 0;               // g: patches per side

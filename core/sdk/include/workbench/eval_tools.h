@@ -5,11 +5,13 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+#include <torch/nn/modules/linear.h>
 
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "workbench/backbone.h"
@@ -144,6 +146,41 @@ inline bool at_grid_edge(const std::vector<double>& grid, std::int64_t chosen) {
 // (no gate noise), without gradients when `grad` is false.
 BackboneOutput eval_forward(Backbone& backbone, const Batch& batch, std::int64_t view = 0,
                             bool grad = false);
+
+// ---- fine-tuning ----------------------------------------------------------------------------
+
+// A classifier fine-tuned end to end: a trainable copy of the model (EvalContext::trainable_copy),
+// optionally a loss's fine-tuning head (Loss::finetune_*) on the CLS feature, and a new linear
+// layer with zero weights and bias (every class starts equally likely).
+struct FinetuneModel {
+  TrainableCopy model;
+  Loss* head = nullptr;  // one of model.losses, or null: the classifier reads the CLS feature
+  torch::nn::Linear classifier{nullptr};
+
+  // use_head: start from the first loss with a fine-tuning head, when one has.
+  FinetuneModel(TrainableCopy copy, std::int64_t classes, bool use_head, c10::Device device);
+  at::Tensor logits(const at::Tensor& cls);
+  void train(bool on);
+  std::vector<at::Tensor> parameters();  // trainable backbone, head and classifier parameters
+};
+
+struct FinetuneOptions {
+  double lr = 0.01;  // peak; a half cosine to 0 over the steps
+  bool sgd = true;   // SGD with momentum, else AdamW
+  double momentum = 0.9, weight_decay = 0.0;
+  std::int64_t steps = 100;  // optimiser steps; the shuffled set is passed over as often as needed
+  ViewRecipe recipe;         // training views (e.g. the "train" preset: crop + flip)
+  LoaderOptions loader;      // batch size, workers, seed of the order and the augmentations
+};
+
+// Cross-entropy training of the whole model (gates as in training: RoutingContext::training is
+// true, so noisy gates draw noise). A batch of one image is skipped (batch norm needs two).
+void finetune(FinetuneModel& model, std::shared_ptr<const Dataset> train,
+              const FinetuneOptions& options, c10::Device device);
+
+// Top-1 and top-5 accuracy (percent) of a fine-tuned model on eval-recipe views of a data set.
+std::pair<double, double> finetuned_accuracy(EvalContext& context, FinetuneModel& model,
+                                             std::shared_ptr<const Dataset> data);
 
 // The backbone on the batch's first view in evaluation mode, every image claiming view `view`
 // (RoutingContext::view): with a gate that routes by view (the sep-ViT's fixed gate), the path

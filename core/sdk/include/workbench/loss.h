@@ -26,6 +26,10 @@ struct LossRequirements {
   bool momentum_encoder = false;        // needs the EMA encoder's outputs for every view
                                         // (its momentum m0 is train.momentum, the trainer's)
   bool freeze_patch_embedding = false;  // random patch projection
+  // MAE masking: the fraction of patches hidden from the online and momentum encoders, drawn
+  // per image and view every step (docs/methods.md §8); 0 = no mask. Losses that ask for
+  // different non-zero ratios cannot be combined.
+  double mask_ratio = 0;
 };
 
 using MatcherMaker = std::function<std::shared_ptr<Matcher>(const PluginRef&)>;
@@ -34,6 +38,8 @@ struct LossContext {
   std::int64_t feature_dim = 0;
   std::int64_t classes = 0;
   std::int64_t patch_grid = 0;
+  std::int64_t channels = 0;    // of the images the backbone reads
+  std::int64_t image_size = 0;  // their side in pixels (patch size = image_size / patch_grid)
   std::int64_t moe_layers = 0;
   std::int64_t experts = 0;
   double temperature = 0;  // train.temperature: the tau of every contrastive term (> 0)
@@ -43,7 +49,8 @@ struct LossContext {
 
 struct StepState {
   const Batch* batch = nullptr;
-  std::vector<BackboneOutput> online;    // one per view, with gradients
+  std::vector<BackboneOutput> online;    // one per view, with gradients; under a mask
+                                         // (mask_ratio > 0) each holds its view's keep
   std::vector<BackboneOutput> momentum;  // one per view (no gradients) or empty
   std::int64_t step = 0, total_steps = 1;
   double progress = 0;  // step / total_steps in [0, 1]
@@ -89,6 +96,15 @@ class Loss : public torch::nn::Module {
   // Losses that train a classifier say so and give class logits from the image feature.
   virtual bool classifies() const { return false; }
   virtual at::Tensor predict(const BackboneOutput& /*features*/) { return {}; }
+
+  // Losses that reconstruct images from masked encodings (MAE) say so. reconstruct() gets the
+  // images [B, C, H, W] as the backbone saw them and their encoding under a mask (features.keep
+  // set) and returns the reconstruction of every patch as images [B, C, H, W] in the same
+  // (normalised) pixel space; the visible patches are the decoder's output too, not copies.
+  virtual bool reconstructs() const { return false; }
+  virtual at::Tensor reconstruct(const at::Tensor& /*images*/, const BackboneOutput& /*features*/) {
+    return {};
+  }
 };
 
 }  // namespace wb

@@ -11,10 +11,15 @@
 
 namespace wb {
 
-// Per forward pass, given to the backbone and passed through to every MoE layer.
+// Per forward pass, given to the backbone and passed through to every MoE layer. (It carries
+// more than routing now, the MAE mask; the name stays so that plugins keep compiling.)
 struct RoutingContext {
   at::Tensor view;     // [B] int64: which augmented view each image is; undefined = all view 0
   at::Tensor cluster;  // [B] int64: cluster id of each image (MoCE); undefined when none
+  // [B, K] int64: the visible patches of each image (MAE masking, docs/methods.md §8), 0-based
+  // row-major patch indices in ascending order; the backbone encodes only these (and CLS), so
+  // MoE layers route only visible tokens. Undefined = every patch.
+  at::Tensor keep;
   bool training = true;
 };
 

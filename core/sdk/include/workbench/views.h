@@ -38,7 +38,8 @@ struct ViewRecipe {
 };
 
 // Named recipes: "moco1", "moco2" (MoCo v3's two views), "train" (crop + flip, linear probe),
-// "eval" (resize / centre crop), "color_only" (moco1's colour steps, no crop, no flip).
+// "eval" (resize / centre crop), "color_only" (moco1's colour steps, no crop, no flip), "mae"
+// (MAE pre-training: RandomResizedCrop with scale 0.2-1 + flip, no colour steps).
 ViewRecipe view_preset(const std::string& name);
 
 struct LoaderOptions {

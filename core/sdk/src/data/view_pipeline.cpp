@@ -18,15 +18,16 @@ ViewRecipe view_preset(const std::string& name) {
     r.solarize_p = 0.2;
     return r;
   }
-  if (name == "train" || name == "eval" || name == "color_only") {
-    r.random_crop = name == "train";
-    r.flip_p = name == "train" ? 0.5 : 0.0;
-    if (name == "color_only") return r;  // moco1's jitter, grayscale and blur; positions kept
+  if (name == "train" || name == "eval" || name == "color_only" || name == "mae") {
+    r.random_crop = name == "train" || name == "mae";
+    r.flip_p = name == "train" || name == "mae" ? 0.5 : 0.0;
+    if (name == "mae") r.scale_min = 0.2;  // MAE pre-training: RandomResizedCrop(0.2, 1) + flip
+    if (name == "color_only") return r;    // moco1's jitter, grayscale and blur; positions kept
     r.jitter_p = r.grayscale_p = r.blur_p = r.solarize_p = 0.0;
     return r;
   }
   throw std::invalid_argument("unknown view recipe '" + name +
-                              "' (valid: moco1, moco2, train, eval, color_only)");
+                              "' (valid: moco1, moco2, train, eval, color_only, mae)");
 }
 
 }  // namespace wb

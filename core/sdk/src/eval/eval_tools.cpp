@@ -4,10 +4,13 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/optim/adamw.h>
+#include <torch/optim/sgd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 
@@ -256,6 +259,116 @@ BackboneOutput eval_forward(Backbone& backbone, const Batch& batch, std::int64_t
                      at::TensorOptions().dtype(at::kLong).device(images.device()));
   rc.cluster = batch.cluster;
   return backbone.forward(images, rc);
+}
+
+FinetuneModel::FinetuneModel(TrainableCopy copy, std::int64_t classes, bool use_head,
+                             c10::Device device)
+    : model(std::move(copy)) {
+  if (use_head)
+    for (auto& loss : model.losses)
+      if (loss->finetune_dim() > 0) {
+        head = loss.get();
+        break;
+      }
+  const std::int64_t dim = head ? head->finetune_dim() : model.backbone->feature_dim();
+  classifier = torch::nn::Linear(dim, classes);
+  {
+    at::NoGradGuard no_grad;
+    classifier->weight.zero_();
+    classifier->bias.zero_();
+  }
+  classifier->to(device);
+}
+
+at::Tensor FinetuneModel::logits(const at::Tensor& cls) {
+  return classifier->forward(head ? head->finetune_forward(cls) : cls);
+}
+
+void FinetuneModel::train(bool on) {
+  model.backbone->train(on);
+  if (head) head->train(on);
+  classifier->train(on);
+}
+
+std::vector<at::Tensor> FinetuneModel::parameters() {
+  std::vector<at::Tensor> params;
+  for (const auto& p : model.backbone->parameters())
+    if (p.requires_grad()) params.push_back(p);
+  if (head)
+    for (const auto& p : head->finetune_parameters()) params.push_back(p);
+  for (const auto& p : classifier->parameters()) params.push_back(p);
+  return params;
+}
+
+void finetune(FinetuneModel& model, std::shared_ptr<const Dataset> train,
+              const FinetuneOptions& options, c10::Device device) {
+  const std::vector<at::Tensor> params = model.parameters();
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  if (options.sgd)
+    optimizer =
+        std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(options.lr)
+                                                        .momentum(options.momentum)
+                                                        .weight_decay(options.weight_decay));
+  else
+    optimizer = std::make_unique<torch::optim::AdamW>(
+        params, torch::optim::AdamWOptions(options.lr).weight_decay(options.weight_decay));
+  LoaderOptions loader_options = options.loader;
+  loader_options.shuffle = true;
+  loader_options.drop_last = train->size() >= loader_options.batch_size;
+  Loader loader(std::move(train), {options.recipe}, loader_options);
+  const double pi = std::acos(-1.0);
+  const auto total = static_cast<double>(std::max<std::int64_t>(1, options.steps));
+  std::int64_t step = 0, epoch = 0;
+  model.train(true);
+  while (step < options.steps) {
+    loader.start_epoch(epoch++);
+    bool any = false;
+    while (step < options.steps) {
+      auto batch = loader.next();
+      if (!batch) break;
+      if (batch->size() < 2) continue;  // batch norm in a projection head needs two
+      any = true;
+      const Batch b = batch->to(device);
+      RoutingContext rc;
+      rc.training = true;
+      rc.view = at::zeros({b.size()}, at::TensorOptions().dtype(at::kLong).device(device));
+      rc.cluster = b.cluster;
+      const at::Tensor logits = model.logits(model.model.backbone->forward(b.views[0], rc).cls);
+      const at::Tensor loss = at::nll_loss(at::log_softmax(logits, 1), b.labels);
+      for (auto& group : optimizer->param_groups())
+        group.options().set_lr(options.lr * 0.5 *
+                               (1 + std::cos(pi * static_cast<double>(step) / total)));
+      optimizer->zero_grad();
+      loss.backward();
+      optimizer->step();
+      ++step;
+    }
+    if (!any)
+      throw std::runtime_error("fine-tuning: the training set yields no batch of two images");
+  }
+  model.train(false);
+}
+
+std::pair<double, double> finetuned_accuracy(EvalContext& context, FinetuneModel& model,
+                                             std::shared_ptr<const Dataset> data) {
+  LoaderOptions options = context.loader_options();
+  options.shuffle = false;
+  options.drop_last = false;
+  Loader loader(std::move(data), {context.recipe("eval")}, options);
+  loader.start_epoch(0);
+  at::NoGradGuard no_grad;
+  model.train(false);
+  std::int64_t n = 0, top1 = 0, top5 = 0;
+  while (auto batch = loader.next()) {
+    const Batch b = batch->to(context.device());
+    const at::Tensor logits = model.logits(eval_forward(*model.model.backbone, b).cls);
+    top1 += topk_correct(logits, b.labels, 1);
+    top5 += topk_correct(logits, b.labels, 5);
+    n += b.size();
+  }
+  if (n == 0) throw std::runtime_error("fine-tuning: nothing to evaluate on");
+  return {100.0 * static_cast<double>(top1) / static_cast<double>(n),
+          100.0 * static_cast<double>(top5) / static_cast<double>(n)};
 }
 
 BackboneOutput eval_forward_as(Backbone& backbone, const Batch& batch, std::int64_t view,
