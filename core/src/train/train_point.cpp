@@ -9,6 +9,7 @@
 #include <ctime>
 #include <stdexcept>
 
+#include "cluster/cluster_file.h"
 #include "data/subset.h"
 #include "dist/communicator.h"
 #include "h5/metrics.h"
@@ -60,11 +61,20 @@ TrainedPoint train_point(const TrainContext& context) {
           : make_single_process_communicator();
 
   auto train_data = open_data(settings.data, Split::Train);
+  // MoCE: every image's cluster id, refused unless the clustering was made from this data set.
+  at::Tensor cluster_of;
+  if (!settings.data.clusters.empty()) {
+    const ClusterFile clusters = load_run_clusters(settings.data, *train_data);
+    cluster_of = clusters.assignment;
+    log.info("clusters: {} ({} clusters of {})", cluster_file_path(settings.data.clusters).string(),
+             clusters.centroids.size(0), clusters.data.description);
+  }
   if (context.world > 1) {
     // Rank r trains on images r, r + world, ...: the global batch is split between the ranks.
     std::vector<std::int64_t> mine;
     for (std::int64_t i = context.rank; i < train_data->size(); i += context.world)
       mine.push_back(i);
+    if (cluster_of.defined()) cluster_of = cluster_of.index_select(0, at::tensor(mine, at::kLong));
     train_data = data::subset(
         train_data, std::move(mine),
         "rank " + std::to_string(context.rank) + " of " + std::to_string(context.world));
@@ -116,6 +126,7 @@ TrainedPoint train_point(const TrainContext& context) {
   options.batch_size = global_batch / context.world;
   options.workers = settings.run.workers;
   options.seed = seed;
+  options.cluster_of = cluster_of;
   Loader loader(train_data, recipes, options);
   // Gate noise and other random draws differ between ranks, as they would across GPUs.
   if (context.world > 1) at::manual_seed(seed * 1000003 + static_cast<std::uint64_t>(context.rank));

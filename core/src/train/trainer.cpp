@@ -78,7 +78,7 @@ void all_reduce_gradients(Communicator& comm, const std::vector<at::Tensor>& par
 }
 
 std::vector<BackboneOutput> forward_views(Backbone& backbone, const Batch& batch, int views,
-                                          bool training) {
+                                          bool training, bool expert_outputs = false) {
   std::vector<BackboneOutput> out;
   for (int v = 0; v < views; ++v) {
     RoutingContext context;
@@ -86,6 +86,7 @@ std::vector<BackboneOutput> forward_views(Backbone& backbone, const Batch& batch
                             at::TensorOptions().dtype(at::kLong).device(batch.views[v].device()));
     context.cluster = batch.cluster;
     context.training = training;
+    context.expert_outputs = expert_outputs;
     out.push_back(backbone.forward(batch.views[v], context));
   }
   return out;
@@ -139,7 +140,8 @@ StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Ba
     for (auto& loss : model.losses) loss->momentum_update(m);
     result.logged["train/momentum"] = m;
   }
-  st.online = forward_views(*model.backbone, batch, model.needs.views, true);
+  st.online =
+      forward_views(*model.backbone, batch, model.needs.views, true, model.needs.expert_outputs);
   if (model.momentum) {
     at::NoGradGuard no_grad;
     st.momentum = forward_views(*model.momentum, batch, model.needs.views, true);

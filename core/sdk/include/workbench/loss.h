@@ -26,6 +26,8 @@ struct LossRequirements {
   bool momentum_encoder = false;        // needs the EMA encoder's outputs for every view
                                         // (its momentum m0 is train.momentum, the trainer's)
   bool freeze_patch_embedding = false;  // random patch projection
+  bool expert_outputs = false;          // Routing::expert_outputs of the online forward (costs
+                                        // every expert on every token of each MoE layer)
 };
 
 using MatcherMaker = std::function<std::shared_ptr<Matcher>(const PluginRef&)>;

@@ -16,6 +16,7 @@ struct RoutingContext {
   at::Tensor view;     // [B] int64: which augmented view each image is; undefined = all view 0
   at::Tensor cluster;  // [B] int64: cluster id of each image (MoCE); undefined when none
   bool training = true;
+  bool expert_outputs = false;  // MoE layers also report every expert's output (distillation)
 };
 
 // Per MoE layer: what the gate sees beside the tokens themselves.
@@ -36,6 +37,9 @@ struct Routing {
   at::Tensor probs;    // [T, E] dense gate vector (softmax over all experts)
   at::Tensor tokens;   // [T, D] the layer's input tokens (no copy), for feature-based matchers
   std::map<std::string, at::Tensor> aux;  // unweighted auxiliary losses, e.g. "importance", "load"
+  // [E, T, D] every expert's output for every token, with gradients, when
+  // RoutingContext::expert_outputs asked for it (MoCE's distillation); undefined otherwise.
+  at::Tensor expert_outputs;
   std::int64_t tokens_per_image = 0;
   std::int64_t num_experts() const { return probs.defined() ? probs.size(1) : 0; }
 };

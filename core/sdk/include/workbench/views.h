@@ -48,6 +48,9 @@ struct LoaderOptions {
   int workers = 2;         // decode/augment threads
   int prefetch = 4;        // batches prepared ahead (bounded queue)
   std::uint64_t seed = 0;  // same seed, same batches, whatever the number of workers
+  // MoCE: [N] int64 cluster id of every image of the data set, by its index; when defined,
+  // every batch carries Batch::cluster. Undefined = no cluster ids.
+  at::Tensor cluster_of{};
 };
 
 class Loader {
