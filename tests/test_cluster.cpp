@@ -51,7 +51,7 @@ std::vector<std::vector<double>> sinkhorn_loops(const std::vector<std::vector<do
 
 }  // namespace
 
-TEST_CASE("sinkhorn_knopp: equals the written-out algorithm; many iterations balance clusters") {
+TEST_CASE("sinkhorn_knopp: equals the written-out algorithm, many iterations balance clusters") {
   at::manual_seed(3);
   const std::int64_t n = 12, m = 4;
   const at::Tensor scores = at::rand({n, m}, at::kDouble) * 2 - 1;
@@ -190,7 +190,7 @@ TEST_CASE("clusters.h5: round trip, data identity, another data set refused") {
                        doctest::Contains("no such cluster file"), std::runtime_error);
 }
 
-TEST_CASE("data.clusters: [data] only, part of the id only when set; init.expert_noise likewise") {
+TEST_CASE("data.clusters: [data] only, part of the id only when set, init.expert_noise likewise") {
   const std::string base = R"(
 [backbone]
 plugin = "vit"

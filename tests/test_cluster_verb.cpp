@@ -88,7 +88,7 @@ patch = 7
 }  // namespace
 
 TEST_CASE(
-    "workbench cluster, then a cluster-gated run on those clusters; another data set refused") {
+    "workbench cluster, then a cluster-gated run on those clusters, another data set refused") {
   REQUIRE_MESSAGE(fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
                   "Fashion-MNIST (dataset-fashion-mnist) is not installed");
   wbtest::TempDir dir;

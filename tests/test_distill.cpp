@@ -67,7 +67,7 @@ TEST_CASE("MoeLayer: expert_outputs holds every expert's MLP on every token, whe
                        1e-10, 1e-12));
 }
 
-TEST_CASE("distill: each reading against a plain re-computation; the teacher is a fixed target") {
+TEST_CASE("distill: each reading against a plain re-computation, the teacher is a fixed target") {
   at::manual_seed(9);
   const std::int64_t E = 3, T = 4, D = 2;
   wb::Routing r;

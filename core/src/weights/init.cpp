@@ -10,6 +10,7 @@
 #include <regex>
 #include <stdexcept>
 
+#include "config/schema.h"
 #include "weights/safetensors.h"
 #include "weights/timm_names.h"
 #include "weights/torch_file.h"
@@ -226,12 +227,25 @@ InitOutcome load_initial_weights(const fs::path& from, torch::nn::Module& backbo
   return outcome;
 }
 
+namespace {
+
+// init.expert_noise, or its schema default for a table built by hand without it.
+double expert_noise(const Params& init) {
+  if (init.has("expert_noise")) return init.real("expert_noise");
+  Params defaults;
+  for (const auto& spec : init_schema())
+    if (spec.name == "expert_noise" && spec.default_value)
+      defaults.set(spec.name, *spec.default_value);
+  return defaults.real("expert_noise");
+}
+
+}  // namespace
+
 void apply_init(const Params& init, Model& model, spdlog::logger& log) {
   const std::string from = init.text("from");
   if (from.empty()) return;
-  const InitOutcome o =
-      load_initial_weights(from, *model.backbone, init.texts("allow_missing"),
-                           init.texts("allow_unexpected"), init.real("expert_noise"));
+  const InitOutcome o = load_initial_weights(from, *model.backbone, init.texts("allow_missing"),
+                                             init.texts("allow_unexpected"), expert_noise(init));
   log.info("init: {} weights from {}{}", o.loaded, o.source, o.timm_names ? " (timm's names)" : "");
   if (!o.missing.empty())
     log.warn("init: {} weights keep their initial values (init.allow_missing): {}",
