@@ -3,6 +3,8 @@
 
 #include <cstdio>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "config/run_config.h"
 #include "config/schema.h"
@@ -288,6 +290,22 @@ TEST_CASE("errors name file, line and column of the offending key or value") {
     CHECK(std::make_pair(e.line, e.column) == position(text, "1.5"));
     CHECK(contains(e.message, "train.betas[1] = 1.5 is out of range"));
     CHECK(contains(e.message, "list of floats in [0.0, 1.0)"));
+  }
+  SUBCASE("non-finite numbers are refused where they are written") {
+    const std::vector<std::pair<std::string, std::string>> values = {
+        {"inf", "inf"}, {"-inf", "-inf"}, {"nan", "nan"}, {"+inf", "inf"}};  // as written back
+    for (const auto& [value, shown] : values) {
+      const std::string text = std::string(kMinimal) + "[train]\nbase_lr = " + value + "\n";
+      Caught e = config_error([&] { f.parse(text); });
+      CHECK(std::make_pair(e.line, e.column) == position(text, value));
+      CHECK(contains(e.message, "train.base_lr = " + shown + " is not a finite number"));
+    }
+    const std::string list = std::string(kMinimal) + "[train]\nbetas = [0.9, nan]\n";
+    Caught e = config_error([&] { f.parse(list); });
+    CHECK(std::make_pair(e.line, e.column) == position(list, "nan"));
+    CHECK(contains(e.message, "train.betas[1] = nan is not a finite number"));
+    // A huge but finite value is a number: the schedule bounds it (test_schedule.cpp).
+    CHECK_NOTHROW(f.parse(std::string(kMinimal) + "[train]\nepochs = 1e300\n"));
   }
   SUBCASE("a string not among the choices lists them") {
     const std::string text = std::string(kMinimal) + "device = \"gpu\"\n";

@@ -489,3 +489,64 @@ gate = ["fixed", { plugin = "noisy_topk", k = 1 }]
   CHECK(contains(err.message, "cannot read"));
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("an experiment with more points than the limit is refused before it is expanded") {
+  Fixture f;
+  auto list = [](int n) {
+    std::string out = "[";
+    for (int i = 0; i < n; ++i) out += (i ? ", " : "") + std::to_string(i + 1);
+    return out + "]";
+  };
+  // 1000 x 1000 x 1000 = 10^9 points: expanding them would take hundreds of GB.
+  const std::string huge = kBase + "\n[grid]\ntrain.batch = " + list(1000) +
+                           "\ntrain.epochs = " + list(1000) +
+                           "\ntrain.warmup_epochs = " + list(1000) + "\n";
+  Caught err = config_error([&] { f.parse(huge); });
+  CHECK(std::make_pair(err.line, err.column) == position(huge, "train.batch = "));
+  CHECK(contains(err.message,
+                 "the experiment defines 1e+09 points (grid 1000 (train.batch) x "
+                 "1000 (train.epochs) x 1000 (train.warmup_epochs), 0 [[point]], x "
+                 "1 seeds), more than the 100000 a run may have"));
+  // Just past the limit, with seeds counted: 50 x 1001 x 2 seeds = 100100.
+  const std::string past =
+      "[experiment]\nname = \"sweep\"\nseeds = [0, 1]\n" + kBase.substr(kBase.find("[base]")) +
+      "\n[grid]\ntrain.batch = " + list(50) + "\ntrain.epochs = " + list(1001) + "\n";
+  err = config_error([&] { f.parse(past); });
+  CHECK(contains(err.message, "defines 1.001e+05 points"));
+  CHECK(contains(err.message, "x 2 seeds"));
+}
+
+TEST_CASE("every [profile.*] is checked, used or not, and an error names the profile") {
+  Fixture f;
+  const std::string good = kBase + R"(
+[profile.paper]
+"train.batch" = 4096
+)";
+  CHECK(f.parse(good).points.size() == 1);
+
+  const std::string typo = kBase + R"(
+[profile.paper]
+"train.batch" = 4096
+[profile.fast]
+train.epochz = 1
+)";
+  Caught err = config_error([&] { f.parse(typo); });
+  CHECK(std::make_pair(err.line, err.column) == position(typo, "train.epochz"));
+  CHECK(contains(err.message, "unknown key 'epochz' in train; did you mean 'epochs'?"));
+  CHECK(contains(err.message, "(with [profile.fast] applied: every profile is checked"));
+
+  const std::string impossible = kBase + R"(
+[profile.big]
+"train.batch" = 0
+)";
+  err = config_error([&] { f.parse(impossible); });
+  CHECK(std::make_pair(err.line, err.column) == position(impossible, "0\n"));
+  CHECK(contains(err.message, "train.batch = 0 is out of range"));
+  CHECK(contains(err.message, "[profile.big]"));
+  // Using the profile reports the same error, without the note about unused profiles.
+  wb::ExperimentOptions o;
+  o.profile = "big";
+  err = config_error([&] { f.parse(impossible, o); });
+  CHECK(contains(err.message, "train.batch = 0 is out of range"));
+  CHECK_FALSE(contains(err.message, "every profile is checked"));
+}

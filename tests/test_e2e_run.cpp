@@ -123,7 +123,8 @@ evaluators = []
 
   const wb::RunStatus nan_status = wb::read_status(nan / "status.toml");
   CHECK(nan_status.state == wb::RunState::Failed);
-  CHECK(nan_status.error.find("loss is nan at step 3") != std::string::npos);
+  // nan_at = 3 is the plugin's 0-based step: the 4th step, counted from 1 as the series are.
+  CHECK(nan_status.error.find("loss is nan at step 4 (") != std::string::npos);
   // What the NaN point wrote before stays readable: checkpoint of step 2, losses of steps 1-3.
   CHECK(fs::exists(nan / "checkpoints" / "last.pt"));
   const wb::Series loss = wb::MetricsReader(nan / "metrics.h5").series("train/loss");
@@ -202,6 +203,54 @@ checkpoint_every = 4
     CHECK(loss.steps[i] == static_cast<std::int64_t>(i + 1));
 }
 
+TEST_CASE("status.toml: a resumed point adds the earlier attempts' seconds, a fresh start not") {
+  REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
+  wbtest::TempDir dir;
+  std::ofstream(dir.path() / "short.toml") << R"([experiment]
+name = "seconds"
+seeds = [0]
+)" << kBase << R"(
+steps = 2
+)";
+  const std::string args = "run " + (dir.path() / "short.toml").string() + " --runs-dir " +
+                           (dir.path() / "runs").string();
+  auto [code, out] = run(args, dir.path());
+  INFO(out);
+  REQUIRE(code == 0);
+  const fs::path point = point_with(dir.path() / "runs" / "seconds", "seed=0");
+  const fs::path status_file = point / "status.toml";
+  const double first = wb::read_status(status_file).elapsed_seconds;
+  CHECK(first > 0);
+  CHECK(first < 1000);
+
+  // An earlier attempt that ran 1000 s and failed after its last checkpoint: the rerun resumes
+  // that checkpoint, so its seconds come on top of the 1000.
+  wb::RunStatus failed = wb::read_status(status_file);
+  failed.state = wb::RunState::Failed;
+  failed.error = "killed by SIGKILL";
+  failed.elapsed_seconds = 1000;
+  wb::write_status(status_file, failed);
+  auto [code2, out2] = run(args, dir.path());
+  INFO(out2);
+  REQUIRE(code2 == 0);
+  const wb::RunStatus resumed = wb::read_status(status_file);
+  CHECK(resumed.state == wb::RunState::Done);
+  CHECK(resumed.resumed_seconds == doctest::Approx(1000));
+  CHECK(resumed.elapsed_seconds > 1000);
+  CHECK(resumed.elapsed_seconds < 2000);
+
+  // Without the checkpoint the point starts over: the earlier seconds are not its cost.
+  wb::write_status(status_file, failed);
+  fs::remove(point / "checkpoints" / "last.pt");
+  auto [code3, out3] = run(args, dir.path());
+  INFO(out3);
+  REQUIRE(code3 == 0);
+  const wb::RunStatus fresh = wb::read_status(status_file);
+  CHECK(fresh.state == wb::RunState::Done);
+  CHECK(fresh.resumed_seconds == 0);
+  CHECK(fresh.elapsed_seconds < 1000);
+}
+
 TEST_CASE("workbench run --nproc 2: two Gloo ranks end with the same weights, rank 0 evaluates") {
   REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
   wbtest::TempDir dir;
@@ -230,4 +279,31 @@ steps = 6
   CHECK(loss0.values.back() != loss1.values.back());
   CHECK(wb::MetricsReader(point / "metrics.h5").eval().count("accuracy") == 1);
   CHECK_FALSE(fs::exists(point / "rank1" / "eval"));
+}
+
+// Here rather than in test_store.cpp: it needs a LibTorch error, and ATen's CHECK macro takes one
+// argument (CHECKs in this file must not contain a bare comma).
+TEST_CASE("status_error: status.toml keeps a message on one line, LibTorch's traces go") {
+  CHECK(wb::status_error("loss is nan at step 4") == "loss is nan at step 4");
+  CHECK(wb::status_error("cannot start from a.pt:\n  missing: head.weight\n") ==
+        "cannot start from a.pt: missing: head.weight");
+  std::string torch_message;
+  try {
+    (void)at::mm(at::ones({2, 3}), at::ones({2, 3}));  // a TORCH_CHECK: message + trace
+  } catch (const std::exception& e) {
+    torch_message = e.what();
+  }
+  REQUIRE(torch_message.find('\n') != std::string::npos);  // LibTorch's message has a trace
+  const std::string kept = wb::status_error(torch_message);
+  CHECK(kept.find('\n') == std::string::npos);
+  const std::string first_line = torch_message.substr(0, torch_message.find('\n'));
+  CHECK(kept == first_line + " [LibTorch's stack trace is in run.log]");
+  CHECK(kept.find("frame #") == std::string::npos);
+  // And status.toml round-trips it as one line.
+  wbtest::TempDir dir;
+  wb::RunStatus s;
+  s.state = wb::RunState::Failed;
+  s.error = kept;
+  wb::write_status(dir.path() / "status.toml", s);
+  CHECK(wb::read_status(dir.path() / "status.toml").error == kept);
 }

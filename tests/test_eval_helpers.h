@@ -147,8 +147,10 @@ class FakeContext : public wb::EvalContext {
     o.seed = run_seed;
     return o;
   }
-  wb::FeatureSet features(const std::string& name, wb::Split split) override {
-    events.push_back(std::string("features ") + name + " " + wb::split_name(split));
+  wb::FeatureSet features(const std::string& name, wb::Split split,
+                          std::int64_t view = 0) override {
+    events.push_back(std::string("features ") + name + " " + wb::split_name(split) +
+                     (view ? " view " + std::to_string(view) : ""));
     auto it = feature_sets.find(key(name, split));
     if (it == feature_sets.end())
       throw std::runtime_error("fake context: no features " + name + " " + wb::split_name(split));

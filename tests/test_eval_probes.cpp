@@ -122,10 +122,11 @@ TEST_CASE("linear_probe: far-apart clusters, every reported number in range") {
   FakeContext ctx;
   ctx.set_features(wb::Split::Train, wbtest::clusters({100, 100, 100, 100}, 16, 6.0, 3));
   ctx.set_features(wb::Split::Test, wbtest::clusters({50, 50, 50, 50}, 16, 6.0, 4));
-  const wb::EvalResult r = run_evaluator("linear_probe", ctx, {{"epochs", std::int64_t{10}}});
+  const wb::EvalResult r =
+      run_evaluator("linear_probe", ctx, {{"epochs", std::int64_t{10}}, {"augment", false}});
   CHECK(r.scalars.at("top1") >= 99.0);
   CHECK(r.scalars.at("val_top1") >= 97.5);
-  CHECK(r.arrays.at("val_top1_per_lr").numel() == 5);
+  CHECK(r.arrays.at("val_top1_per_lr").numel() == 8);
   const auto lrs = wbtest::values(r.arrays.at("lrs"));
   const auto val = wbtest::values(r.arrays.at("val_top1_per_lr"));
   const auto best = std::max_element(val.begin(), val.end()) - val.begin();
@@ -161,6 +162,7 @@ TEST_CASE("linear_probe: the head is chosen on validation data, never on the tes
   ctx.set_features(wb::Split::Test, points(test_rows, test_labels));
   const wb::EvalResult r = run_evaluator("linear_probe", ctx,
                                          {{"lrs", std::vector<double>{1e-3, 3.0}},
+                                          {"augment", false},
                                           {"batch_norm", false},
                                           {"epochs", std::int64_t{40}},
                                           {"batch", std::int64_t{100}}});
@@ -170,7 +172,42 @@ TEST_CASE("linear_probe: the head is chosen on validation data, never on the tes
   CHECK(val[1] == doctest::Approx(100.0));
   CHECK(r.scalars.at("lr") == 3.0);
   CHECK(r.scalars.at("top1") == doctest::Approx(0.0));
+  // 3 is the largest rate of the grid: flagged, in the results and in the log.
+  CHECK(r.scalars.at("lr_at_edge") == 1);
+  CHECK(ctx.first("info linear_probe: 900 train / 100 val") < ctx.events.size());
+  CHECK(ctx.events[ctx.first("info linear_probe: 900 train / 100 val")].find(
+            "chose lr 3, at the edge of the grid") != std::string::npos);
   // The test split was read once, after the choice was logged.
   CHECK(ctx.first("features  test") > ctx.first("info linear_probe: 900 train / 100 val"));
   CHECK(std::count(ctx.events.begin(), ctx.events.end(), "features  test") == 1);
+}
+
+TEST_CASE("at_grid_edge: the smallest or largest value of a grid, in any order") {
+  const std::vector<double> grid = {0.3, 0.01, 30.0, 1.0};
+  CHECK(wb::at_grid_edge(grid, 1));
+  CHECK(wb::at_grid_edge(grid, 2));
+  CHECK_FALSE(wb::at_grid_edge(grid, 0));
+  CHECK_FALSE(wb::at_grid_edge(grid, 3));
+  CHECK_FALSE(wb::at_grid_edge({0.1}, 0));  // one value: no grid to widen
+  CHECK_FALSE(wb::at_grid_edge(grid, 7));
+}
+
+TEST_CASE("linear_probe and knn with views [0, 1]: one evaluation per view, view 1 suffixed") {
+  FakeContext ctx;
+  ctx.set_features(wb::Split::Train, wbtest::clusters({60, 60}, 8, 6.0, 3));
+  ctx.set_features(wb::Split::Test, wbtest::clusters({20, 20}, 8, 6.0, 4));
+  const wb::EvalResult r = run_evaluator("linear_probe", ctx,
+                                         {{"epochs", std::int64_t{5}},
+                                          {"augment", false},
+                                          {"views", std::vector<std::int64_t>{0, 1}}});
+  CHECK(r.scalars.count("top1") == 1);
+  CHECK(r.scalars.count("top1_view1") == 1);
+  CHECK(r.scalars.count("lr_view1") == 1);
+  CHECK(r.arrays.count("val_top1_per_lr_view1") == 1);
+  // Features were asked for per view: view 0 first, then view 1.
+  CHECK(ctx.first("features  train") < ctx.first("features  train view 1"));
+  CHECK(ctx.first("features  test view 1") < ctx.events.size());
+  const wb::EvalResult k = run_evaluator("knn", ctx, {{"views", std::vector<std::int64_t>{1}}});
+  CHECK(k.scalars.count("top1") == 0);
+  CHECK(k.scalars.count("top1_view1") == 1);
 }

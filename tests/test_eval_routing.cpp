@@ -34,6 +34,8 @@ TEST_CASE("routing_consistency: shared experts of a hand-set 2-image, 2-layer, k
       {sets({{{0, 1}, {2, 3}}, {{0, 2}, {1, 3}}}), sets({{{3, 2}, {0, 1}}, {{1, 0}, {0, 2}}})},
       // view 2
       {sets({{{1, 0}, {2, 1}}, {{3, 2}, {3, 1}}}), sets({{{2, 3}, {0, 3}}, {{0, 1}, {2, 0}}})}};
+  const at::Tensor weights = at::tensor({0.6f, 0.15f}).repeat({4, 1});  // 2 images x 2 tokens
+  backbone->gate_table = {{weights, weights}, {weights, weights}};
   FakeContext ctx;
   ctx.model = backbone;
   ctx.batch = 2;
@@ -52,6 +54,18 @@ TEST_CASE("routing_consistency: shared experts of a hand-set 2-image, 2-layer, k
   CHECK(wbtest::values(r.arrays.at("patch_noncorresponding")) == std::vector<double>{1.0, 1.0});
   CHECK(r.scalars.at("cls_corresponding_mean") == doctest::Approx(1.75));
   CHECK(r.scalars.at("patch_noncorresponding_mean") == doctest::Approx(1.0));
+  // First choices. Layer 0: corresponding CLS 0 vs 1, 0 vs 3; patch 2 vs 2, 1 vs 3;
+  // non-corresponding CLS 0 vs 3, 0 vs 1; patch 2 vs 3, 1 vs 2. Layer 1: corresponding CLS
+  // 3 vs 2, 1 vs 0; patch 0 vs 0, 0 vs 2; non-corresponding CLS 3 vs 0, 1 vs 2; patch 0 vs 2,
+  // 0 vs 0.
+  CHECK(wbtest::values(r.arrays.at("cls_first_corresponding")) == std::vector<double>{0.0, 0.0});
+  CHECK(wbtest::values(r.arrays.at("patch_first_corresponding")) == std::vector<double>{0.5, 0.5});
+  CHECK(wbtest::values(r.arrays.at("cls_first_noncorresponding")) == std::vector<double>{0.0, 0.0});
+  CHECK(wbtest::values(r.arrays.at("patch_first_noncorresponding")) ==
+        std::vector<double>{0.0, 0.5});
+  // Gate weights 0.6 and 0.15 for every token: the second choice weighs a quarter of the first.
+  for (const char* name : {"cls_weight_ratio", "patch_weight_ratio"})
+    for (double v : wbtest::values(r.arrays.at(name))) CHECK(v == doctest::Approx(0.25));
   // Two colour-only views: same images, different colour draws, no geometric change.
   REQUIRE(backbone->inputs.size() == 2);
   CHECK_FALSE(at::equal(backbone->inputs[0], backbone->inputs[1]));

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "built_plugins.h"
 #include "test_eval_helpers.h"
 #include "workbench/eval_tools.h"
 
@@ -45,6 +46,7 @@ TEST_CASE("semi_supervised 1 %: linear heads on exactly the class-balanced label
 }
 
 TEST_CASE("semi_supervised 10 %: fine-tunes a copy with the loss's head, chosen on validation") {
+  at::manual_seed(7);  // the initial weights: independent of the tests that ran before
   FakeContext ctx;
   const auto train_labels = wbtest::labels_with_counts({100, 100, 100});
   ctx.datasets[FakeContext::key("", wb::Split::Train)] =
@@ -134,4 +136,78 @@ TEST_CASE("few_shot: different seeds draw different shots") {
       at::tensor(wbtest::labels_with_counts({50, 50}), at::TensorOptions().dtype(at::kLong));
   CHECK(wb::draw_shots(labels, 4, 0).drawn != wb::draw_shots(labels, 4, 1).drawn);
   CHECK(wb::mean_std({1, 2, 3, 4}).std == doctest::Approx(std::sqrt(5.0 / 3.0)));
+}
+
+TEST_CASE("semi_supervised on a sep-ViT: fine-tuning the expert-1 path trains expert 1 only") {
+  // A tiny sep-ViT: 4 x 4 grey images in 2 x 2 patches, block 1 a MoE block of two full-size
+  // experts, the fixed gate (view i uses expert i).
+  auto make = [] {
+    wb::Params p = wb_test::plugins().defaults(wb::Kind::Backbone, "vit");
+    p.set("patch", std::int64_t{2});
+    p.set("dim", std::int64_t{8});
+    p.set("depth", std::int64_t{2});
+    p.set("heads", std::int64_t{2});
+    p.set("experts", std::int64_t{2});
+    p.set("expert_ratio", 4.0);
+    p.set("moe_every", std::int64_t{2});
+    wb::BackboneContext c;
+    c.channels = 1;
+    c.image_size = 4;
+    c.make_gate = [](const wb::GateShape& s) {
+      return wb_test::plugins().make_gate("fixed",
+                                          wb_test::plugins().defaults(wb::Kind::Gate, "fixed"), s);
+    };
+    return wb_test::plugins().make_backbone("vit", p, c);
+  };
+  // The stacked expert tensors [E, ...] of the MoE block.
+  auto experts = [](wb::Backbone& b) {
+    std::map<std::string, at::Tensor> out;
+    for (const auto& item : b.named_parameters()) {
+      const std::string leaf = item.key().substr(item.key().rfind('.') + 1);
+      if (leaf == "w1" || leaf == "b1" || leaf == "w2" || leaf == "b2")
+        out[item.key()] = item.value().detach().clone();
+    }
+    return out;
+  };
+
+  for (const std::int64_t path : {0, 1}) {
+    CAPTURE(path);
+    at::manual_seed(8);
+    FakeContext ctx;
+    ctx.image_size = 4;
+    ctx.datasets[FakeContext::key("", wb::Split::Train)] =
+        std::make_shared<wbtest::ClassImages>(wbtest::labels_with_counts({30, 30, 30}), 4, 1);
+    ctx.datasets[FakeContext::key("", wb::Split::Test)] =
+        std::make_shared<wbtest::ClassImages>(wbtest::labels_with_counts({10, 10, 10}), 4, 2);
+    auto original = make();
+    ctx.model = original;
+    const auto before = experts(*original);
+    REQUIRE(before.size() == 4);
+    std::shared_ptr<wb::Backbone> tuned;
+    ctx.copy = [&] {
+      tuned = make();
+      at::NoGradGuard no_grad;
+      auto src = original->named_parameters();
+      for (auto& item : tuned->named_parameters()) item.value().copy_(src[item.key()]);
+      return wb::TrainableCopy{tuned, {}};
+    };
+    // Weight decay 0: what moves is what the gradient reaches.
+    const wb::EvalResult r = run_evaluator("semi_supervised", ctx,
+                                           {{"fraction", 0.5},
+                                            {"mode", std::string("finetune")},
+                                            {"finetune_lrs", std::vector<double>{1e-2}},
+                                            {"finetune_epochs", std::int64_t{2}},
+                                            {"weight_decay", 0.0},
+                                            {"batch", std::int64_t{8}},
+                                            {"views", std::vector<std::int64_t>{path}}});
+    CHECK(r.scalars.count(path == 0 ? "top1" : "top1_view1") == 1);
+    REQUIRE(tuned);
+    for (const auto& [name, after] : experts(*tuned)) {
+      CAPTURE(name);
+      const at::Tensor& was = before.at(name);
+      // The evaluated expert moved, the other one is bit for bit what it was.
+      CHECK_FALSE(at::equal(after[path], was[path]));
+      CHECK(at::equal(after[1 - path], was[1 - path]));
+    }
+  }
 }

@@ -84,9 +84,11 @@ TEST_CASE("noisy_topk: top-k sets and combine weights of a hand-made input (eval
       CHECK(r.weights[t][j].item<double>() == doctest::Approx(p_e).epsilon(1e-12));
       CHECK(r.gates[t][e].item<double>() == doctest::Approx(p_e).epsilon(1e-12));
     }
-    for (int e = 0; e < 3; ++e)
+    for (int e = 0; e < 3; ++e) {
       CHECK(r.probs[t][e].item<double>() ==
             doctest::Approx(std::exp(kLogits[t * 3 + e]) / z).epsilon(1e-12));
+      CHECK(r.logits[t][e].item<double>() == doctest::Approx(kLogits[t * 3 + e]).epsilon(1e-12));
+    }
     const long unused = 3 - r.experts[t][0].item<long>() - r.experts[t][1].item<long>();
     CHECK(r.gates[t][unused].item<double>() == 0.0);
   }
@@ -220,6 +222,8 @@ TEST_CASE("noisy_topk: noise only in training, and gradients reach the router") 
   const auto c = gate->route(x, input_for(20, 1, true)), d = gate->route(x, input_for(20, 1, true));
   CHECK_FALSE(at::allclose(c.probs, d.probs));
   CHECK_FALSE(at::allclose(c.probs, a.probs));
+  // The logits reported are the noisy ones that routed.
+  CHECK(at::allclose(at::softmax(c.logits, 1), c.probs));
 
   (c.weights.sum() + c.aux.at("importance") + c.aux.at("load")).backward();
   const at::Tensor g = gate->named_parameters()["weight"].grad();
@@ -235,9 +239,8 @@ TEST_CASE("noisy_topk: k above the number of experts is refused") {
                        std::invalid_argument);
 }
 
-TEST_CASE("fixed: view i goes to expert i, eval_expert picks the eval path") {
+TEST_CASE("fixed: view i goes to expert i, in training and evaluation") {
   wb::Params p = defaults("fixed");
-  CHECK(p.integer("eval_expert") == 0);
   auto gate = make_gate("fixed", p, 4, 2);
   CHECK(gate->k() == 1);
   const at::Tensor x = at::randn({6, 4});
@@ -252,22 +255,17 @@ TEST_CASE("fixed: view i goes to expert i, eval_expert picks the eval path") {
   CHECK(r.probs.sum(1).eq(1).all().item<bool>());
   CHECK(r.aux.empty());
 
+  // Evaluation routes by view as well: the view an evaluator claims is the path it measures.
   in.training = false;
-  CHECK(rows_of(gate->route(x, in).experts) == Rows{{0}, {0}, {0}, {0}, {0}, {0}});
-  p.set("eval_expert", std::int64_t{1});
-  CHECK(rows_of(make_gate("fixed", p, 4, 2)->route(x, in).experts) ==
-        Rows{{1}, {1}, {1}, {1}, {1}, {1}});
-  p.set("eval_expert", std::int64_t{-1});
-  auto by_view = make_gate("fixed", p, 4, 2);
-  CHECK(rows_of(by_view->route(x, in).experts) == Rows{{0}, {0}, {1}, {1}, {1}, {1}});
+  CHECK(rows_of(gate->route(x, in).experts) == Rows{{0}, {0}, {1}, {1}, {1}, {1}});
+  in.view = at::full({3}, 1, at::kLong);
+  CHECK(rows_of(gate->route(x, in).experts) == Rows{{1}, {1}, {1}, {1}, {1}, {1}});
 
   in.view = at::Tensor();  // no views: everything is view 0
-  CHECK(rows_of(by_view->route(x, in).experts) == Rows{{0}, {0}, {0}, {0}, {0}, {0}});
+  CHECK(rows_of(gate->route(x, in).experts) == Rows{{0}, {0}, {0}, {0}, {0}, {0}});
   in.view = at::tensor(std::vector<long>{0, 2, 1}, at::kLong);
-  CHECK_THROWS_WITH_AS(by_view->route(x, in), doctest::Contains("view index 2 has no expert"),
+  CHECK_THROWS_WITH_AS(gate->route(x, in), doctest::Contains("view index 2 has no expert"),
                        std::invalid_argument);
-  p.set("eval_expert", std::int64_t{2});
-  CHECK_THROWS_AS(make_gate("fixed", p, 4, 2), std::invalid_argument);
 }
 
 TEST_CASE("cluster: one routing per image from the clustering's centroids") {

@@ -142,7 +142,7 @@ TEST_CASE("l2_normalize: unit vectors along the chosen dimension, zero vectors s
   CHECK(at2(cols, 0, 2) == 0.0);  // a zero column: 0 / eps, not NaN
 }
 
-TEST_CASE("drop_path: identity in eval; whole samples dropped, the rest scaled by 1 / (1 - p)") {
+TEST_CASE("drop_path: identity in eval, whole samples dropped, the rest scaled by 1 / (1 - p)") {
   const at::Tensor x = at::ones({64, 3, 2});
   CHECK(at::equal(wb::drop_path(x, 0.5, false), x));
   CHECK(at::equal(wb::drop_path(x, 0.0, true), x));
@@ -176,7 +176,7 @@ TEST_CASE("PatchEmbed: tokens are the row-major patches through one linear map")
   CHECK(embed->bias.abs().sum().item<double>() == 0.0);  // zero bias at initialisation
 }
 
-TEST_CASE("Block: the dense MLP is gelu(x fc1) fc2; a MoE block reports its routing") {
+TEST_CASE("Block: the dense MLP is gelu(x fc1) fc2, a MoE block reports its routing") {
   at::manual_seed(2);
   wb::Block block(8, 2, 16, 0.0);
   block.eval();
@@ -212,7 +212,7 @@ TEST_CASE("Block: the dense MLP is gelu(x fc1) fc2; a MoE block reports its rout
   CHECK(routings[0].experts.size(0) == 2 * 5);
 }
 
-TEST_CASE("MlpHead: Linear-BN-ReLU layers, the last BN without affine; its first layer") {
+TEST_CASE("MlpHead: Linear-BN-ReLU layers, the last BN without affine, its first layer") {
   at::manual_seed(3);
   wb::MlpHead head(4, 6, 3, 3);
   head.train();

@@ -62,11 +62,12 @@ TEST_CASE("ogar: the hand-built batch has valid and invalid pairs") {
 TEST_CASE("ogar: CLS and patch InfoNCE with overlap matching equal the plain-loop reference") {
   const HandStep h = mixed_step();
   OneRank comm;
-  for (bool dense : {false, true}) {
+  for (int vector : {0, 1, 2}) {  // sparse, dense, logits
     OgarSettings s;
-    s.dense = dense;
+    s.dense = vector == 1;
+    s.logits = vector == 2;
     s.weight = 0.5;
-    CAPTURE(dense);
+    CAPTURE(vector);
     auto loss = make_ogar(plugins(), s, "overlap", overlap_params(), h.g);
     const wb::LossResult r = loss->compute(h.state(&comm));
     const OgarRef ref = ogar_reference(h, s, overlap_ref(h));
@@ -239,4 +240,73 @@ TEST_CASE("ogar: requirements, a dense backbone and a bad matcher output") {
   wb::StepState st = g.state(&comm);
   st.batch = nullptr;
   CHECK_THROWS_WITH_AS(loss->compute(st), doctest::Contains("geometry"), std::invalid_argument);
+}
+
+namespace {
+
+// Two images, one MoE layer, 2 x 2 patches, 4 experts: image 0 is the whole picture in both
+// views (every patch pairs with itself, IoU 1), image 1 two disjoint crops (no patch pairs). All
+// tokens of image 0 have the gate probabilities (0.5, 0.3, 0.1, 0.1), those of image 1
+// (0.1, 0.1, 0.5, 0.3), in both encoders: the sparse vectors of the two images are orthogonal,
+// the same image's are equal.
+HandStep half_valid_step() {
+  HandStep h;
+  h.B = 2;
+  h.layers = 1;
+  h.views[0] = View{{{0, 0, 1, 1}, {0, 0, 0.4, 0.4}}, {false, false}};
+  h.views[1] = View{{{0, 0, 1, 1}, {0.6, 0.6, 0.4, 0.4}}, {false, false}};
+  h.make(12);
+  const at::Tensor image0 = at::tensor({0.5, 0.3, 0.1, 0.1}, at::kFloat);
+  const at::Tensor image1 = at::tensor({0.1, 0.1, 0.5, 0.3}, at::kFloat);
+  const at::Tensor probs = at::cat({image0.expand({5, 4}), image1.expand({5, 4})});
+  for (int v = 0; v < 2; ++v) {
+    h.online_probs[v][0] = probs.clone().requires_grad_(true);
+    h.momentum_probs[v][0] = probs.clone();
+  }
+  return h;
+}
+
+}  // namespace
+
+TEST_CASE("ogar: the patch mean over all patches (eq. 8) against a hand computation") {
+  const HandStep h = half_valid_step();
+  OneRank comm;
+  // A valid pair's InfoNCE: positive cosine 1, one negative of cosine 0, tau 0.2, times 2 tau:
+  // 0.4 log(1 + e^-5). Image 0 has 4 valid pairs of the 8 patches of the batch, per direction.
+  const double pair = 0.4 * std::log1p(std::exp(-5.0));
+  for (bool all : {true, false}) {
+    OgarSettings s;
+    s.alpha = 1;
+    s.weight = 1;
+    s.mean_all = all;
+    CAPTURE(all);
+    auto loss = make_ogar(plugins(), s, "overlap", overlap_params(), h.g);
+    const wb::LossResult r = loss->compute(h.state(&comm));
+    CHECK(r.metrics.at("valid_fraction") == doctest::Approx(0.5));
+    // Two directions; "all" divides the 4 pairs' sum by 8 patches, "valid" by the 4 pairs.
+    const double expected = 2 * 4 * pair / (all ? 8.0 : 4.0);
+    CHECK(r.metrics.at("patch") == doctest::Approx(expected).epsilon(1e-5));
+    CHECK(r.value.item<double>() == doctest::Approx(expected).epsilon(1e-5));
+    check_against(r, ogar_reference(h, s, overlap_ref(h)));
+  }
+  // "valid" = "all" / valid fraction: the paper's term is the other reading weighted down by it.
+  // Without negatives, a valid pair contributes -cos = -1: -4 / 8 per direction ("all").
+  OgarSettings s;
+  s.alpha = 1;
+  s.weight = 1;
+  s.negatives = false;
+  auto loss = make_ogar(plugins(), s, "overlap", overlap_params(), h.g);
+  CHECK(loss->compute(h.state(&comm)).metrics.at("patch") == doctest::Approx(-1.0));
+}
+
+TEST_CASE("ogar: gate_vector = \"logits\" needs a gate that reports its logits") {
+  HandStep h = mixed_step(14);
+  OneRank comm;
+  OgarSettings s;
+  s.logits = true;
+  auto loss = make_ogar(plugins(), s, "overlap", overlap_params(), h.g);
+  wb::StepState st = h.state(&comm);
+  for (auto& out : st.online)
+    for (auto& r : out.routings) r.logits = at::Tensor();
+  CHECK_THROWS_WITH_AS(loss->compute(st), doctest::Contains("no logits"), std::invalid_argument);
 }

@@ -198,6 +198,7 @@ struct HandStep {
     wb::Routing r;
     r.probs = probs;
     r.gates = sparse(probs, k);
+    r.logits = probs.log();  // logits up to a per-token constant: softmax(logits) = probs
     r.tokens = tokens;
     r.tokens_per_image = tokens_per_image();
     auto [p, e] = probs.topk(k, 1);
@@ -225,10 +226,12 @@ struct HandStep {
     return s;
   }
 
-  // Gate vectors of one encoder / view / layer, normalised, as [image][token] vectors.
-  std::vector<Mat> vectors(bool online, int view, std::int64_t layer, bool dense) const {
+  // Gate vectors of one encoder / view / layer, normalised, as [image][token] vectors: the
+  // sparse top-k probabilities, the dense softmax, or the logits (log of the probabilities).
+  std::vector<Mat> vectors(bool online, int view, std::int64_t layer, bool dense,
+                           bool logits = false) const {
     const at::Tensor& p = online ? online_probs[view][layer] : momentum_probs[view][layer];
-    const Mat all = rows(dense ? p : sparse(p, k));
+    const Mat all = rows(logits ? p.log() : dense ? p : sparse(p, k));
     std::vector<Mat> out(static_cast<std::size_t>(B));
     const auto tpi = tokens_per_image();
     for (std::int64_t i = 0; i < B; ++i)
@@ -240,6 +243,8 @@ struct HandStep {
 struct OgarSettings {
   double weight = 0.001, alpha = 0.3, tau = 0.2;
   bool dense = false, negatives = true;
+  bool logits = false;         // gate_vector = "logits" (wins over dense)
+  bool mean_all = true;        // patch_mean = "all" (eq. 8); false: "valid"
   bool second_of_two = false;  // simulate rank 1 of 2 (SecondOfTwo)
 };
 
@@ -262,7 +267,8 @@ inline OgarRef ogar_reference(
     double cls = 0, patch = 0;
     for (int a = 0; a < 2; ++a) {
       const int b = 1 - a;
-      const auto Q = h.vectors(true, a, l, s.dense), K = h.vectors(false, b, l, s.dense);
+      const auto Q = h.vectors(true, a, l, s.dense, s.logits),
+                 K = h.vectors(false, b, l, s.dense, s.logits);
       const RefMatch m = match(a, l);
       double c = 0;
       Mat cls_keys;
@@ -289,7 +295,8 @@ inline OgarRef ogar_reference(
           p += nce_term(Q[i][1 + q], keys, offset + i, s.tau) * 2 * s.tau;
         }
       valid += count;
-      patch += count > 0 ? p / count : 0.0;
+      const double divisor = s.mean_all ? static_cast<double>(B * N) : count;
+      patch += divisor > 0 ? p / divisor : 0.0;
     }
     out.cls += cls;
     out.patch += patch;
@@ -306,8 +313,9 @@ inline std::shared_ptr<wb::Loss> make_ogar(wb::Registry& registry, const OgarSet
   wb::Params p = registry.defaults(wb::Kind::Loss, "ogar");
   p.set("weight", s.weight);
   p.set("alpha", s.alpha);
-  p.set("gate_vector", std::string(s.dense ? "dense" : "sparse"));
+  p.set("gate_vector", std::string(s.logits ? "logits" : s.dense ? "dense" : "sparse"));
   p.set("negatives", s.negatives);
+  p.set("patch_mean", std::string(s.mean_all ? "all" : "valid"));
   p.set("matcher", std::shared_ptr<const wb::PluginRef>(plugin_ref(matcher, mp)));
   return registry.make_loss("ogar", p, loss_context(registry, grid, 4, s.tau));
 }

@@ -24,6 +24,7 @@
 #include "report/table.h"
 #include "store/run_dir.h"
 #include "store/status.h"
+#include "workbench/format.h"
 
 namespace fs = std::filesystem;
 
@@ -191,6 +192,9 @@ const std::map<double, std::vector<double>> kTop1 = {{0.0, {70.0, 71.0, 72.0}},
 const std::map<double, std::vector<double>> kLoss = {{0.0, {0.5, 0.7, 0.9}}, {0.3, {0.9, 1.1}}};
 const std::vector<double> kTop5 = {90.0, 91.0, 92.0};
 const std::vector<double> kSeconds = {10.0, 20.0, 30.0};  // by seed
+// Layer 0 of routing_consistency's CLS arrays: corresponding 1.2 + alpha + 0.1 seed,
+// non-corresponding 0.9 + 0.05 seed.
+const double kCorr0 = 1.2, kNon0 = 0.9;
 
 struct Sweep {
   TempDir tmp;
@@ -246,8 +250,11 @@ struct Sweep {
         m.eval_scalar("knn", "loss", kLoss.at(alpha)[s]);
         if (alpha == 0.0) m.eval_scalar("linear_probe", "top5", kTop5[s]);
         const double shift = alpha;  // CR-MoE separates corresponding tokens better
-        m.eval_array("routing_consistency", "cls_corresponding", {1.2 + shift, 1.1 + shift}, {2});
-        m.eval_array("routing_consistency", "cls_noncorresponding", {0.9, 0.8}, {2});
+        const double by_seed = 0.1 * static_cast<double>(p.seed);
+        m.eval_array("routing_consistency", "cls_corresponding",
+                     {kCorr0 + shift + by_seed, 1.1 + shift}, {2});
+        m.eval_array("routing_consistency", "cls_noncorresponding", {kNon0 + by_seed / 2, 0.8},
+                     {2});
         m.eval_array("routing_consistency", "patch_corresponding", {1.5 + shift, 1.0 + shift}, {2});
         m.eval_array("routing_consistency", "patch_noncorresponding", {0.7, 0.9}, {2});
         m.eval_array("knn", "confusion", {1, 0, 0, 1}, {2, 2});  // not a table column
@@ -286,7 +293,7 @@ struct Sweep {
 
 }  // namespace
 
-TEST_CASE("mean_std: mean and sample std; non-finite values are left out") {
+TEST_CASE("mean_std: mean and sample std, non-finite values are left out") {
   const wb::MeanStd s = wb::mean_std({1.0, 2.0, 4.0, NAN});
   CHECK(s.n == 3);
   CHECK(s.mean == doctest::Approx(7.0 / 3));
@@ -386,7 +393,8 @@ TEST_CASE("report of one sweep: rows per group, mean ± std, best marks, failed 
   // kNN loss: lower is better, so the alpha = 0 row (mean 0.7 < 1.0) is the best one.
   CHECK(row0[2] == "**" + fmt("%.1f ± %.2f (n=3)", mean_of(l0), sample_std(l0)) + "**");
   CHECK(row3[2] == fmt("%.1f ± %.2f (n=2)", mean_of(l3), sample_std(l3)));
-  CHECK(row0[3] == "**" + fmt("%.1f ± %.2f (n=3)", mean_of(kTop5), sample_std(kTop5)) + "**");
+  // Top-5 has values in one row only: nothing to compare, no bold.
+  CHECK(row0[3] == fmt("%.1f ± %.2f (n=3)", mean_of(kTop5), sample_std(kTop5)));
   CHECK(row3[3] == "—");  // nobody measured top-5 for alpha = 0.3
   CHECK(row0[4] == "3/3");
   CHECK(row3[4] == "2/3, 1 failed");
@@ -439,6 +447,70 @@ TEST_CASE("report of one sweep: rows per group, mean ± std, best marks, failed 
   CHECK(contains(html, "routing map.png"));  // the caption
 }
 
+TEST_CASE("report: Fig. 3 as a table per MoE layer, gaps taken per seed") {
+  Sweep sweep;
+  const fs::path dir = sweep.runs / "toy_a";
+  wb::ReportOptions options;
+  options.plots = false;  // the table needs no gnuplot
+  wb::write_report({dir}, options);
+  const std::string md = slurp(dir / "report" / "report.md");
+  REQUIRE(contains(md, "## Routing consistency per MoE layer (CR-MoE Fig. 3)"));
+  // After the comparison table, before anything else.
+  CHECK(md.find("| α | linear |") < md.find("## Routing consistency"));
+  CHECK(contains(md, "| group | MoE layer | CLS corr. | CLS non-corr. | CLS gap |"));
+  // Alpha 0, layer 0, seeds 0..2 (all done): corr 1.2, 1.3, 1.4; non 0.9, 0.95, 1.0.
+  std::vector<double> corr, non, gap;
+  for (int seed = 0; seed < 3; ++seed) {
+    corr.push_back(kCorr0 + 0.1 * seed);
+    non.push_back(kNon0 + 0.05 * seed);
+    gap.push_back(corr.back() - non.back());
+  }
+  const auto row = md_row(md, "| α=0.0 | 0 |");
+  REQUIRE(row.size() == 8);
+  CHECK(row[2] == fmt("%.2f ± %.3f", mean_of(corr), sample_std(corr)));
+  CHECK(row[3] == fmt("%.2f ± %.3f", mean_of(non), sample_std(non)));
+  // The std of the gaps, not a combination of the two stds.
+  CHECK(row[4] == fmt("%.2f ± %.3f", mean_of(gap), sample_std(gap)));
+  // Alpha 0.3: seeds 0 and 1 are done, seed 2 failed and does not count.
+  const auto row3 = md_row(md, "| α=0.3 | 0 |");
+  const std::vector<double> gap3 = {kCorr0 + 0.3 - kNon0, kCorr0 + 0.3 + 0.1 - kNon0 - 0.05};
+  CHECK(row3[4] == fmt("%.2f ± %.3f", mean_of(gap3), sample_std(gap3)));
+  const std::string html = slurp(dir / "report" / "index.html");
+  CHECK(contains(html, "<h2>Routing consistency per MoE layer (CR-MoE Fig. 3)</h2>"));
+}
+
+TEST_CASE("report: no bold where nothing is compared or nothing is better") {
+  CHECK(wb::ranked_metric("linear_probe/top1"));
+  CHECK(wb::ranked_metric("linear_probe/top1_view1"));
+  CHECK(wb::ranked_metric("knn/loss"));
+  CHECK_FALSE(wb::ranked_metric("linear_probe/lr"));
+  CHECK_FALSE(wb::ranked_metric("linear_probe/lr_at_edge"));
+  CHECK_FALSE(wb::ranked_metric("semi_supervised/lr_view1"));
+  CHECK_FALSE(wb::ranked_metric("semi_supervised/labelled"));
+  CHECK_FALSE(wb::ranked_metric("few_shot/4shot_std"));
+  CHECK(wb::ranked_metric("few_shot/4shot_mean"));
+  CHECK_FALSE(wb::ranked_metric("routing_consistency/cls_noncorresponding_mean"));
+  CHECK_FALSE(wb::ranked_metric("routing_consistency/moe_layers"));
+
+  Sweep sweep;
+  // Experiment B with one group only: a one-row table has no best cell.
+  const fs::path dir = sweep.runs / "toy_b";
+  wb::ReportOptions options;
+  options.plots = false;
+  wb::write_report({dir}, options);
+  std::string md = slurp(dir / "report" / "report.md");
+  CHECK(contains(md, "**"));  // two rows (k = 1, 2) with different top-1: the best is bold
+  for (const auto& entry : fs::directory_iterator(dir))
+    if (entry.is_directory() && fs::exists(entry.path() / "point.toml") &&
+        contains(slurp(entry.path() / "point.toml"), "[\"gate.k\", \"2\"]"))
+      fs::remove_all(entry.path());
+  wb::write_report({dir}, options);
+  md = slurp(dir / "report" / "report.md");
+  CHECK_FALSE(contains(md, "**"));
+  CHECK_FALSE(contains(md, "Bold:"));
+  CHECK_FALSE(contains(slurp(dir / "report" / "index.html"), "<b>"));
+}
+
 TEST_CASE("report: baseline differences, columns nobody measured, unreadable points") {
   Sweep sweep;
   const fs::path dir = sweep.runs / "toy_a";
@@ -447,9 +519,12 @@ TEST_CASE("report: baseline differences, columns nobody measured, unreadable poi
   const std::string last = "\"linear_probe/top5\"]";
   text.replace(text.find(last), last.size(), "\"linear_probe/top5\", \"knn/top9\"]");
   std::ofstream(dir / "experiment.toml") << text;
-  // A point directory whose point.toml is garbage: listed, not grouped.
+  // A point directory of the current file whose point.toml is garbage: listed, not grouped.
   fs::create_directories(dir / "badpoint");
   std::ofstream(dir / "badpoint" / "point.toml") << "this is = = not toml\n";
+  std::string ids = slurp(dir / "points.toml");
+  ids.insert(ids.rfind(']'), "  \"badpoint\",\n");
+  std::ofstream(dir / "points.toml") << ids;
 
   wb::ReportOptions options;
   options.plots = false;
@@ -471,6 +546,43 @@ TEST_CASE("report: baseline differences, columns nobody measured, unreadable poi
   CHECK(csv[1].at("baseline") == "0");
   CHECK(number(csv[1].at("linear_probe/top1.delta")) == doctest::Approx(delta));
   CHECK(csv[0].at("linear_probe/top1.delta").empty());
+}
+
+TEST_CASE("report of an edited experiment: points the file no longer defines are left out") {
+  Sweep sweep;
+  const fs::path dir = sweep.runs / "toy_a";
+  // The grid loses alpha = 0.3 and the file is run again: its three points stay on disk.
+  std::string text = kExperimentA;
+  const std::string grid = "losses.ogar.alpha = [0.0, 0.3]";
+  REQUIRE(text.find(grid) != std::string::npos);
+  text.replace(text.find(grid), grid.size(), "losses.ogar.alpha = [0.0]");
+  const wb::Experiment edited = sweep.parse(text);
+  REQUIRE(edited.points.size() == 3);
+  wb::write_experiment_copy(sweep.runs, edited);
+  std::vector<std::string> old_ids;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (fs::exists(e.path() / "point.toml") &&
+        std::none_of(edited.points.begin(), edited.points.end(),
+                     [&](const wb::Point& p) { return p.id == e.path().filename().string(); }))
+      old_ids.push_back(e.path().filename().string());
+  REQUIRE(old_ids.size() == 3);
+
+  wb::ReportOptions options;
+  options.plots = false;
+  const wb::ReportResult result = wb::write_report({dir}, options);
+  REQUIRE(result.warnings.size() == 1);
+  CHECK(contains(result.warnings[0], "3 point directories left out"));
+  for (const auto& id : old_ids) CHECK(contains(result.warnings[0], id));
+  const std::string md = slurp(dir / "report" / "report.md");
+  CHECK(contains(md, "3 points in 1 configuration"));
+  CHECK_FALSE(contains(md, "| 0.3 |"));
+  CHECK_FALSE(contains(md, sweep.failed_id + "`"));  // the failed point was an alpha = 0.3 one
+
+  // Without points.toml (runs made before it existed) every directory counts, as before.
+  fs::remove(dir / "points.toml");
+  const wb::ReportResult all = wb::write_report({dir}, options);
+  CHECK(all.warnings.empty());
+  CHECK(contains(slurp(dir / "report" / "report.md"), "6 points in 2 configurations"));
 }
 
 TEST_CASE("report comparing two experiments: experiment column, union of columns") {
@@ -574,6 +686,24 @@ TEST_CASE("report plots: gnuplot draws every figure as a PNG the page links") {
   CHECK(contains(slurp(plots / "metric_linear_probe_top1_vs_losses_ogar_alpha.gp"),
                  "set xlabel 'α'"));
 
+  // The order a reader needs: metrics against the key, Fig. 3, training curves; per-layer
+  // routing plots and evaluator images folded.
+  const std::string page = slurp(dir / "report" / "index.html");
+  const auto metrics_at = page.find("<h2>Metrics against hyper-parameters</h2>");
+  const auto fig3_at = page.find("<h2>Routing consistency per MoE layer (CR-MoE Fig. 3)</h2>");
+  const auto curves_at = page.find("<h2>Training curves</h2>");
+  REQUIRE(metrics_at != std::string::npos);
+  REQUIRE(fig3_at != std::string::npos);
+  REQUIRE(curves_at != std::string::npos);
+  CHECK(metrics_at < fig3_at);
+  CHECK(fig3_at < curves_at);
+  CHECK(contains(page, "<details>\n<summary>Routing: load entropy of each MoE layer (2 figures)"));
+  CHECK(contains(page, "<details>\n<summary>Routing: final expert load (2 figures)"));
+  CHECK(
+      contains(page, "<details>\n<summary>Evaluator images (first seed of each group) (1 figure)"));
+  // report.md shows the same figures, linked relatively.
+  CHECK(contains(slurp(dir / "report" / "report.md"), "](plots/routing_consistency.png)"));
+
   // Every image the page shows exists (plots, and the evaluator PNG).
   const std::string html = slurp(dir / "report" / "index.html");
   std::size_t count = 0;
@@ -596,4 +726,19 @@ TEST_CASE("report plots: gnuplot draws every figure as a PNG the page links") {
   CHECK(is_png(both.dir / "plots" / "all" / "all_curve_train_loss.png"));
   CHECK(is_png(both.dir / "plots" / "all" / "all_routing_consistency.png"));
   CHECK(is_png(both.dir / "plots" / "toy_b" / "curve_train_loss.png"));
+}
+
+TEST_CASE("format_number: what logs print, rounded to its precision") {
+  CHECK(wb::format_number(100.0 * 1803 / 2500) == "72.12");
+  CHECK(wb::format_number(72.11999999999999) == "72.12");
+  CHECK(wb::format_number(0.0025) == "0.0025");
+  CHECK(wb::format_number(3.0) == "3");
+  CHECK(wb::format_number(30.0) == "30");
+  CHECK(wb::format_number(12345.6) == "12346");
+  CHECK(wb::format_number(99.996) == "100");
+  CHECK(wb::format_number(-0.5) == "-0.5");
+  CHECK(wb::format_number(0.0) == "0");
+  CHECK(wb::format_number(1.5e-7) == "1.500e-07");
+  CHECK(wb::format_number(1.23456, 3) == "1.23");
+  CHECK(wb::format_number(NAN) == "nan");
 }

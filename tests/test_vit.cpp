@@ -167,7 +167,7 @@ TEST_CASE("vit: cost() reproduces ViT-S/16 (22 M, 4.6 G) and V-MoE-S/16 (72 M, 4
   CHECK(vit.flops_per_image == doctest::Approx(4.6e9).epsilon(0.02));
 
   p.set("experts", std::int64_t{16});
-  p.set("moe_every", std::int64_t{2});  // expert_hidden defaults to 2 x 384 = 768
+  p.set("moe_every", std::int64_t{2});  // expert_ratio 2 by default: hidden 2 x 384 = 768
   const wb::ModelCost vmoe = make_vit(p, 224, 3)->cost();
   CHECK(vmoe.parameters == doctest::Approx(72e6).epsilon(0.03));
   CHECK(vmoe.flops_per_image == doctest::Approx(4.6e9).epsilon(0.02));
@@ -182,7 +182,7 @@ TEST_CASE("vit: cost() reproduces ViT-S/16 (22 M, 4.6 G) and V-MoE-S/16 (72 M, 4
 TEST_CASE("vit: sep-ViT = two full-size experts routed by view with the fixed gate") {
   wb::Params p = tiny();
   p.set("experts", std::int64_t{2});
-  p.set("expert_hidden", std::int64_t{32});  // 4 x dim
+  p.set("expert_ratio", 4.0);  // hidden 4 x dim = 32
   p.set("moe_every", std::int64_t{2});
   auto sep = make_vit(p, 8, 1, "fixed");
   auto dense = make_vit(tiny());

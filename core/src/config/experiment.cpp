@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <fstream>
 #include <optional>
 #include <set>
@@ -195,6 +196,28 @@ std::vector<Axis> read_axes(const Node& doc) {
   return axes;
 }
 
+// Refuses an experiment with more than kMaxExperimentPoints points, counted without building
+// them (in double: a product of list lengths can overflow any integer).
+void check_point_count(const std::vector<Axis>& axes, std::size_t explicit_points,
+                       std::size_t seeds) {
+  double grid = 1;
+  std::string factors;
+  for (const auto& axis : axes) {
+    grid *= static_cast<double>(axis.size());
+    factors += (factors.empty() ? "" : " x ") + std::to_string(axis.size()) + " (" +
+               axis.keys.front().key + ")";
+  }
+  const double total = (grid + static_cast<double>(explicit_points)) * static_cast<double>(seeds);
+  if (total <= static_cast<double>(kMaxExperimentPoints)) return;
+  char count[32];
+  std::snprintf(count, sizeof count, "%.4g", total);
+  fail(axes.empty() ? Pos{} : axes.front().keys.front().key_pos,
+       std::string("the experiment defines ") + count + " points (grid " + factors + ", " +
+           std::to_string(explicit_points) + " [[point]], x " + std::to_string(seeds) +
+           " seeds), more than the " + std::to_string(kMaxExperimentPoints) +
+           " a run may have; split it into several files or shorten the lists");
+}
+
 // The grid product, first axis slowest.
 std::vector<Candidate> product(const std::vector<Axis>& axes) {
   std::vector<Candidate> combos(1);
@@ -340,6 +363,30 @@ std::vector<std::string> varied_keys(const std::vector<Candidate>& candidates,
 
 }  // namespace
 
+namespace {
+
+// Expands the file under each [profile.*] but the one in use; an error names the profile.
+void check_other_profiles(const Node& doc, const std::string& text, const std::string& file,
+                          const Registry& registry, const ExperimentOptions& options) {
+  const Node* profiles = doc.find("profile");
+  if (!profiles) return;
+  for (const auto& m : profiles->members) {
+    if (m.key == options.profile) continue;
+    ExperimentOptions o = options;
+    o.profile = m.key;
+    o.check_profiles = false;
+    try {
+      parse_experiment(text, file, registry, o);
+    } catch (const ConfigError& e) {
+      throw ConfigError(e.file, e.line, e.column,
+                        e.message + " (with [profile." + m.key +
+                            "] applied: every profile is checked, used or not)");
+    }
+  }
+}
+
+}  // namespace
+
 Experiment parse_experiment(const std::string& text, const std::string& file,
                             const Registry& registry, const ExperimentOptions& options) {
   const Node doc = config::parse_toml(text, file);
@@ -356,7 +403,9 @@ Experiment parse_experiment(const std::string& text, const std::string& file,
   exp.source = text;
   exp.seeds = header.seeds;
 
-  std::vector<Candidate> candidates = product(read_axes(doc));
+  const std::vector<Axis> axes = read_axes(doc);
+  check_point_count(axes, tables_at(doc, "point").size(), header.seeds.size());
+  std::vector<Candidate> candidates = product(axes);
   exp.grid_points = candidates.size();
   for (const Node* t : tables_at(doc, "point")) {
     Candidate c = config::flatten(*t);
@@ -385,6 +434,7 @@ Experiment parse_experiment(const std::string& text, const std::string& file,
   }
   excludes.check_keys_found();
   exp.varied = varied_keys(candidates, exp.points);
+  if (options.check_profiles) check_other_profiles(doc, text, file, registry, options);
   return exp;
 }
 

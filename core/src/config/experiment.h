@@ -20,6 +20,11 @@ struct Point {
   RunConfig config;
 };
 
+// The most points (grid combinations and [[point]]s, times seeds, before [[exclude]]) an
+// experiment may define: past it the file is refused before any point is built, instead of
+// running out of memory expanding it.
+constexpr std::size_t kMaxExperimentPoints = 100000;
+
 struct Experiment {
   std::string name;
   std::string file;                 // the experiment file as given
@@ -39,6 +44,9 @@ struct Experiment {
 struct ExperimentOptions {
   std::vector<std::string> overrides;  // --set key=value, applied to [base] before expansion
   std::string profile;                 // --profile NAME: apply [profile.NAME] first
+  // Also expand and validate the file under each of its other [profile.*] tables, so that a
+  // typo or an impossible value in a profile is found before the profile is first used.
+  bool check_profiles = true;
 };
 
 // Order: [profile.NAME], then --set overrides, then grid x zip plus [[point]]s, each for every

@@ -166,7 +166,10 @@ void migrate_moved_keys(config::Node& root, const Registry& registry,
       }
     }
   }
-  for (const auto& [target, moved] : by_target) {
+  for (const auto& entry : by_target) {
+    const std::string& target =
+        entry.first;  // a named variable: lambdas may not capture a binding in C++17
+    const std::vector<Moved>& moved = entry.second;
     const Moved& first = moved.front();
     auto differ = [&](const config::Node& value, const std::string& what) {
       config::fail(value.pos, what + " = " + config::literal(value) + " and " + first.from + " = " +

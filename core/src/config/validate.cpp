@@ -1,6 +1,7 @@
 #include "config/validate.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "config/schema.h"
 #include "workbench/registry.h"
@@ -70,6 +71,12 @@ void check_bounds(const Node& n, double v, const ParamSpec& s, const std::string
     fail(n.pos, label + " = " + literal(n) + " is out of range (expected " + s.describe() + ")");
 }
 
+// nan and inf parse as TOML floats; no setting means anything with them (epochs = inf would
+// train one step, warmup_epochs = inf overflow the step arithmetic), so none is accepted.
+void check_finite(const Node& n, double v, const std::string& label) {
+  if (!std::isfinite(v)) fail(n.pos, label + " = " + literal(n) + " is not a finite number");
+}
+
 void check_choice(const Node& n, const ParamSpec& s, const std::string& label) {
   if (s.choices.empty() || std::find(s.choices.begin(), s.choices.end(), n.text) != s.choices.end())
     return;
@@ -103,6 +110,7 @@ Value check_value(const Node& n, const ParamSpec& s, const Registry& registry,
     case ParamType::Float:
       // Integers are accepted where floats are expected ("epochs = 10").
       if (!n.is_number()) wrong_type(n, s, label);
+      check_finite(n, number(n), label);
       check_bounds(n, number(n), s, label);
       return number(n);
     case ParamType::String:
@@ -122,6 +130,7 @@ Value check_value(const Node& n, const ParamSpec& s, const Registry& registry,
       std::vector<double> out;
       each_item(n, s, label, [&](const Node& item, const std::string& l) {
         if (!item.is_number()) wrong_type(item, s, l);
+        check_finite(item, number(item), l);
         check_bounds(item, number(item), s, l);
         out.push_back(number(item));
       });

@@ -69,12 +69,14 @@ LoaderOptions RunEvalContext::loader_options() const {
   return o;
 }
 
-FeatureSet RunEvalContext::features(const std::string& name, Split split) {
-  auto key = std::make_pair(name, static_cast<int>(split));
+FeatureSet RunEvalContext::features(const std::string& name, Split split, std::int64_t view) {
+  if (view < 0) throw std::invalid_argument("features: view " + std::to_string(view) + " < 0");
+  auto key = std::make_tuple(name, static_cast<int>(split), view);
   auto it = features_.find(key);
   if (it != features_.end()) return it->second;
+  const std::string view_tag = view == 0 ? "" : "_view" + std::to_string(view);
   const fs::path file = output_dir_ / ("features_" + (name.empty() ? "train_data" : name) + "_" +
-                                       split_name(split) + "_" + cache_tag_ + ".pt");
+                                       split_name(split) + view_tag + "_" + cache_tag_ + ".pt");
   FeatureSet f;
   std::error_code ec;
   if (fs::exists(file, ec)) {
@@ -86,7 +88,7 @@ FeatureSet RunEvalContext::features(const std::string& name, Split split) {
     LoaderOptions o = loader_options();
     o.shuffle = false;
     o.drop_last = false;
-    f = extract_features(backbone(), dataset(name, split), recipe("eval"), o, device_);
+    f = extract_features(backbone(), dataset(name, split), recipe("eval"), o, device_, view);
     const fs::path tmp = file.string() + ".tmp";
     torch::save(std::vector<at::Tensor>{f.features, f.labels}, tmp.string());
     fs::rename(tmp, file);
@@ -113,7 +115,7 @@ void RunEvalContext::info(const std::string& message) {
 
 FeatureSet extract_features(Backbone& backbone, std::shared_ptr<const Dataset> data,
                             const ViewRecipe& recipe, const LoaderOptions& options,
-                            c10::Device device) {
+                            c10::Device device, std::int64_t view) {
   Loader loader(std::move(data), {recipe}, options);
   loader.start_epoch(0);
   at::NoGradGuard no_grad;
@@ -123,7 +125,7 @@ FeatureSet extract_features(Backbone& backbone, std::shared_ptr<const Dataset> d
     Batch b = batch->to(device);
     RoutingContext rc;
     rc.training = false;
-    rc.view = at::zeros({b.size()}, at::TensorOptions().dtype(at::kLong).device(device));
+    rc.view = at::full({b.size()}, view, at::TensorOptions().dtype(at::kLong).device(device));
     rc.cluster = b.cluster;
     features.push_back(backbone.forward(b.views[0], rc).cls.to(at::kCPU));
     labels.push_back(batch->labels);

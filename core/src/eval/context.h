@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "config/run_config.h"
@@ -34,7 +35,7 @@ class RunEvalContext final : public EvalContext {
   std::shared_ptr<const Dataset> dataset(const std::string& name, Split split) override;
   ViewRecipe recipe(const std::string& preset) override;
   LoaderOptions loader_options() const override;
-  FeatureSet features(const std::string& dataset, Split split) override;
+  FeatureSet features(const std::string& dataset, Split split, std::int64_t view = 0) override;
   TrainableCopy trainable_copy() override;
   std::filesystem::path output_dir() const override { return output_dir_; }
   void info(const std::string& message) override;
@@ -51,12 +52,13 @@ class RunEvalContext final : public EvalContext {
   spdlog::logger& log_;
   std::string cache_tag_;  // changes when the weights change (checkpoint step)
   std::map<std::pair<std::string, int>, std::shared_ptr<const Dataset>> datasets_;
-  std::map<std::pair<std::string, int>, FeatureSet> features_;
+  std::map<std::tuple<std::string, int, std::int64_t>, FeatureSet> features_;
 };
 
-// Extracts CLS features of a whole data set with the backbone in eval mode.
+// Extracts CLS features of a whole data set with the backbone in eval mode, every image
+// claiming view `view` (RoutingContext::view).
 FeatureSet extract_features(Backbone& backbone, std::shared_ptr<const Dataset> data,
                             const ViewRecipe& recipe, const LoaderOptions& options,
-                            c10::Device device);
+                            c10::Device device, std::int64_t view = 0);
 
 }  // namespace wb

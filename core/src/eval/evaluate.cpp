@@ -11,6 +11,7 @@
 #include "h5/metrics.h"
 #include "store/run_dir.h"
 #include "workbench/evaluator.h"
+#include "workbench/format.h"
 #include "workbench/registry.h"
 
 namespace wb {
@@ -21,7 +22,7 @@ void record(MetricsFile& metrics, spdlog::logger& log, const std::string& name,
             const EvalResult& result) {
   for (const auto& [metric, value] : result.scalars) {
     metrics.eval_scalar(name, metric, value);
-    log.info("  {}/{} = {}", name, metric, value);
+    log.info("  {}/{} = {}", name, metric, format_number(value));
   }
   for (const auto& [metric, tensor] : result.arrays) {
     const at::Tensor t = tensor.detach().to(at::kCPU, at::kDouble).contiguous();

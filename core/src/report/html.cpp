@@ -31,6 +31,8 @@ p.note { color: #555; font-size: .9em; max-width: 60em; }
 figure { margin: 0; border: 1px solid #ddd; padding: .5em; background: #fff; max-width: 100%; }
 figure img { display: block; max-width: 100%; height: auto; }
 figcaption { font-size: .85em; color: #444; margin-top: .3em; max-width: 900px; }
+details { margin: 1em 0; border: 1px solid #ddd; padding: .4em .8em; background: #fafafa; }
+details summary { cursor: pointer; font-weight: 600; }
 )";
 
 // Image paths as URL paths: relative, with reserved characters percent-encoded.
@@ -48,20 +50,30 @@ std::string url_path(const fs::path& path) {
   return out;
 }
 
+// Open sections under a heading; folded ones as a closed <details> whose summary names them.
 std::string figures_html(const std::vector<FigureSection>& sections, const fs::path& dir,
                          const char* heading) {
   std::string out;
   for (const auto& s : sections) {
-    if (s.figures.empty()) continue;
-    out += std::string("<") + heading + ">" + html_escape(s.title) + "</" + heading +
-           ">\n<div class=\"figures\">\n";
-    for (const auto& f : s.figures) {
-      const fs::path rel = f.image.lexically_relative(dir);
-      out += "<figure><a href=\"" + url_path(rel) + "\"><img src=\"" + url_path(rel) + "\" alt=\"" +
-             html_escape(f.caption) + "\" loading=\"lazy\"></a><figcaption>" +
-             html_escape(f.caption) + "</figcaption></figure>\n";
+    if (s.figures.empty() && s.intro_html.empty()) continue;
+    if (s.folded)
+      out += "<details>\n<summary>" + html_escape(s.title) + " (" +
+             std::to_string(s.figures.size()) + (s.figures.size() == 1 ? " figure" : " figures") +
+             ")</summary>\n";
+    else
+      out += std::string("<") + heading + ">" + html_escape(s.title) + "</" + heading + ">\n";
+    out += s.intro_html;
+    if (!s.figures.empty()) {
+      out += "<div class=\"figures\">\n";
+      for (const auto& f : s.figures) {
+        const fs::path rel = f.image.lexically_relative(dir);
+        out += "<figure><a href=\"" + url_path(rel) + "\"><img src=\"" + url_path(rel) +
+               "\" alt=\"" + html_escape(f.caption) + "\" loading=\"lazy\"></a><figcaption>" +
+               html_escape(f.caption) + "</figcaption></figure>\n";
+      }
+      out += "</div>\n";
     }
-    out += "</div>\n";
+    if (s.folded) out += "</details>\n";
   }
   return out;
 }
@@ -78,12 +90,17 @@ std::string summary(const ExperimentRuns& e) {
 std::string problems_html(const ExperimentRuns& e) {
   const auto points = unfinished_points(e);
   if (points.empty()) return "";
-  std::string out = "<h3>Failed and unfinished points</h3>\n<ul class=\"problems\">\n";
+  // A long list (a sweep still running) is folded, so that the comparison stays on top.
+  const bool fold = points.size() > 5;
+  std::string out = fold ? "<details>\n<summary>Failed and unfinished points (" +
+                               std::to_string(points.size()) + ")</summary>\n"
+                         : "<h3>Failed and unfinished points</h3>\n";
+  out += "<ul class=\"problems\">\n";
   for (const PointRun* p : points)
     out += "<li><code>" + html_escape(p->id) + "</code> " + html_escape(p->label) + ": " +
            html_escape(point_problem(*p)) + " (<code>" + html_escape(p->dir.string()) +
            "/run.log</code>)</li>\n";
-  return out + "</ul>\n";
+  return out + (fold ? "</ul>\n</details>\n" : "</ul>\n");
 }
 
 }  // namespace

@@ -1,10 +1,15 @@
 #include "report/plots.h"
 
+#include "report/consistency.h"
+#include "report/html.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <map>
 #include <set>
+
+#include "workbench/format.h"
 
 namespace wb {
 
@@ -54,20 +59,6 @@ std::vector<LabelledGroup> labelled(const ExperimentRuns& e, const std::string& 
   return out;
 }
 
-// Element-wise mean and std over seeds of an evaluator's 1-D array.
-std::vector<MeanStd> vector_stats(const Group& g, const std::string& name) {
-  std::vector<std::vector<double>> by_index;
-  for (const PointRun* p : done_points(g)) {
-    auto it = p->vectors.find(name);
-    if (it == p->vectors.end()) continue;
-    if (by_index.size() < it->second.size()) by_index.resize(it->second.size());
-    for (std::size_t i = 0; i < it->second.size(); ++i) by_index[i].push_back(it->second[i]);
-  }
-  std::vector<MeanStd> out;
-  for (const auto& values : by_index) out.push_back(mean_std(values));
-  return out;
-}
-
 // (a) each metric against each numeric varied key; one line per value of the other keys.
 void metric_plots(const ExperimentRuns& e, const Table& table, Plotter& plotter,
                   FigureSection& section) {
@@ -82,7 +73,7 @@ void metric_plots(const ExperimentRuns& e, const Table& table, Plotter& plotter,
       if (k != key) others.push_back(k);
     for (const auto& metric : table.metrics) {
       std::vector<std::pair<std::string, std::vector<std::pair<double, MeanStd>>>> lines;
-      double lo = INFINITY, hi = -INFINITY;
+      double lo = INFINITY, hi = -INFINITY, lowest_positive = INFINITY;
       for (const auto& g : e.groups) {
         const MeanStd s = metric_stat(g, metric);
         if (s.n == 0) continue;
@@ -99,8 +90,26 @@ void metric_plots(const ExperimentRuns& e, const Table& table, Plotter& plotter,
         line->second.push_back({x, s});
         lo = std::min(lo, x);
         hi = std::max(hi, x);
+        if (x > 0) lowest_positive = std::min(lowest_positive, x);
       }
       if (lines.empty() || !(lo < hi)) continue;  // one value of the key: nothing to compare
+      // A line needs two values of the key: [[point]] rows that change several keys at once
+      // (Table 2) leave one point per line, and no plot.
+      lines.erase(std::remove_if(lines.begin(), lines.end(),
+                                 [](const auto& line) { return line.second.size() < 2; }),
+                  lines.end());
+      if (lines.empty()) continue;
+      if (lines.size() == 1) lines.front().first = table.display_name(metric);  // nothing to tell
+      std::size_t longest = 0;
+      for (const auto& line : lines) longest = std::max(longest, line.first.size());
+      // Values spanning a factor of 20 or more go on a log axis; a 0 among them (w_G = 0: the
+      // loss switched off) sits one decade below the smallest positive value, labelled "0".
+      const bool log_x = lo >= 0 && lowest_positive < INFINITY && hi / lowest_positive >= 20;
+      const double zero_at = lowest_positive / 10;
+      if (log_x && lo == 0)
+        for (auto& line : lines)
+          for (auto& point : line.second)
+            if (point.first == 0) point.first = zero_at;
       Blocks blocks;
       std::string plot;
       for (auto& [label, points] : lines) {
@@ -118,8 +127,12 @@ void metric_plots(const ExperimentRuns& e, const Table& table, Plotter& plotter,
       const std::string m = table.display_name(metric), k = table.display_name(key);
       std::string script = "set title " + gp_string(m + " vs " + k + " (mean ± std over seeds)") +
                            "\nset xlabel " + gp_string(k) + "\nset ylabel " + gp_string(m) + "\n" +
-                           kKey + "set offsets graph 0.05, graph 0.05, graph 0.1, graph 0.1\n";
-      if (lo > 0 && hi / lo >= 20) script += "set logscale x\n";
+                           // Long labels go below: on the right they squeeze the plot.
+                           (longest > 30 ? std::string("set key outside below left vertical\n")
+                                         : std::string(kKey)) +
+                           "set offsets graph 0.05, graph 0.05, graph 0.1, graph 0.1\n";
+      if (log_x) script += "set logscale x\nset format x '%g'\n";  // 0.001, not 0.00100
+      if (log_x && lo == 0) script += "set xtics add ('0' " + gp_number(zero_at) + ")\n";
       script += plot + "\n";
       if (auto f = plotter.plot("metric_" + metric + "_vs_" + key, blocks.data, script,
                                 m + " against " + k + ": mean ± sample std over seeds"))
@@ -128,15 +141,36 @@ void metric_plots(const ExperimentRuns& e, const Table& table, Plotter& plotter,
   }
 }
 
-// (b) one plot per training series, one line (with a ±std band) per group.
-// With `loss_terms` false, only train/loss (loss terms differ between experiments).
-void curve_plots(const std::vector<LabelledGroup>& groups, const std::string& prefix,
-                 bool loss_terms, Plotter& plotter, FigureSection& section) {
+// A series of one MoE layer: "loss/ogar/cls_moe1" (a name ending in _moe<digits>).
+bool per_layer_series(const std::string& name) {
+  const std::size_t at = name.rfind("_moe");
+  return at != std::string::npos && at + 4 < name.size() &&
+         std::all_of(name.begin() + static_cast<long>(at) + 4, name.end(),
+                     [](unsigned char c) { return std::isdigit(c) != 0; });
+}
+
+enum class Curves { TrainLoss, Totals, PerLayer };
+
+bool wanted(const std::string& name, Curves which) {
+  switch (which) {
+    case Curves::TrainLoss:
+      return name == "train/loss";
+    case Curves::Totals:
+      return name == "train/loss" || (starts_with(name, "loss/") && !per_layer_series(name));
+    case Curves::PerLayer:
+      return starts_with(name, "loss/") && per_layer_series(name);
+  }
+  return false;
+}
+
+// (b) one plot per training series of the kind asked for, one line (with a ±std band) per group.
+void curve_plots(const std::vector<LabelledGroup>& groups, const std::string& prefix, Curves which,
+                 Plotter& plotter, FigureSection& section) {
   std::set<std::string> names;
   for (const auto& lg : groups)
     for (const PointRun* p : done_points(*lg.group))
       for (const auto& [name, s] : p->curves)
-        if (name == "train/loss" || (loss_terms && starts_with(name, "loss/"))) names.insert(name);
+        if (wanted(name, which)) names.insert(name);
   std::vector<std::string> order(names.begin(), names.end());
   std::stable_partition(order.begin(), order.end(),
                         [](const auto& n) { return n == "train/loss"; });
@@ -190,8 +224,8 @@ std::set<int> routing_layers(const std::vector<LabelledGroup>& groups, const std
   return layers;
 }
 
-// (c) load entropy per layer over steps, and the final expert load of each group as a map.
-void routing_plots(const std::vector<LabelledGroup>& groups, Plotter& plotter,
+// (c) load entropy per layer over steps.
+void entropy_plots(const std::vector<LabelledGroup>& groups, Plotter& plotter,
                    FigureSection& section) {
   for (int layer : routing_layers(groups, "load_entropy")) {
     const std::string prefix = "routing/moe" + std::to_string(layer) + "/";
@@ -231,7 +265,10 @@ void routing_plots(const std::vector<LabelledGroup>& groups, Plotter& plotter,
             "MoE layer " + std::to_string(layer) + ": load entropy over steps, mean over seeds"))
       section.figures.push_back(*f);
   }
+}
 
+// (c') the final expert load of each group as a layer x expert map.
+void load_maps(const std::vector<LabelledGroup>& groups, Plotter& plotter, FigureSection& section) {
   const std::set<int> layer_set = routing_layers(groups, "expert_load");
   const std::vector<int> layers(layer_set.begin(), layer_set.end());
   for (const auto& lg : groups) {
@@ -288,100 +325,165 @@ void routing_plots(const std::vector<LabelledGroup>& groups, Plotter& plotter,
   }
 }
 
-// (d) CR-MoE Fig. 3: shared experts per MoE layer, corresponding vs non-corresponding tokens.
-void consistency_plots(const std::vector<LabelledGroup>& groups, const std::string& prefix,
-                       Plotter& plotter, FigureSection& section) {
-  std::set<std::string> evaluators;
-  for (const auto& lg : groups)
-    for (const PointRun* p : done_points(*lg.group))
-      for (const auto& [name, v] : p->vectors)
-        if (starts_with(name, "routing_consistency"))
-          evaluators.insert(name.substr(0, name.find('/')));
-  for (const auto& ev : evaluators) {
-    Blocks blocks;
-    std::size_t layers = 1;
-    std::string panels[2];
-    const char* tokens[2] = {"cls", "patch"};
-    for (int t = 0; t < 2; ++t) {
-      for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-        for (const char* kind : {"corresponding", "noncorresponding"}) {
-          const auto stats = vector_stats(*groups[gi].group, ev + "/" + tokens[t] + "_" + kind);
-          if (stats.empty()) continue;
-          layers = std::max(layers, stats.size());
-          std::string rows;
-          for (std::size_t l = 0; l < stats.size(); ++l)
-            rows += std::to_string(l) + " " + gp_number(stats[l].mean) + " " +
-                    gp_number(bar(stats[l])) + "\n";
-          const bool corr = std::string(kind) == "corresponding";
-          const int i = blocks.add(groups[gi].label + " " + tokens[t] + " " + kind, rows);
-          panels[t] +=
-              std::string(panels[t].empty() ? "plot " : ", \\\n     ") + "DATA index " +
-              std::to_string(i) + " using 1:2:3 with yerrorlines lw 2 lc " +
-              std::to_string(gi + 1) + (corr ? " dt 1 pt 7" : " dt 2 pt 6") + " title " +
-              gp_string(groups[gi].label + (corr ? ": corresponding" : ": non-corresponding"));
-        }
-      }
+// `text` broken into lines of at most about `width` characters after ", ".
+std::string wrap(const std::string& text, std::size_t width) {
+  std::string out, line;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find(", ", start);
+    const std::string piece =
+        text.substr(start, end == std::string::npos ? std::string::npos : end + 2 - start);
+    if (!line.empty() && line.size() + piece.size() > width) {
+      while (line.back() == ' ') line.pop_back();
+      out += line + "\n";
+      line.clear();
     }
-    if (blocks.count == 0) continue;
-    // Legend below each panel, two entries a row: room for one row per group.
-    const std::string margin = std::to_string(6 + groups.size());
-    std::string script = "set multiplot layout 1,2 title " +
-                         gp_string(ev + ": shared experts between tokens, per MoE layer") +
-                         "\nset xlabel 'MoE layer'\nset ylabel 'shared experts (of top-k)'" +
-                         "\nset xtics 1\nset yrange [0:*]\nset key outside below center" +
-                         "\nset bmargin " + margin +
-                         "\nset xrange [-0.3:" + std::to_string(layers) + "-0.7]\n";
-    for (int t = 0; t < 2; ++t) {
-      script += "set title " + gp_string(t == 0 ? "CLS tokens" : "patch tokens") + "\n";
-      script += panels[t].empty() ? "plot NaN notitle\n" : panels[t] + "\n";
-    }
-    script += "unset multiplot\n";
-    if (auto f =
-            plotter.plot(prefix + ev, blocks.data, script,
-                         ev + ": shared experts of corresponding (solid) and non-corresponding "
-                              "(dashed) tokens per MoE layer, CLS and patch (CR-MoE Fig. 3)",
-                         1300, 600))
-      section.figures.push_back(*f);
+    line += piece;
+    if (end == std::string::npos) break;
+    start = end + 2;
   }
+  out += line;
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+// A gnuplot double-quoted string: its "\n" breaks the line (titles of several lines).
+std::string gp_lines(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '\n')
+      out += "\\n";
+    else if (c == '"' || c == '\\')
+      out += std::string("\\") + c;
+    else
+      out += c;
+  }
+  return out + "\"";
+}
+
+// (d) CR-MoE Fig. 3 as the paper draws it: one row of panels per group, CLS tokens left and
+// patch tokens right, shared experts against the MoE layer, corresponding tokens solid and
+// non-corresponding dashed, the same y range everywhere.
+void consistency_plot(const Consistency& c, const std::string& prefix, Plotter& plotter,
+                      FigureSection& section) {
+  Blocks blocks;
+  double top = 0;
+  std::size_t layers = 1;
+  std::string panels;
+  for (std::size_t gi = 0; gi < c.groups.size(); ++gi) {
+    const GroupConsistency& g = c.groups[gi];
+    layers = std::max(layers, g.layers.size());
+    for (int t = 0; t < 2; ++t) {
+      std::string plot;
+      for (int corr = 1; corr >= 0; --corr) {
+        std::string rows;
+        for (std::size_t l = 0; l < g.layers.size(); ++l) {
+          const MeanStd& s = corr ? g.layers[l].corresponding[t] : g.layers[l].noncorresponding[t];
+          rows += std::to_string(l) + " " + gp_number(s.mean) + " " + gp_number(bar(s)) + "\n";
+          if (s.n > 0) top = std::max(top, s.mean + bar(s));
+        }
+        const int i = blocks.add(
+            g.label + (t ? " patch" : " CLS") + (corr ? " corresponding" : " non-corresponding"),
+            rows);
+        plot += std::string(plot.empty() ? "plot " : ", \\\n     ") + "DATA index " +
+                std::to_string(i) + " using 1:2:3 with yerrorlines lw 2 " +
+                (corr ? "dt 1 pt 7 lc rgb '#1f4e9c' title 'corresponding'"
+                      : "dt 2 pt 6 lc rgb '#d95f02' title 'non-corresponding'");
+      }
+      panels += "set title " +
+                gp_lines(wrap(g.label, 60) + (t ? "\npatch tokens" : "\nCLS tokens")) + "\n" +
+                plot + "\n";
+    }
+  }
+  if (blocks.count == 0) return;
+  const std::string ymax = gp_number(std::max(1.0, top) * 1.35);  // room for the key on top
+  const int rows = static_cast<int>(c.groups.size());
+  std::string script = "set multiplot layout " + std::to_string(rows) + ",2 title " +
+                       gp_string(c.evaluator +
+                                 ": shared experts per MoE layer (mean ± std over "
+                                 "seeds)") +
+                       "\nset xlabel 'MoE layer'\nset ylabel 'shared experts'\nset xtics 1" +
+                       "\nset yrange [0:" + ymax + "]\nset xrange [-0.3:" + std::to_string(layers) +
+                       "-0.7]\nset key top right horizontal\n" + panels + "unset multiplot\n";
+  if (auto f = plotter.plot(prefix + c.evaluator, blocks.data, script,
+                            c.evaluator + ": shared experts of corresponding (solid) and "
+                                          "non-corresponding (dashed) tokens per MoE layer, one "
+                                          "row per configuration (CR-MoE Fig. 3)",
+                            1000, 80 + 290 * rows))
+    section.figures.push_back(*f);
+}
+
+// Fig. 3: the table per MoE layer, then the panels (when there is a plotter).
+FigureSection consistency_section(const std::vector<LabelledGroup>& groups,
+                                  const std::string& title, const std::string& prefix,
+                                  Plotter* plotter) {
+  FigureSection section;
+  section.title = title;
+  for (const Consistency& c : collect_consistency(groups)) {
+    const std::string what =
+        "Shared experts (of the top k) between tokens of two colour-only views: corresponding "
+        "= same image and position, non-corresponding = different images; gap = corresponding "
+        "− non-corresponding, per seed, then mean ± std over seeds.";
+    section.intro_md += "`" + c.evaluator + "`: " + what + "\n\n" + consistency_markdown(c) + "\n";
+    section.intro_html += "<p class=\"note\"><code>" + html_escape(c.evaluator) +
+                          "</code>: " + html_escape(what) + "</p>\n" + consistency_html(c);
+    if (plotter) consistency_plot(c, prefix, *plotter, section);
+  }
+  return section;
+}
+
+std::vector<FigureSection> without_empty(std::vector<FigureSection> sections) {
+  sections.erase(std::remove_if(sections.begin(), sections.end(),
+                                [](const FigureSection& s) {
+                                  return s.figures.empty() && s.intro_md.empty();
+                                }),
+                 sections.end());
+  return sections;
 }
 
 }  // namespace
 
-std::vector<FigureSection> experiment_plots(const ExperimentRuns& e, const Table& table,
-                                            Plotter& plotter) {
+std::vector<FigureSection> experiment_sections(const ExperimentRuns& e, const Table& table,
+                                               Plotter* plotter) {
   const auto groups = labelled(e);
-  std::vector<FigureSection> out(4);
-  out[0].title = "Metrics against hyper-parameters";
-  metric_plots(e, table, plotter, out[0]);
-  out[1].title = "Training curves";
-  curve_plots(groups, "", true, plotter, out[1]);
-  out[2].title = "Routing";
-  routing_plots(groups, plotter, out[2]);
-  out[3].title = "Routing consistency";
-  consistency_plots(groups, "", plotter, out[3]);
-  out.erase(std::remove_if(out.begin(), out.end(), [](const auto& s) { return s.figures.empty(); }),
-            out.end());
-  return out;
+  std::vector<FigureSection> out;
+  out.push_back({"Metrics against hyper-parameters", {}, false, "", ""});
+  if (plotter) metric_plots(e, table, *plotter, out.back());
+  out.push_back(consistency_section(groups, "Routing consistency per MoE layer (CR-MoE Fig. 3)", "",
+                                    plotter));
+  if (plotter) {
+    out.push_back({"Training curves", {}, false, "", ""});
+    curve_plots(groups, "", Curves::Totals, *plotter, out.back());
+    out.push_back({"Training curves of each MoE layer", {}, true, "", ""});
+    curve_plots(groups, "", Curves::PerLayer, *plotter, out.back());
+    out.push_back({"Routing: load entropy of each MoE layer", {}, true, "", ""});
+    entropy_plots(groups, *plotter, out.back());
+    out.push_back({"Routing: final expert load", {}, true, "", ""});
+    load_maps(groups, *plotter, out.back());
+  }
+  return without_empty(std::move(out));
 }
 
-std::vector<FigureSection> comparison_plots(const std::vector<const ExperimentRuns*>& experiments,
-                                            Plotter& plotter) {
+std::vector<FigureSection> comparison_sections(
+    const std::vector<const ExperimentRuns*>& experiments, Plotter* plotter) {
   std::vector<LabelledGroup> groups;
   for (const auto* e : experiments)
     for (auto& lg : labelled(*e, e->name + ": ")) groups.push_back(lg);
-  std::vector<FigureSection> out(2);
-  out[0].title = "Training loss, all experiments";
-  curve_plots(groups, "all_", false, plotter, out[0]);
-  out[1].title = "Routing consistency, all experiments";
-  consistency_plots(groups, "all_", plotter, out[1]);
-  out.erase(std::remove_if(out.begin(), out.end(), [](const auto& s) { return s.figures.empty(); }),
-            out.end());
-  return out;
+  std::vector<FigureSection> out;
+  out.push_back(consistency_section(
+      groups, "Routing consistency per MoE layer, all experiments (CR-MoE Fig. 3)", "all_",
+      plotter));
+  if (plotter) {
+    out.push_back({"Training loss, all experiments", {}, false, "", ""});
+    curve_plots(groups, "all_", Curves::TrainLoss, *plotter, out.back());
+  }
+  return without_empty(std::move(out));
 }
 
 FigureSection evaluator_images(const ExperimentRuns& e) {
   FigureSection section;
   section.title = "Evaluator images (first seed of each group)";
+  section.folded = true;
   for (const auto& g : e.groups) {
     for (const auto& p : g.points) {
       if (p.images.empty()) continue;

@@ -1,9 +1,11 @@
-// The plots of a report (drawn by gnuplot through Plotter) and the evaluator images it shows:
+// The figure sections of a report (plots drawn by gnuplot through Plotter) and the evaluator
+// images it shows, in the order a reader needs them:
 //   metrics vs each numeric varied key, with error bars over seeds;
-//   training curves (train/loss, loss/*) averaged over seeds;
-//   routing: load entropy per MoE layer over steps, final expert load as a layer x expert map;
-//   routing consistency (CR-MoE Fig. 3): shared experts per MoE layer, corresponding vs not;
-//   PNGs evaluators wrote under <run>/eval/, for the first seed of each group.
+//   routing consistency (CR-MoE Fig. 3): a table per MoE layer and one panel per group and
+//   token kind, corresponding vs non-corresponding shared experts against the MoE layer;
+//   training curves: train/loss and each loss term's total (open), per-layer terms (folded);
+//   routing per MoE layer: load entropy over steps, final expert load maps (folded);
+//   PNGs evaluators wrote under <run>/eval/, for the first seed of each group (folded).
 #pragma once
 
 #include <string>
@@ -18,6 +20,8 @@ namespace wb {
 struct FigureSection {
   std::string title;
   std::vector<Figure> figures;
+  bool folded = false;               // shown closed (HTML <details>)
+  std::string intro_md, intro_html;  // a table shown before the figures
 };
 
 struct LabelledGroup {
@@ -25,13 +29,14 @@ struct LabelledGroup {
   const Group* group;
 };
 
-// Every plot of one experiment; `table` gives the metric columns and display names.
-std::vector<FigureSection> experiment_plots(const ExperimentRuns& experiment, const Table& table,
-                                            Plotter& plotter);
+// Every section of one experiment; `table` gives the metric columns and display names. Without
+// a plotter (no gnuplot) the sections hold their tables only. Empty sections are left out.
+std::vector<FigureSection> experiment_sections(const ExperimentRuns& experiment, const Table& table,
+                                               Plotter* plotter);
 
-// Plots across experiments: train/loss and routing consistency of every group of each.
-std::vector<FigureSection> comparison_plots(const std::vector<const ExperimentRuns*>& experiments,
-                                            Plotter& plotter);
+// Sections across experiments: routing consistency and train/loss of every group of each.
+std::vector<FigureSection> comparison_sections(
+    const std::vector<const ExperimentRuns*>& experiments, Plotter* plotter);
 
 // The PNGs under eval/ of the first seed (that has any) of each group. No gnuplot involved.
 FigureSection evaluator_images(const ExperimentRuns& experiment);

@@ -1,6 +1,7 @@
 #include "report/report.h"
 
 #include <algorithm>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -63,6 +64,28 @@ std::string md_problems(const ExperimentRuns& e, const std::string& heading) {
   return out + "\n";
 }
 
+// Figure sections in Markdown: the intro table and the images, relative to the report folder;
+// folded sections inside <details> (GitHub renders them closed).
+std::string md_figures(const std::vector<FigureSection>& sections, const fs::path& dir,
+                       const std::string& heading) {
+  std::string out;
+  for (const auto& s : sections) {
+    if (s.figures.empty() && s.intro_md.empty()) continue;
+    out += s.folded ? "<details><summary>" + s.title + "</summary>\n\n"
+                    : heading + " " + s.title + "\n\n";
+    out += s.intro_md;
+    for (const auto& f : s.figures)
+      out += "![" + f.caption + "](" + f.image.lexically_relative(dir).generic_string() + ")\n\n";
+    if (s.folded) out += "</details>\n\n";
+  }
+  return out;
+}
+
+void collect(const Plotter& plotter, ReportResult& result) {
+  for (const auto& w : plotter.warnings) result.warnings.push_back(w);
+  result.plot_failures += plotter.failures;
+}
+
 std::string md_section(const ExperimentRuns& e, const Table& t, const std::string& heading) {
   return md_summary(e) + markdown_table(t) + "\n" + table_notes(t) + "\n\n" +
          md_problems(e, heading);
@@ -102,34 +125,44 @@ ReportResult write_report(const std::vector<fs::path>& dirs, const ReportOptions
   fs::create_directories(out);
   result.dir = out;
 
-  // Tables first: they are written even if the plots fail.
   std::vector<Table> tables;
   for (const auto& r : runs) tables.push_back(build_table({&r}, r.settings, result.warnings));
   Table combined;
   if (compare) combined = build_table(all, merged_settings(all), result.warnings);
   const Table& main = compare ? combined : tables.front();
 
-  std::string md = "# " + main.title + "\n\n";
-  if (compare) {
-    md +=
-        "## All experiments\n\n" + markdown_table(combined) + "\n" + table_notes(combined) + "\n\n";
-    for (std::size_t i = 0; i < runs.size(); ++i)
-      md += "## " + runs[i].name + "\n\n" + md_section(runs[i], tables[i], "###");
-  } else {
-    md += md_section(runs.front(), tables.front(), "##");
-  }
-  if (!result.warnings.empty()) {
-    md += "## Warnings\n\n";
-    for (const auto& w : result.warnings) md += "- " + w + "\n";
-    md += "\n";
-  }
-  write_file_atomic(out / "report.md", md);
-  write_file_atomic(out / "report.csv", csv_table(main));
+  // report.md: tables, then the figure sections (once they exist).
+  auto markdown = [&](const HtmlPage& page) {
+    auto figures = [&](const std::vector<FigureSection>& sections, const std::string& heading) {
+      return md_figures(sections, out, heading);
+    };
+    std::string md = "# " + main.title + "\n\n";
+    if (compare) {
+      md += "## All experiments\n\n" + markdown_table(combined) + "\n" + table_notes(combined) +
+            "\n\n" + figures(page.combined_figures, "###");
+      for (std::size_t i = 0; i < runs.size(); ++i)
+        md += "## " + runs[i].name + "\n\n" + md_section(runs[i], tables[i], "###") +
+              figures(page.sections[i].figures, "###");
+    } else {
+      md += md_section(runs.front(), tables.front(), "##") +
+            figures(page.sections.front().figures, "##");
+    }
+    if (!result.warnings.empty()) {
+      md += "## Warnings\n\n";
+      for (const auto& w : result.warnings) md += "- " + w + "\n";
+      md += "\n";
+    }
+    return md;
+  };
 
   HtmlPage page;
   page.title = main.title;
   if (compare) page.combined = &combined;
   for (std::size_t i = 0; i < runs.size(); ++i) page.sections.push_back({&runs[i], &tables[i], {}});
+
+  // Tables first: they are written even if the plots fail.
+  write_file_atomic(out / "report.md", markdown(page));
+  write_file_atomic(out / "report.csv", csv_table(main));
 
   fs::path gnuplot;
   if (options.plots) {
@@ -139,11 +172,13 @@ ReportResult write_report(const std::vector<fs::path>& dirs, const ReportOptions
                           "' on PATH): no plots were drawn; install it (Debian: apt-get install "
                           "gnuplot-nox) and run 'workbench report' again";
   }
-  if (!gnuplot.empty()) {
-    const fs::path plots = out / "plots";
-    prepare_plot_dir(plots);
-    std::set<std::string> used;
-    for (std::size_t i = 0; i < runs.size(); ++i) {
+  // The sections' tables (Fig. 3) come without gnuplot too; the figures need it.
+  const fs::path plots = out / "plots";
+  if (!gnuplot.empty()) prepare_plot_dir(plots);
+  std::set<std::string> used;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    std::optional<Plotter> plotter;
+    if (!gnuplot.empty()) {
       fs::path dir = plots;
       if (compare) {
         std::string name = runs[i].name;
@@ -153,18 +188,20 @@ ReportResult write_report(const std::vector<fs::path>& dirs, const ReportOptions
         dir = plots / name;
         fs::create_directories(dir);
       }
-      Plotter plotter(dir, gnuplot);
-      page.sections[i].figures = experiment_plots(runs[i], tables[i], plotter);
-      for (const auto& w : plotter.warnings) result.warnings.push_back(w);
-      result.plot_failures += plotter.failures;
+      plotter.emplace(dir, gnuplot);
     }
-    if (compare) {
+    page.sections[i].figures =
+        experiment_sections(runs[i], tables[i], plotter ? &*plotter : nullptr);
+    if (plotter) collect(*plotter, result);
+  }
+  if (compare) {
+    std::optional<Plotter> plotter;
+    if (!gnuplot.empty()) {
       fs::create_directories(plots / "all");
-      Plotter plotter(plots / "all", gnuplot);
-      page.combined_figures = comparison_plots(all, plotter);
-      for (const auto& w : plotter.warnings) result.warnings.push_back(w);
-      result.plot_failures += plotter.failures;
+      plotter.emplace(plots / "all", gnuplot);
     }
+    page.combined_figures = comparison_sections(all, plotter ? &*plotter : nullptr);
+    if (plotter) collect(*plotter, result);
   }
   for (auto& s : page.sections) {
     for (const auto& f : s.figures) result.plots += f.figures.size();
@@ -172,6 +209,8 @@ ReportResult write_report(const std::vector<fs::path>& dirs, const ReportOptions
     if (!images.figures.empty()) s.figures.push_back(std::move(images));
   }
   for (const auto& f : page.combined_figures) result.plots += f.figures.size();
+
+  write_file_atomic(out / "report.md", markdown(page));
   page.plot_error = result.plot_error;
   page.warnings = result.warnings;
   write_file_atomic(out / "index.html", html_page(page, out));

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <set>
 #include <stdexcept>
 
 #include "config/tree.h"
@@ -173,8 +174,14 @@ std::string Group::value(const std::string& key) const {
     if (k == key) return literal;
   if (!config) return "";
   try {
-    if (const config::Node* n = config::lookup(*config, key, config::Pos{}))
+    if (const config::Node* n = config::lookup(*config, key, config::Pos{})) {
+      // A plugin table the group did not set shows as its plugin: every default of a resolved
+      // configuration would bury the one thing that tells the rows apart.
+      if (n->is_table())
+        if (const config::Node* plugin = n->find("plugin"); plugin && plugin->is_string())
+          return "{ plugin = " + config::literal(*plugin) + " }";
       return config::literal(*n);
+    }
   } catch (const std::exception&) {
   }
   return "";
@@ -245,6 +252,35 @@ std::string point_problem(const PointRun& p) {
   return text;
 }
 
+namespace {
+
+// Drops the point directories that the experiment file, as last run, no longer defines (an
+// edited grid, another --profile), and says which.
+void leave_out_earlier_points(const fs::path& dir, std::vector<fs::path>& point_dirs,
+                              std::vector<std::string>& warnings) {
+  const auto current = read_current_point_ids(dir);
+  if (!current) return;
+  const std::set<std::string> ids(current->begin(), current->end());
+  std::vector<std::string> left_out;
+  point_dirs.erase(std::remove_if(point_dirs.begin(), point_dirs.end(),
+                                  [&](const fs::path& d) {
+                                    if (ids.count(d.filename().string())) return false;
+                                    left_out.push_back(d.filename().string());
+                                    return true;
+                                  }),
+                   point_dirs.end());
+  if (left_out.empty()) return;
+  std::string list;
+  for (const auto& id : left_out) list += (list.empty() ? "" : ", ") + id;
+  warnings.push_back(std::to_string(left_out.size()) + " point director" +
+                     (left_out.size() == 1 ? "y" : "ies") +
+                     " left out: the experiment file as last run (points.toml) no longer defines "
+                     "them (" +
+                     list + ")");
+}
+
+}  // namespace
+
 ExperimentRuns load_experiment_runs(const fs::path& dir) {
   ExperimentRuns runs;
   runs.dir = dir;
@@ -267,6 +303,12 @@ ExperimentRuns load_experiment_runs(const fs::path& dir) {
     if (entry.is_directory() && fs::exists(entry.path() / "point.toml"))
       point_dirs.push_back(entry.path());
   std::sort(point_dirs.begin(), point_dirs.end());
+  const bool any = !point_dirs.empty();
+  leave_out_earlier_points(dir, point_dirs, runs.warnings);
+  if (any && point_dirs.empty())
+    throw std::runtime_error(dir.string() +
+                             ": none of its point directories is a point of the "
+                             "experiment file as last run (points.toml): run the file first");
   if (point_dirs.empty())
     throw std::runtime_error(dir.string() +
                              ": no points found (expected <id>/point.toml directories, as "
@@ -295,6 +337,9 @@ ExperimentRuns load_experiment_runs(const fs::path& dir) {
 
   if (runs.groups.empty()) return runs;
   for (const auto& key : runs.keys) {
+    // Evaluator settings a point changes (evaluators.knn.views) measure, they do not train:
+    // their results are the metric columns, not a key of the row.
+    if (key == "evaluators" || key.rfind("evaluators.", 0) == 0) continue;
     const std::string first = runs.groups.front().value(key);
     const bool varies = std::any_of(runs.groups.begin(), runs.groups.end(), [&](const Group& g) {
       return !same_value(g.value(key), first);

@@ -131,6 +131,24 @@ bool lower_is_better(const std::string& metric) {
          m.find("cv2") != std::string::npos;
 }
 
+bool ranked_metric(const std::string& metric) {
+  std::string leaf = lower(metric.substr(metric.rfind('/') + 1));
+  const std::size_t view = leaf.rfind("_view");
+  if (view != std::string::npos && view + 5 < leaf.size() &&
+      std::all_of(leaf.begin() + static_cast<long>(view) + 5, leaf.end(),
+                  [](unsigned char c) { return std::isdigit(c) != 0; }))
+    leaf.erase(view);
+  auto ends_with = [&](const std::string& tail) {
+    return leaf.size() >= tail.size() &&
+           leaf.compare(leaf.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  static const std::set<std::string> settings = {"lr",       "lr_at_edge", "labelled",
+                                                 "finetune", "moe_layers", "images"};
+  if (settings.count(leaf) || leaf.rfind("lr_", 0) == 0 || ends_with("_lr") || ends_with("_std"))
+    return false;
+  return leaf.find("corresponding") == std::string::npos;
+}
+
 std::string Table::display_name(const std::string& column) const {
   const auto it = names.find(column);
   return it == names.end() ? column : it->second;
@@ -180,7 +198,10 @@ Table build_table(const std::vector<const ExperimentRuns*>& experiments,
         warnings.push_back("[report].columns: no point has the metric '" + c + "' (found: " +
                            (found.empty() ? std::string("none") : join(found)) + ")");
   }
-  for (const auto& m : t.metrics) t.lower_better.push_back(lower_is_better(m));
+  for (const auto& m : t.metrics) {
+    t.lower_better.push_back(lower_is_better(m));
+    t.ranked.push_back(ranked_metric(m));
+  }
 
   std::vector<std::size_t> baseline_rows;
   for (const auto* e : experiments) {
@@ -214,13 +235,17 @@ Table build_table(const std::vector<const ExperimentRuns*>& experiments,
       if (c.stat.n > 0) ns.insert(c.stat.n);
   t.show_n = ns.size() > 1;
 
+  // A best value needs a comparison: a ranked column with values in two rows or more.
   for (std::size_t m = 0; m < t.metrics.size(); ++m) {
     std::optional<double> best;
+    std::size_t rows_with_values = 0;
     for (const auto& r : t.rows) {
       const double v = r.cells[m].stat.mean;
       if (r.cells[m].stat.n == 0) continue;
+      ++rows_with_values;
       if (!best || (t.lower_better[m] ? v < *best : v > *best)) best = v;
     }
+    if (!t.ranked[m] || rows_with_values < 2) continue;
     for (auto& r : t.rows)
       r.cells[m].best = best && r.cells[m].stat.n > 0 && r.cells[m].stat.mean == *best;
   }
@@ -280,8 +305,10 @@ std::string html_table(const Table& t) {
     else if (i < first_metric)
       tip = t.keys[i - (t.with_experiment ? 1 : 0)];
     else if (i < first_metric + t.metrics.size())
-      tip = t.metrics[i - first_metric] +
-            (t.lower_better[i - first_metric] ? " (lower is better)" : " (higher is better)");
+      tip = t.metrics[i - first_metric] + (!t.ranked[i - first_metric] ? " (not ranked)"
+                                           : t.lower_better[i - first_metric]
+                                               ? " (lower is better)"
+                                               : " (higher is better)");
     out += "<th" + std::string(i >= first_metric ? " class=\"num\"" : "") + " title=\"" +
            html_escape(tip) + "\">" + html_escape(h[i]) + "</th>";
   }
@@ -344,15 +371,27 @@ std::string table_notes(const Table& t) {
       "Values: mean ± sample standard deviation (n − 1) over the seeds of a row; a single value "
       "is one seed; — means no value.";
   if (t.show_n) s += " (n=k): the number of seeds with that metric, which differs between rows.";
-  std::vector<std::string> low;
-  for (std::size_t m = 0; m < t.metrics.size(); ++m)
-    if (t.lower_better[m]) low.push_back(t.display_name(t.metrics[m]));
-  s += " Bold: the best mean of its column (higher is better";
-  if (!low.empty()) {
-    s += "; lower for ";
-    for (std::size_t i = 0; i < low.size(); ++i) s += (i ? ", " : "") + low[i];
+  std::vector<std::string> low, unranked;
+  for (std::size_t m = 0; m < t.metrics.size(); ++m) {
+    if (!t.ranked[m])
+      unranked.push_back(t.display_name(t.metrics[m]));
+    else if (t.lower_better[m])
+      low.push_back(t.display_name(t.metrics[m]));
   }
-  s += ").";
+  auto list = [](const std::vector<std::string>& names) {
+    std::string out;
+    for (std::size_t i = 0; i < names.size(); ++i) out += (i ? ", " : "") + names[i];
+    return out;
+  };
+  if (t.rows.size() > 1 && unranked.size() < t.metrics.size()) {
+    s += " Bold: the best mean of its column (higher is better";
+    if (!low.empty()) s += "; lower for " + list(low);
+    s += ").";
+    if (!unranked.empty()) {
+      const std::string names = list(unranked);
+      s += " Columns without a best value: " + names + (names.back() == '.' ? "" : ".");
+    }
+  }
   if (!t.baseline.empty())
     s += " In parentheses: the difference of the mean from the baseline row (" + t.baseline + ").";
   s += " Seeds: done / points (failed). Time: mean wall time of a done point.";

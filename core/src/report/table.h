@@ -34,6 +34,7 @@ struct Table {
   std::vector<std::string> keys;             // key column ids (dotted keys)
   std::vector<std::string> metrics;          // metric column ids ("<evaluator>/<metric>")
   std::vector<bool> lower_better;            // per metric column
+  std::vector<bool> ranked;                  // per metric column: has a best value to mark
   std::map<std::string, std::string> names;  // display names
   int precision = 3;
   bool show_n = false;   // the number of seeds differs between cells
@@ -45,6 +46,11 @@ struct Table {
 
 // Lower is better for metrics whose name contains "loss", "error" or "cv2".
 bool lower_is_better(const std::string& metric);
+// Whether a metric column has a best value at all: not for settings an evaluator chose or
+// reports (lr, lr_at_edge, labelled, finetune, moe_layers), spreads (*_std) and routing
+// statistics (shared experts: neither more nor fewer is better by itself). A "_view<v>" suffix
+// is ignored.
+bool ranked_metric(const std::string& metric);
 
 // The table of one experiment, or the combined table of several (with an experiment column).
 // `settings` chooses columns, names, precision, title and baseline; problems that do not stop

@@ -77,10 +77,11 @@ class Ranks {
 // Shows progress on stdout and keeps run.log and status.toml's step/total current.
 class Progress {
  public:
-  Progress(const RunPaths& paths, RunStatus& status, spdlog::logger& file_log)
+  Progress(const RunPaths& paths, RunStatus& status, spdlog::logger& file_log, double earlier)
       : paths_(paths),
         status_(status),
         file_log_(file_log),
+        earlier_(earlier),
         printer_(stdout, isatty(STDOUT_FILENO) != 0, isatty(STDOUT_FILENO) ? 0.5 : 5.0) {}
 
   void operator()(const ProgressInfo& p) {
@@ -94,6 +95,7 @@ class Progress {
     file_log_.info("{}", line);
     status_.step = p.step;
     status_.total_steps = p.total_steps;
+    status_.elapsed_seconds = earlier_ + now;  // kept if the process is killed
     try {
       write_status(paths_.status, status_);
     } catch (const std::exception& e) {
@@ -106,6 +108,7 @@ class Progress {
   const RunPaths& paths_;
   RunStatus& status_;
   spdlog::logger& file_log_;
+  double earlier_;
   ProgressPrinter printer_;
   Clock::time_point start_ = Clock::now();
   double last_saved_ = 0;
@@ -149,10 +152,11 @@ int rank_main(const PointOptions& point) {
 }
 
 // The parts of status.toml the point sets when it ends.
-void finish(RunStatus& status, RunState state, Clock::time_point start) {
+// `earlier`: the seconds of the attempts this one resumes from (their checkpoint).
+void finish(RunStatus& status, RunState state, Clock::time_point start, double earlier) {
   status.state = state;
   status.finished = now_iso8601();
-  status.elapsed_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  status.elapsed_seconds = earlier + std::chrono::duration<double>(Clock::now() - start).count();
 }
 
 }  // namespace
@@ -191,6 +195,7 @@ int point_main(const PointOptions& point) {
     // A damaged status file is rewritten below.
   }
   RunLog log;
+  double earlier = 0;  // seconds of earlier attempts this one resumes
   try {
     log = open_run_log(paths.log, "point");
     Registry registry;
@@ -207,12 +212,14 @@ int point_main(const PointOptions& point) {
     status.pid = getpid();
     status.started = now_iso8601();
     status.finished.clear();
-    status.elapsed_seconds = 0;
+    // A resume continues the checkpoint's training: its time adds to the earlier attempts'.
+    if (!std::filesystem::exists(paths.checkpoints / "last.pt")) status.elapsed_seconds = 0;
+    earlier = status.resumed_seconds = status.elapsed_seconds;
     write_status(paths.status, status);
     log.log->info("point {} (pid {}, {} threads)", paths.dir.string(), getpid(), threads);
 
     MetricsFile metrics(paths.metrics);
-    Progress progress(paths, status, *log.file_only);
+    Progress progress(paths, status, *log.file_only, earlier);
     TrainContext context;
     context.dir = paths.dir;
     context.config = &config;
@@ -247,7 +254,7 @@ int point_main(const PointOptions& point) {
     evaluate_point(evaluation, trained.model, trained.device);
     metrics.flush();  // here rather than in the destructor, so that a failure is reported
 
-    finish(status, RunState::Done, start);
+    finish(status, RunState::Done, start, earlier);
     add_unique(status.evaluators_done, evaluator_names(config));
     write_status(paths.status, status);
     log.log->info("done in {:.1f} s", status.elapsed_seconds);
@@ -257,8 +264,8 @@ int point_main(const PointOptions& point) {
       log.log->error("{}", e.what());
     else
       std::cerr << "error: " << e.what() << "\n";
-    status.error = e.what();
-    finish(status, RunState::Failed, start);
+    status.error = status_error(e.what());
+    finish(status, RunState::Failed, start, earlier);
     try {
       write_status(paths.status, status);
     } catch (const std::exception& e2) {

@@ -56,9 +56,10 @@ RunStatus record_result(const std::filesystem::path& status_file, const CommandR
       status.error = "exited with code " + std::to_string(result.exit_code);
   }
   // The parent's wall time includes the child's start-up (loading LibTorch and plugins): it is
-  // what the point cost, and it is known however the child ended.
+  // what the point cost, and it is known however the child ended. The attempts the child
+  // resumed from count too.
   if (result.started) {
-    status.elapsed_seconds = result.seconds;
+    status.elapsed_seconds = status.resumed_seconds + result.seconds;
     if (status.started.empty())
       status.started = iso8601(std::time(nullptr) - static_cast<std::time_t>(result.seconds));
   }
@@ -72,8 +73,11 @@ SweepReport run_sweep(const std::vector<SweepItem>& items, const SweepOptions& o
   std::vector<Command> commands;
   for (const auto& item : items) {
     const RunPaths paths(item.dir);
+    const RunStatus before = read_status_or_fresh(paths.status, options.messages);
     RunStatus queued;
-    queued.evaluators_done = read_status_or_fresh(paths.status, options.messages).evaluators_done;
+    queued.evaluators_done = before.evaluators_done;
+    // The point decides when it starts whether it resumes (and adds) the earlier seconds.
+    queued.elapsed_seconds = before.elapsed_seconds;
     write_status(paths.status, queued);
     report.outcomes.push_back({item.id, item.label, RunState::Queued, "", 0, false});
     commands.push_back(item.command);

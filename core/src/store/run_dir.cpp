@@ -31,8 +31,32 @@ RunPaths::RunPaths(std::filesystem::path d)
       eval(dir / "eval") {}
 
 void write_experiment_copy(const std::filesystem::path& runs_dir, const Experiment& experiment) {
-  write_file_atomic(experiment_dir(runs_dir, experiment.name) / "experiment.toml",
-                    experiment.source);
+  const std::filesystem::path dir = experiment_dir(runs_dir, experiment.name);
+  write_file_atomic(dir / "experiment.toml", experiment.source);
+  std::string ids = "# the points experiment.toml defines, as last run\nids = [\n";
+  for (const Point& p : experiment.points) ids += "  " + toml_string(p.id) + ",\n";
+  write_file_atomic(dir / "points.toml", ids + "]\n");
+}
+
+std::optional<std::vector<std::string>> read_current_point_ids(const std::filesystem::path& dir) {
+  const std::filesystem::path file = dir / "points.toml";
+  if (!std::filesystem::exists(file)) return std::nullopt;
+  toml::table t;
+  try {
+    t = toml::parse(read_file(file), file.string());
+  } catch (const toml::parse_error& e) {
+    throw std::runtime_error(file.string() + ":" + std::to_string(e.source().begin.line) + ": " +
+                             std::string(e.description()));
+  }
+  const toml::array* list = t["ids"].as_array();
+  if (!list) throw std::runtime_error(file.string() + ": no list 'ids'");
+  std::vector<std::string> ids;
+  for (const auto& node : *list) {
+    const auto id = node.value<std::string>();
+    if (!id) throw std::runtime_error(file.string() + ": 'ids' must hold strings");
+    ids.push_back(*id);
+  }
+  return ids;
 }
 
 std::string format_point_file(const Experiment& experiment, const Point& point) {

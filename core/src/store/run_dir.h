@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,8 +23,14 @@ struct RunPaths {
   std::filesystem::path dir, config, point, status, log, metrics, checkpoints, eval;
 };
 
-// Writes runs/<experiment>/experiment.toml, the experiment file's text as run.
+// Writes runs/<experiment>/experiment.toml, the experiment file's text as run, and
+// points.toml, the ids of the points it defines (after --profile and --set): a report leaves
+// out point directories an earlier version of the file made.
 void write_experiment_copy(const std::filesystem::path& runs_dir, const Experiment& experiment);
+
+// The ids in runs/<experiment>/points.toml; nullopt when the file is absent (runs made before
+// it existed: every point directory counts).
+std::optional<std::vector<std::string>> read_current_point_ids(const std::filesystem::path& dir);
 
 // Creates the point's directory and writes config.toml (the resolved configuration) and
 // point.toml (experiment, id, seed, label, assignments). Both are rewritten on every run: the

@@ -47,6 +47,10 @@ std::string format_status(const RunStatus& status) {
   char elapsed[32];
   std::snprintf(elapsed, sizeof elapsed, "%.3f", status.elapsed_seconds);
   line("elapsed_seconds", elapsed);
+  if (status.resumed_seconds > 0) {
+    std::snprintf(elapsed, sizeof elapsed, "%.3f", status.resumed_seconds);
+    line("resumed_seconds", elapsed);
+  }
   if (status.pid != 0) line("pid", std::to_string(status.pid));
   line("step", std::to_string(status.step));
   line("total_steps", std::to_string(status.total_steps));
@@ -87,6 +91,7 @@ RunStatus read_status(const std::filesystem::path& file) {
   status.started = t["started"].value_or(std::string());
   status.finished = t["finished"].value_or(std::string());
   status.elapsed_seconds = t["elapsed_seconds"].value_or(0.0);
+  status.resumed_seconds = t["resumed_seconds"].value_or(0.0);
   status.pid = t["pid"].value_or(std::int64_t{0});
   status.step = t["step"].value_or(std::int64_t{0});
   status.total_steps = t["total_steps"].value_or(std::int64_t{0});
@@ -102,6 +107,20 @@ RunStatus read_status(const std::filesystem::path& file) {
 
 std::string now_iso8601() {
   return iso8601(std::time(nullptr));
+}
+
+std::string status_error(const std::string& message) {
+  const auto trace = message.find("\nException raised from ");
+  std::string out;
+  std::istringstream lines(message.substr(0, trace));
+  for (std::string line; std::getline(lines, line);) {
+    const auto first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos) continue;
+    const auto last = line.find_last_not_of(" \t\r");
+    out += (out.empty() ? "" : " ") + line.substr(first, last - first + 1);
+  }
+  if (trace != std::string::npos) out += " [LibTorch's stack trace is in run.log]";
+  return out;
 }
 
 std::string iso8601(std::time_t time) {

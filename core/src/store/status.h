@@ -21,7 +21,8 @@ struct RunStatus {
   std::string signal;  // failed by a signal: its name ("SIGKILL")
   int exit_code = 0;   // failed with a non-zero exit: the code
   std::string started, finished;  // ISO 8601 UTC ("2024-05-01T12:00:00Z"); empty when unknown
-  double elapsed_seconds = 0;
+  double elapsed_seconds = 0;     // time of all attempts that built on this point's checkpoint
+  double resumed_seconds = 0;     // of those, the attempts before the current one
   std::int64_t pid = 0;
   std::int64_t step = 0, total_steps = 0;    // last progress seen
   std::vector<std::string> evaluators_done;  // plugin names whose results are in metrics.h5
@@ -31,6 +32,11 @@ struct RunStatus {
 RunStatus read_status(const std::filesystem::path& file);
 void write_status(const std::filesystem::path& file, const RunStatus& status);
 std::string format_status(const RunStatus& status);  // the TOML text written
+
+// What status.toml keeps of an error message: one line, so that the summary table stays one
+// line per point. LibTorch's stack trace ("Exception raised from ...", frames) is cut (it stays
+// in run.log); other line breaks become spaces.
+std::string status_error(const std::string& message);
 
 // A time as ISO 8601 UTC ("2024-05-01T12:00:00Z"), and the current time so.
 std::string iso8601(std::time_t time);

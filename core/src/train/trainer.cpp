@@ -92,18 +92,42 @@ std::vector<BackboneOutput> forward_views(Backbone& backbone, const Batch& batch
   return out;
 }
 
+std::string shortest(double v) {
+  std::ostringstream out;
+  out << v;  // 1e+300, inf, 2.5
+  return out.str();
+}
+
 }  // namespace
 
 TrainSchedule train_schedule(const TrainSettings& t, std::int64_t batches_per_epoch) {
   TrainSchedule s;
   s.batches_per_epoch = std::max<std::int64_t>(1, batches_per_epoch);
   // epochs = 0 (and steps = 0) trains nothing: the initial weights ([init]) are evaluated.
-  s.total_steps = t.steps > 0 ? t.steps
-                  : t.epochs == 0
-                      ? 0
-                      : std::max<std::int64_t>(1, std::llround(t.epochs * s.batches_per_epoch));
-  s.warmup_steps =
-      std::min<std::int64_t>(s.total_steps, std::llround(t.warmup_epochs * s.batches_per_epoch));
+  // The products are formed in double and bounded before they become step counts, so that a
+  // huge epoch count is refused instead of overflowing (or wrapping to a few steps).
+  const double bpe = static_cast<double>(s.batches_per_epoch);
+  const double steps = t.steps > 0 ? static_cast<double>(t.steps) : t.epochs * bpe;
+  if (!(steps <= static_cast<double>(kMaxTrainSteps))) {
+    const std::string what = t.steps > 0
+                                 ? "train.steps = " + std::to_string(t.steps)
+                                 : "train.epochs = " + shortest(t.epochs) + " (x " +
+                                       std::to_string(s.batches_per_epoch) + " batches per epoch)";
+    throw std::invalid_argument(what + (std::isnan(steps)
+                                            ? " is not a number of steps"
+                                            : " is more than " + std::to_string(kMaxTrainSteps) +
+                                                  " steps, the most a run may train"));
+  }
+  s.total_steps = t.steps > 0     ? t.steps
+                  : t.epochs == 0 ? 0
+                                  : std::max<std::int64_t>(1, std::llround(steps));
+  const double warmup = t.warmup_epochs * bpe;
+  if (!std::isfinite(warmup) || warmup < 0)
+    throw std::invalid_argument("train.warmup_epochs = " + shortest(t.warmup_epochs) +
+                                " is not a finite number of epochs >= 0");
+  s.warmup_steps = warmup >= static_cast<double>(s.total_steps)
+                       ? s.total_steps
+                       : static_cast<std::int64_t>(std::llround(warmup));
   s.images_per_step = t.batch;  // train.batch is the global batch: each rank loads batch / ranks
   const double scale = t.linear_lr_scaling ? static_cast<double>(t.batch) / 256.0 : 1.0;
   s.peak_lr = t.base_lr * scale;
@@ -160,7 +184,7 @@ StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Ba
   result.loss = total.item<double>();
   if (!std::isfinite(result.loss))
     throw std::runtime_error("loss is " + std::to_string(result.loss) + " at step " +
-                             std::to_string(step) + " (" + terms.str() +
+                             std::to_string(step + 1) + " (" + terms.str() +
                              "); the last checkpoint and metrics are kept");
   optimizer.zero_grad();
   // With every loss weight at 0 there is nothing to differentiate, but the step still counts.

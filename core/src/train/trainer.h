@@ -44,6 +44,10 @@ struct TrainOutput {
   std::function<void(const ProgressInfo&)> progress;  // may be empty
 };
 
+// More steps than any run could train (10^12: a million steps a second for eleven days); more
+// is a typo such as epochs = 1e12, refused with a message instead of an ETA of millions of hours.
+constexpr std::int64_t kMaxTrainSteps = 1'000'000'000'000;
+
 // The [train] settings turned into steps for one data set: how long, the learning-rate
 // schedule's ends, and how often to log and checkpoint.
 struct TrainSchedule {

@@ -1,10 +1,10 @@
 // Backbone "vit": the ViT of MoCo v3 with optional MoE blocks (docs/methods.md §1). One plugin
 // covers three models of the papers:
 //   ViT-S/16     backbone = { plugin = "vit", patch = 16, dim = 384, depth = 12, heads = 6 }
-//   V-MoE-S/16   ... experts = 16, moe_every = 2 (expert_hidden defaults to 2 x dim)
+//   V-MoE-S/16   ... experts = 16, moe_every = 2 (expert_ratio 2: hidden 2 x dim)
 //                gate = { plugin = "noisy_topk", k = 2 }
-//   sep-ViT-S    ... experts = 2, expert_hidden = 1536 (4 x dim: full-size experts), moe_every = 2
-//                gate = { plugin = "fixed", eval_expert = 0 }   # view i uses expert i
+//   sep-ViT-S    ... experts = 2, expert_ratio = 4 (full-size experts), moe_every = 2
+//                gate = { plugin = "fixed" }   # view i uses expert i
 // Conv patch embedding, CLS token, fixed 2-D sin-cos positions, pre-norm blocks (LayerNorm eps
 // 1e-6, qkv with bias, MLP ratio 4 with exact GELU), final norm. Initialised as MoCo v3's ViT.
 // The pieces are the SDK's (workbench/layers.h); this file assembles them.
@@ -85,7 +85,9 @@ class Vit : public wb::Backbone {
     grid_ = context.image_size / patch_;
     mlp_hidden_ =
         static_cast<std::int64_t>(std::llround(static_cast<double>(dim_) * p.real("mlp_ratio")));
-    expert_hidden_ = p.maybe_integer("expert_hidden").value_or(2 * dim_);
+    // A ratio, not a width: the same setting is right at every model width (Table 2's sep-ViT).
+    expert_hidden_ =
+        std::max<std::int64_t>(1, std::llround(static_cast<double>(dim_) * p.real("expert_ratio")));
     moe_blocks_ = moe_placement(p, depth, experts_);
     if (experts_ > 0 && !context.make_gate)
       fail("experts > 0 but the context has no gate maker (BackboneContext::make_gate)");
@@ -193,10 +195,10 @@ WORKBENCH_PLUGIN("backbone vit: ViT / V-MoE / sep-ViT") {
               .at_least(0),
           ParamSpec::integer("moe_last", 0, "the last n odd-indexed blocks are MoE").at_least(0),
           ParamSpec::integers("moe_blocks", {}, "explicit 0-based MoE block indices"),
-          ParamSpec::optional("expert_hidden", wb::ParamType::Int,
-                              "hidden width of an expert; unset = 2 x dim (CR-MoE: two active "
-                              "experts cost one dense MLP)")
-              .at_least(1),
+          ParamSpec::real("expert_ratio", 2.0,
+                          "hidden width of an expert / dim: 2 = CR-MoE's 2d (two active experts "
+                          "cost one dense MLP); 4 = a full-size expert (sep-ViT)")
+              .above(0),
           ParamSpec::real("drop_path", 0.0, "stochastic depth rate of the last block")
               .range(0, 0.99),
       },

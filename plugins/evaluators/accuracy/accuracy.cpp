@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "workbench/evaluator.h"
+#include "workbench/format.h"
 #include "workbench/plugin.h"
 
 namespace {
@@ -50,7 +51,7 @@ class Accuracy final : public wb::Evaluator {
     wb::EvalResult r;
     r.scalars["top1"] = 100.0 * top1 / std::max<std::int64_t>(1, n);
     r.scalars["top5"] = 100.0 * top5 / std::max<std::int64_t>(1, n);
-    ctx.info("accuracy on " + data->describe() + ": top-1 " + std::to_string(r.scalars["top1"]) +
+    ctx.info("accuracy on " + data->describe() + ": top-1 " + wb::format_number(r.scalars["top1"]) +
              " % of " + std::to_string(n) + " images");
     return r;
   }

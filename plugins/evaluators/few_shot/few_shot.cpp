@@ -60,8 +60,9 @@ class FewShot final : public wb::Evaluator {
       r.arrays[name] = as_tensor(top1);
       std::ostringstream log;
       log << "few_shot: " << k << " shots per class of "
-          << (dataset_.empty() ? "the run's data" : dataset_) << ": top-1 " << m.mean << " ± "
-          << m.std << " % over " << seeds_ << " seeds";
+          << (dataset_.empty() ? "the run's data" : dataset_) << ": top-1 "
+          << wb::format_number(m.mean) << " ± " << wb::format_number(m.std, 2) << " % over "
+          << seeds_ << " seeds";
       ctx.info(log.str());
     }
     return r;

@@ -20,11 +20,17 @@ class Knn final : public wb::Evaluator {
         split_(wb::split_named(p.text("split"))),
         k_(p.integer("k")),
         tau_(p.real("tau")),
-        chunk_(p.integer("chunk")) {}
+        chunk_(p.integer("chunk")),
+        views_(p.integers("views")) {}
 
   wb::EvalResult evaluate(wb::EvalContext& ctx) override {
-    const wb::FeatureSet bank = ctx.features(dataset_, wb::Split::Train);
-    const wb::FeatureSet queries = ctx.features(dataset_, split_);
+    return wb::per_view(views_, [&](std::int64_t view) { return evaluate_view(ctx, view); });
+  }
+
+ private:
+  wb::EvalResult evaluate_view(wb::EvalContext& ctx, std::int64_t view) {
+    const wb::FeatureSet bank = ctx.features(dataset_, wb::Split::Train, view);
+    const wb::FeatureSet queries = ctx.features(dataset_, split_, view);
     if (bank.features.size(0) == 0 || queries.features.size(0) == 0)
       throw std::runtime_error("knn: empty memory bank or query set");
     const auto classes = wb::count_classes({bank.labels, queries.labels});
@@ -43,13 +49,13 @@ class Knn final : public wb::Evaluator {
     wb::EvalResult r;
     r.scalars["top1"] = 100.0 * static_cast<double>(top1) / static_cast<double>(n);
     r.scalars["top5"] = 100.0 * static_cast<double>(top5) / static_cast<double>(n);
-    ctx.info("knn (k " + std::to_string(k_) + ", tau " + std::to_string(tau_) + "): top-1 " +
-             std::to_string(r.scalars["top1"]) + " % on " + std::to_string(n) + " images, bank " +
-             std::to_string(bank.features.size(0)));
+    ctx.info("knn (" + (view ? "view " + std::to_string(view) + ", " : std::string()) + "k " +
+             std::to_string(k_) + ", tau " + wb::format_number(tau_) + "): top-1 " +
+             wb::format_number(r.scalars["top1"]) + " % on " + std::to_string(n) +
+             " images, bank " + std::to_string(bank.features.size(0)));
     return r;
   }
 
- private:
   // Class scores [B, C] of queries [B, D] against the normalised bank [N, D].
   at::Tensor vote(const at::Tensor& bank, const at::Tensor& bank_labels, const at::Tensor& queries,
                   std::int64_t classes) const {
@@ -67,6 +73,7 @@ class Knn final : public wb::Evaluator {
   std::int64_t k_;
   double tau_;
   std::int64_t chunk_;
+  std::vector<std::int64_t> views_;
 };
 
 }  // namespace
@@ -82,6 +89,11 @@ WORKBENCH_PLUGIN("weighted k-NN evaluator") {
        wb::ParamSpec::text("split", "test", "split classified against the train bank")
            .one_of({"val", "test"}),
        wb::ParamSpec::integer("chunk", 512, "queries per similarity block (bounds memory)")
-           .at_least(1)},
+           .at_least(1),
+       wb::ParamSpec::integers("views", {0},
+                               "one evaluation per view index the forward passes claim (with "
+                               "the sep-ViT's fixed gate: the expert path); results of view v > "
+                               "0 are named <metric>_view<v>")
+           .at_least(0)},
       [](const wb::Params& p) { return std::make_shared<Knn>(p); });
 }

@@ -3,6 +3,9 @@
 // with the first layer of the projection head (Loss::finetune_*) and a new linear head.
 // Hyper-parameters (the lr) are chosen on a class-balanced validation split drawn from the
 // training images *outside* the labelled subset; the test split is read once, by the choice.
+// Fine-tuning trains the path it evaluates: every forward pass claims the evaluated view and the
+// gates route as in evaluation (no gate noise; a fixed gate's eval path), while the modules are
+// in training mode (stochastic depth, batch norm of the head).
 #include <ATen/ATen.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/adamw.h>
@@ -45,7 +48,7 @@ struct Tuned {
 
 // Top-1 / top-5 (percent) of a fine-tuned model on a data set, eval-recipe views.
 std::pair<double, double> accuracy(wb::EvalContext& ctx, Tuned& tuned,
-                                   std::shared_ptr<const wb::Dataset> data) {
+                                   std::shared_ptr<const wb::Dataset> data, std::int64_t view) {
   wb::LoaderOptions options = ctx.loader_options();
   options.shuffle = false;
   options.drop_last = false;
@@ -56,7 +59,7 @@ std::pair<double, double> accuracy(wb::EvalContext& ctx, Tuned& tuned,
   std::int64_t n = 0, top1 = 0, top5 = 0;
   while (auto batch = loader.next()) {
     const wb::Batch b = batch->to(ctx.device());
-    const at::Tensor logits = tuned.logits(wb::eval_forward(*tuned.model.backbone, b).cls);
+    const at::Tensor logits = tuned.logits(wb::eval_forward_as(*tuned.model.backbone, b, view).cls);
     top1 += wb::topk_correct(logits, b.labels, 1);
     top5 += wb::topk_correct(logits, b.labels, 5);
     n += b.size();
@@ -81,20 +84,28 @@ class SemiSupervised final : public wb::Evaluator {
         finetune_epochs_(p.integer("finetune_epochs")),
         optimizer_(p.text("optimizer")),
         weight_decay_(p.real("weight_decay")),
-        crop_scale_min_(p.real("crop_scale_min")) {
+        crop_scale_min_(p.real("crop_scale_min")),
+        views_(p.integers("views")) {
     const std::string mode = p.text("mode");
     finetune_ = mode == "finetune" || (mode == "auto" && fraction_ >= 0.1 - 1e-9);
   }
 
   wb::EvalResult evaluate(wb::EvalContext& ctx) override {
+    return wb::per_view(views_, [&](std::int64_t view) { return evaluate_view(ctx, view); });
+  }
+
+ private:
+  wb::EvalResult evaluate_view(wb::EvalContext& ctx, std::int64_t view) {
+    view_ = view;
     auto train_data = ctx.dataset(dataset_, wb::Split::Train);
     const at::Tensor labels = wb::labels_of(*train_data);
     const wb::Draw labelled = wb::draw_fraction(labels, fraction_, label_seed_);
     const wb::Draw val = wb::draw_fraction(labels, labelled.rest, val_fraction_, label_seed_ + 1);
     const auto classes = wb::count_classes({labels});
     std::ostringstream log;
-    log << "semi_supervised: " << labelled.drawn.size() << " labelled images (" << fraction_ * 100
-        << " %), " << val.drawn.size() << " validation images from the rest, "
+    log << "semi_supervised" << (view_ ? " (view " + std::to_string(view_) + ")" : "") << ": "
+        << labelled.drawn.size() << " labelled images (" << fraction_ * 100 << " %), "
+        << val.drawn.size() << " validation images from the rest, "
         << (finetune_ ? "fine-tuning" : "linear heads");
     ctx.info(log.str());
 
@@ -105,14 +116,13 @@ class SemiSupervised final : public wb::Evaluator {
     const at::Tensor idx = at::tensor(labelled.drawn, at::TensorOptions().dtype(at::kLong));
     r.arrays["labelled_per_class"] =
         as_tensor(wb::class_counts(labels.index_select(0, idx), classes));
-    ctx.info("semi_supervised: test top-1 " + std::to_string(r.scalars["top1"]) + " %");
+    ctx.info("semi_supervised: test top-1 " + wb::format_number(r.scalars["top1"]) + " %");
     return r;
   }
 
- private:
   wb::EvalResult linear(wb::EvalContext& ctx, const std::vector<std::int64_t>& labelled,
                         const std::vector<std::int64_t>& val_items, std::int64_t classes) {
-    const wb::FeatureSet all = ctx.features(dataset_, wb::Split::Train);
+    const wb::FeatureSet all = ctx.features(dataset_, wb::Split::Train, view_);
     const wb::FeatureSet train = wb::take(all, labelled), val = wb::take(all, val_items);
     wb::LinearHeadOptions options;
     options.lrs = lrs_;
@@ -123,9 +133,18 @@ class SemiSupervised final : public wb::Evaluator {
     wb::train_heads(heads, train, epochs_, batch_, ctx.seed());
     const std::vector<double> val_top1 = heads.accuracy(val);
     const std::int64_t best = wb::best_head(val_top1);
+    std::ostringstream log;
+    log << "semi_supervised: val top-1 per lr:";
+    for (std::size_t h = 0; h < lrs_.size(); ++h)
+      log << " " << wb::format_number(lrs_[h]) << ": " << wb::format_number(val_top1[h]);
+    log << "; chose lr " << wb::format_number(lrs_[static_cast<std::size_t>(best)]);
+    const bool edge = wb::at_grid_edge(lrs_, best);
+    if (edge) log << ", at the edge of the grid (the best rate may lie outside it: widen lrs)";
+    ctx.info(log.str());
     heads.keep_only(best);
-    const wb::FeatureSet test = ctx.features(dataset_, wb::Split::Test);
+    const wb::FeatureSet test = ctx.features(dataset_, wb::Split::Test, view_);
     wb::EvalResult r;
+    r.scalars["lr_at_edge"] = edge ? 1 : 0;
     r.scalars["top1"] = heads.accuracy(test, 1).at(0);
     r.scalars["top5"] = heads.accuracy(test, 5).at(0);
     r.scalars["val_top1"] = val_top1[static_cast<std::size_t>(best)];
@@ -142,20 +161,29 @@ class SemiSupervised final : public wb::Evaluator {
     auto val = wb::subset(train_data, val_items, "validation");
     std::unique_ptr<Tuned> best;
     double best_val = -1, best_lr = 0;
+    std::int64_t best_index = 0;
     std::vector<double> val_top1;
     for (double lr : finetune_lrs_) {
       auto tuned = finetune_one(ctx, train, classes, lr);
-      val_top1.push_back(accuracy(ctx, *tuned, val).first);
-      ctx.info("semi_supervised: fine-tuned with lr " + std::to_string(lr) + ": val top-1 " +
-               std::to_string(val_top1.back()) + " %");
+      val_top1.push_back(accuracy(ctx, *tuned, val, view_).first);
+      ctx.info("semi_supervised: fine-tuned with lr " + wb::format_number(lr) + ": val top-1 " +
+               wb::format_number(val_top1.back()) + " %");
       if (val_top1.back() > best_val) {
         best_val = val_top1.back();
         best_lr = lr;
+        best_index = static_cast<std::int64_t>(val_top1.size()) - 1;
         best = std::move(tuned);
       }
     }
-    const auto [top1, top5] = accuracy(ctx, *best, ctx.dataset(dataset_, wb::Split::Test));
+    const bool edge = wb::at_grid_edge(finetune_lrs_, best_index);
+    if (edge)
+      ctx.info("semi_supervised: the chosen fine-tuning lr " + wb::format_number(best_lr) +
+               " is at the edge of the grid (the best rate may lie outside it: widen "
+               "finetune_lrs)");
+    const auto [top1, top5] =
+        accuracy(ctx, *best, ctx.dataset(dataset_, wb::Split::Test), view_);
     wb::EvalResult r;
+    r.scalars["lr_at_edge"] = edge ? 1 : 0;
     r.scalars["top1"] = top1;
     r.scalars["top5"] = top5;
     r.scalars["val_top1"] = best_val;
@@ -219,9 +247,12 @@ class SemiSupervised final : public wb::Evaluator {
       while (auto batch = loader.next()) {
         if (batch->size() < 2) continue;  // batch norm in the projection head needs two
         const wb::Batch b = batch->to(ctx.device());
-        wb::RoutingContext rc;  // fine-tuning trains: gates as in training
-        rc.training = true;
-        rc.view = at::zeros({b.size()}, at::TensorOptions().dtype(at::kLong).device(ctx.device()));
+        // The evaluated path: the gates route as in evaluation (a fixed gate's eval expert, no
+        // gate noise), the modules train.
+        wb::RoutingContext rc;
+        rc.training = false;
+        rc.view =
+            at::full({b.size()}, view_, at::TensorOptions().dtype(at::kLong).device(ctx.device()));
         rc.cluster = b.cluster;
         const at::Tensor logits = tuned->logits(tuned->model.backbone->forward(b.views[0], rc).cls);
         const at::Tensor loss = at::nll_loss(at::log_softmax(logits, 1), b.labels);
@@ -249,6 +280,8 @@ class SemiSupervised final : public wb::Evaluator {
   std::int64_t finetune_epochs_;
   std::string optimizer_;
   double weight_decay_, crop_scale_min_;
+  std::vector<std::int64_t> views_;
+  std::int64_t view_ = 0;  // the view being evaluated
   bool finetune_ = false;
 };
 
@@ -271,7 +304,9 @@ WORKBENCH_PLUGIN("semi-supervised evaluator") {
                            "class-balanced share of the unlabelled training images used to "
                            "choose the lr")
            .range(0.001, 0.9),
-       wb::ParamSpec::reals("lrs", {0.03, 0.1, 0.3, 1.0}, "linear: learning rates (one head each)")
+       wb::ParamSpec::reals("lrs", {0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0},
+                            "linear: learning rates (one head each); a choice at either end is "
+                            "flagged (lr_at_edge)")
            .above(0),
        wb::ParamSpec::integer("epochs", 100, "linear: passes over the labelled subset").at_least(1),
        wb::ParamSpec::integer("batch", 128, "images per step").at_least(2),
@@ -284,6 +319,12 @@ WORKBENCH_PLUGIN("semi-supervised evaluator") {
            .one_of({"adamw", "sgd"}),
        wb::ParamSpec::real("weight_decay", 0.05, "finetune: weight decay").at_least(0),
        wb::ParamSpec::real("crop_scale_min", 0.08, "finetune: smallest crop area fraction")
-           .range(0.01, 1)},
+           .range(0.01, 1),
+       wb::ParamSpec::integers("views", {0},
+                               "one evaluation per view index the forward passes claim (with "
+                               "the sep-ViT's fixed gate: the expert path, also the one "
+                               "fine-tuned); results of view v > "
+                               "0 are named <metric>_view<v>")
+           .at_least(0)},
       [](const wb::Params& p) { return std::make_shared<SemiSupervised>(p); });
 }

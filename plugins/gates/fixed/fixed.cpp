@@ -1,11 +1,14 @@
 // Gate "fixed": sep-ViT routing (CR-MoE Table 2; docs/methods.md §3). Every token of view i goes to
-// expert i, in the online and the momentum encoder alike; eval mode takes one path
-// (eval_expert) or keeps routing by view (eval_expert = -1). Weight 1, no auxiliary losses.
+// expert i, in the online and the momentum encoder alike, in training and in evaluation: an
+// evaluator picks the path it measures with its `view` parameter (the view index its forward
+// passes claim), so one trained sep-ViT is evaluated on both paths. Weight 1, no auxiliary
+// losses.
 //
 // sep-ViT-S as an experiment file:
 //   backbone = { plugin = "vit", dim = 384, depth = 12, heads = 6, patch = 16,
-//                experts = 2, expert_hidden = 1536, moe_every = 2 }   # h = 4d: full-size experts
-//   gate = { plugin = "fixed", eval_expert = 0 }                      # 1 for the other path
+//                experts = 2, expert_ratio = 4, moe_every = 2 }   # hidden 4d: full-size experts
+//   gate = { plugin = "fixed" }
+//   evaluators: e.g. { plugin = "linear_probe" } and { plugin = "linear_probe", view = 1 }
 #include <ATen/ATen.h>
 
 #include <stdexcept>
@@ -18,21 +21,13 @@ namespace {
 
 class FixedGate : public wb::Gate {
  public:
-  FixedGate(const wb::Params& p, const wb::GateShape& shape)
-      : experts_(shape.experts), eval_expert_(p.integer("eval_expert")) {
-    if (eval_expert_ >= experts_)
-      throw std::invalid_argument("gate fixed: eval_expert = " + std::to_string(eval_expert_) +
-                                  " but the layer has only " + std::to_string(experts_) +
-                                  " experts");
-  }
+  FixedGate(const wb::Params&, const wb::GateShape& shape) : experts_(shape.experts) {}
 
   wb::Routing route(const at::Tensor& x, const wb::GateInput& in) override {
     const auto T = x.size(0);
     const auto long_opts = x.options().dtype(at::kLong);
     at::Tensor expert;
-    if (!in.training && eval_expert_ >= 0) {
-      expert = at::full({T}, eval_expert_, long_opts);
-    } else if (in.view.defined()) {
+    if (in.view.defined()) {
       if (!in.image.defined() || in.image.size(0) != T)
         throw std::invalid_argument("gate fixed: needs the image index of each of the " +
                                     std::to_string(T) + " tokens (GateInput::image)");
@@ -59,19 +54,17 @@ class FixedGate : public wb::Gate {
   std::int64_t k() const override { return 1; }
 
  private:
-  std::int64_t experts_, eval_expert_;
+  std::int64_t experts_;
 };
 
 }  // namespace
 
 WORKBENCH_PLUGIN("gate fixed: sep-ViT routing by view") {
   registry.add_gate(
-      "fixed", "sep-ViT: view i always uses expert i (k = 1, weight 1, no auxiliary losses)",
-      {wb::ParamSpec::integer("eval_expert", 0,
-                              "expert used for every token in eval mode; -1 = route by view in "
-                              "eval mode too")
-           .at_least(-1)},
-      [](const wb::Params& p, const wb::GateShape& s) {
+      "fixed",
+      "sep-ViT: view i always uses expert i, in training and evaluation (k = 1, weight 1, no "
+      "auxiliary losses); evaluators choose the path with their view parameter",
+      {}, [](const wb::Params& p, const wb::GateShape& s) {
         return std::make_shared<FixedGate>(p, s);
       });
 }

@@ -115,6 +115,7 @@ class NoisyTopK : public wb::Gate {
     wb::Routing r;
     r.experts = top_e;
     r.probs = probs;
+    r.logits = noisy;
     r.gates = at::zeros_like(probs).scatter(1, top_e, top_p);
     const auto factor = in.training ? capacity_factor_ : eval_capacity_factor_;
     if (factor) {

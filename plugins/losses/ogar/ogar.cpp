@@ -4,12 +4,17 @@
 // and pushed away from other images':
 //
 //   L_CLS   = ctr(g_cls(view a), g_cls(view b)) over the images of the global batch
-//   L_patch = mean over valid (i, m) of CE over images j of <q_{i,m}, k_{j, match_j(m)}> / tau,
-//             positive j = i; exactly 0 when no pair is valid
+//   L_patch = CE over images j of <q_{i,m}, k_{j, match_j(m)}> / tau (positive j = i) summed over
+//             valid (i, m), divided by all B N_p patches (eq. 7-8: an invalid patch counts 0;
+//             patch_mean = "all") or by the valid pairs ("valid" = the "all" value / valid
+//             fraction)
 //   L_G     = sum over MoE layers of (1 - alpha) L_CLS + alpha L_patch;   value = weight * L_G
 //
-// tau is train.temperature (LossContext::temperature), the same as MoCo's as the paper says.
-// Each InfoNCE is multiplied by 2 tau (as MoCo v3's ctr). "Symmetric over the two views" is the
+// The gate vector of a token is, by gate_vector: the paper's G(x) (softmax probabilities at the
+// top-k experts, 0 elsewhere; the default), the full softmax, or the gate's logits of all
+// experts (what the public reference code normalises). tau is train.temperature
+// (LossContext::temperature), the same as MoCo's as the paper says. Each InfoNCE is multiplied
+// by 2 tau (as MoCo v3's ctr). "Symmetric over the two views" is the
 // sum of both directions (queries from view 1 with keys from view 2, and the reverse), as MoCo v3
 // sums ctr(q1, k2) + ctr(q2, k1); the patch mean is taken per direction. negatives = false
 // replaces every InfoNCE by the negative cosine similarity of the positive pairs alone
@@ -18,7 +23,7 @@
 // The matcher (a plugin) pairs the patches: one that is not per_layer() is called once per
 // direction and step, and its match serves every layer; a per_layer() one is called per layer
 // with that layer's input tokens and gate vectors. Keys and negatives are gathered over ranks;
-// the patch mean is over this rank's valid pairs.
+// the patch mean is over this rank's patches (or valid pairs).
 #include <ATen/ATen.h>
 
 #include <cmath>
@@ -48,7 +53,8 @@ class Ogar final : public wb::Loss {
       : weight_(p.real("weight")),
         alpha_(p.real("alpha")),
         tau_(c.temperature),
-        dense_(p.text("gate_vector") == "dense"),
+        vector_(p.text("gate_vector")),
+        mean_all_(p.text("patch_mean") == "all"),
         negatives_(p.boolean("negatives")),
         log_layers_(p.boolean("log_layers")),
         grid_(c.patch_grid) {
@@ -119,10 +125,15 @@ class Ogar final : public wb::Loss {
 
  private:
   const at::Tensor& gate_vectors(const wb::Routing& routing) const {
-    const at::Tensor& g = dense_ ? routing.probs : routing.gates;
+    const at::Tensor& g = vector_ == "dense"    ? routing.probs
+                          : vector_ == "logits" ? routing.logits
+                                                : routing.gates;
     if (!g.defined() || g.dim() != 2)
-      fail(std::string("a MoE layer's routing has no ") + (dense_ ? "probs" : "gates") +
-           " [T, E] (gate_vector = " + (dense_ ? "dense" : "sparse") + ")");
+      fail("a MoE layer's routing has no " +
+           std::string(vector_ == "dense"    ? "probs"
+                       : vector_ == "logits" ? "logits (this gate does not report them)"
+                                             : "gates") +
+           " [T, E] (gate_vector = " + vector_ + ")");
     return g;
   }
 
@@ -200,7 +211,9 @@ class Ogar final : public wb::Loss {
     t.valid = valid.sum().item<double>();
     t.pairs = static_cast<double>(B * N);
     const at::Tensor mask = valid.to(q.dtype());
-    const at::Tensor count = mask.sum().clamp_min(1);  // no valid pair: 0 / 1, never 0 / 0
+    // Eq. 8 divides by every patch; "valid" by the valid pairs (none valid: 0 / 1, never 0 / 0).
+    const at::Tensor count =
+        mean_all_ ? at::full({}, t.pairs, mask.options()) : mask.sum().clamp_min(1);
     if (!negatives_) {
       t.cls = -(q_cls * k_cls).sum(1).mean();
       t.patch = -((q_patch * k_matched).sum(2) * mask).sum() / count;
@@ -225,7 +238,8 @@ class Ogar final : public wb::Loss {
   }
 
   double weight_, alpha_, tau_;
-  bool dense_, negatives_, log_layers_;
+  std::string vector_;
+  bool mean_all_, negatives_, log_layers_;
   std::int64_t grid_;
   std::shared_ptr<wb::Matcher> matcher_;
 };
@@ -245,9 +259,15 @@ WORKBENCH_PLUGIN("loss ogar: CR-MoE's gate alignment regularisation") {
           ParamSpec::moved("tau", "train.temperature",
                            "CR-MoE: the same temperature as MoCo's contrastive loss"),
           ParamSpec::text("gate_vector", "sparse",
-                          "sparse = probabilities at the top-k experts, 0 elsewhere (paper); "
-                          "dense = the full softmax")
-              .one_of({"sparse", "dense"}),
+                          "sparse = probabilities at the top-k experts, 0 elsewhere (the paper's "
+                          "G(x)); dense = the full softmax; logits = the gate's logits of all "
+                          "experts, after the training noise (the public reference code)")
+              .one_of({"sparse", "dense", "logits"}),
+          ParamSpec::text("patch_mean", "all",
+                          "all = the patch term's sum over valid pairs divided by all patches "
+                          "(eq. 7-8: an invalid patch counts 0); valid = divided by the valid "
+                          "pairs (the all value / the valid fraction)")
+              .one_of({"all", "valid"}),
           ParamSpec::boolean("negatives", true,
                              "InfoNCE with other images as negatives; false = negative cosine "
                              "similarity of the matched pairs only (Table 6)"),

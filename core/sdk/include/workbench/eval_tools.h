@@ -7,6 +7,7 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "workbench/batch.h"
 #include "workbench/data.h"
 #include "workbench/evaluator.h"
+#include "workbench/format.h"
 #include "workbench/stats.h"  // mean_std over seeds
 
 namespace wb {
@@ -108,12 +110,46 @@ void train_heads(LinearHeads& heads, const FeatureSet& train, std::int64_t epoch
 // The head with the best validation accuracy (the first one on ties).
 std::int64_t best_head(const std::vector<double>& validation_accuracy);
 
+// One evaluation per view index in `views` (the view its forward passes claim; with the
+// sep-ViT's fixed gate, the expert path measured), merged into one result: the names of view
+// v > 0 get the suffix "_view<v>" (top1_view1), those of view 0 none. Evaluators with a `views`
+// parameter share this convention.
+inline EvalResult per_view(const std::vector<std::int64_t>& views,
+                           const std::function<EvalResult(std::int64_t view)>& one) {
+  EvalResult out;
+  for (const std::int64_t v : views) {
+    const std::string suffix = v == 0 ? "" : "_view" + std::to_string(v);
+    EvalResult r = one(v);
+    for (auto& [name, value] : r.scalars) out.scalars[name + suffix] = value;
+    for (auto& [name, array] : r.arrays) out.arrays[name + suffix] = array;
+    for (auto& file : r.files) out.files.push_back(file);
+  }
+  return out;
+}
+
+// Whether grid[chosen] is the smallest or the largest value of a grid of two or more values:
+// the best setting may lie outside the grid.
+inline bool at_grid_edge(const std::vector<double>& grid, std::int64_t chosen) {
+  if (grid.size() < 2 || chosen < 0 || chosen >= static_cast<std::int64_t>(grid.size()))
+    return false;
+  const double v = grid[static_cast<std::size_t>(chosen)];
+  bool below = false, above = false;
+  for (double g : grid) below = below || g < v, above = above || g > v;
+  return !below || !above;
+}
+
 // ---- backbone forward ------------------------------------------------------------------------
 
 // The backbone on view `view` of a batch already on the backbone's device, in evaluation mode
 // (no gate noise), without gradients when `grad` is false.
 BackboneOutput eval_forward(Backbone& backbone, const Batch& batch, std::int64_t view = 0,
                             bool grad = false);
+
+// The backbone on the batch's first view in evaluation mode, every image claiming view `view`
+// (RoutingContext::view): with a gate that routes by view (the sep-ViT's fixed gate), the path
+// of expert `view`. Without gradients unless `grad`.
+BackboneOutput eval_forward_as(Backbone& backbone, const Batch& batch, std::int64_t view,
+                               bool grad = false);
 
 // How many rows of logits [B, C] have their label [B] among the k largest (k clipped to C).
 std::int64_t topk_correct(const at::Tensor& logits, const at::Tensor& labels, std::int64_t k);

@@ -46,8 +46,10 @@ class EvalContext {
   // normalises with the statistics of whichever data set it reads.
   virtual ViewRecipe recipe(const std::string& preset) = 0;
   virtual LoaderOptions loader_options() const = 0;  // the run's workers, batch size and seed
-  // CLS features under the "eval" recipe, extracted once per run and cached.
-  virtual FeatureSet features(const std::string& dataset, Split split) = 0;
+  // CLS features under the "eval" recipe, extracted once per run and view and cached. `view` is
+  // the view index the forward passes claim (RoutingContext::view): with a gate that routes by
+  // view (the sep-ViT's fixed gate), the expert path measured.
+  virtual FeatureSet features(const std::string& dataset, Split split, std::int64_t view = 0) = 0;
   virtual TrainableCopy trainable_copy() = 0;            // on device(), in train mode
   virtual std::filesystem::path output_dir() const = 0;  // where PNGs and other files go
   virtual void info(const std::string& message) = 0;     // into the run's log

@@ -21,7 +21,8 @@ struct GateShape {
 
 class Gate : public torch::nn::Module {
  public:
-  // x: [T, D] tokens of one MoE layer. Must fill experts, weights, kept, gates, probs and aux.
+  // x: [T, D] tokens of one MoE layer. Must fill experts, weights, kept, gates, probs and aux;
+  // logits where the gate has them.
   virtual Routing route(const at::Tensor& x, const GateInput& input) = 0;
   virtual std::int64_t k() const = 0;
 };

@@ -35,6 +35,7 @@ struct Routing {
   at::Tensor kept;     // [T, k] bool: false where the assignment was dropped for capacity
   at::Tensor gates;    // [T, E] sparse gate vector: probabilities at the top-k experts, 0 elsewhere
   at::Tensor probs;    // [T, E] dense gate vector (softmax over all experts)
+  at::Tensor logits;   // [T, E] the logits that routed (after any training noise); optional
   at::Tensor tokens;   // [T, D] the layer's input tokens (no copy), for feature-based matchers
   std::map<std::string, at::Tensor> aux;  // unweighted auxiliary losses, e.g. "importance", "load"
   // [E, T, D] every expert's output for every token, with gradients, when

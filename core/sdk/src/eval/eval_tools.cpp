@@ -258,6 +258,20 @@ BackboneOutput eval_forward(Backbone& backbone, const Batch& batch, std::int64_t
   return backbone.forward(images, rc);
 }
 
+BackboneOutput eval_forward_as(Backbone& backbone, const Batch& batch, std::int64_t view,
+                               bool grad) {
+  std::optional<at::NoGradGuard> no_grad;
+  if (!grad) no_grad.emplace();
+  backbone.eval();
+  RoutingContext rc;
+  rc.training = false;
+  const at::Tensor& images = batch.views.at(0);
+  rc.view = at::full({images.size(0)}, view,
+                     at::TensorOptions().dtype(at::kLong).device(images.device()));
+  rc.cluster = batch.cluster;
+  return backbone.forward(images, rc);
+}
+
 std::int64_t topk_correct(const at::Tensor& logits, const at::Tensor& labels, std::int64_t k) {
   k = std::min<std::int64_t>(k, logits.size(1));
   if (k <= 0 || logits.size(0) == 0) return 0;
