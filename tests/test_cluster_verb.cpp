@@ -130,7 +130,7 @@ plugin = "classify"
 
   const std::string moce = std::string(kVit) + R"(experts = 2
 moe_blocks = [1]
-expert_hidden = 64
+expert_ratio = 4.0
 
 [base.datasets.down]
 dataset = "fashion_mnist"

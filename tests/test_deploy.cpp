@@ -54,7 +54,7 @@ heads = 2
 patch = 4
 experts = 3
 moe_blocks = [1, 2]
-expert_hidden = 32
+expert_ratio = 4.0
 [gate]
 plugin = "cluster"
 init_std = 3.0

@@ -31,7 +31,7 @@ std::shared_ptr<wb::Backbone> vit(std::int64_t experts, std::uint64_t seed) {
   if (experts > 0) {
     p.set("experts", experts);
     p.set("moe_blocks", std::vector<std::int64_t>{1});
-    p.set("expert_hidden", std::int64_t{32});  // the dense MLP's width (mlp_ratio 4)
+    p.set("expert_ratio", 4.0);  // experts as wide as the dense MLP (mlp_ratio 4)
   }
   wb::BackboneContext context;
   context.channels = 1;

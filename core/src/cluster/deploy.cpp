@@ -37,7 +37,7 @@ Params dense_backbone(const PluginConfig& backbone, const Registry& registry) {
   const Params defaults = registry.defaults(Kind::Backbone, backbone.plugin);
   Params out(backbone.params.owner());
   for (const auto& [key, value] : backbone.params.values()) {
-    if (key == "expert_hidden") continue;
+    if (key == "expert_hidden" || key == "expert_ratio") continue;
     out.set(key, placement.count(key) && defaults.has(key) ? defaults.at(key) : value);
   }
   if (!out.has("experts"))
@@ -139,7 +139,7 @@ ExpertPath expert_path(const RunConfig& moe_config, Model& moe, std::int64_t clu
       throw std::invalid_argument(
           "deploy: " + name + " is " + c10::str(target.sizes()) + " in the dense backbone but " +
           c10::str(value.sizes()) +
-          " in the MoE model (experts must be as wide as the dense MLP: expert_hidden = dim x "
+          " in the MoE model (experts must be as wide as the dense MLP: expert_ratio = "
           "mlp_ratio)");
     target.copy_(value);
   };
