@@ -61,12 +61,14 @@ std::shared_ptr<wb::Backbone> vit(std::int64_t depth, std::int64_t experts, std:
     p.set("moe_blocks", std::vector<std::int64_t>{1});
   }
   wb::Params gp = plugins().defaults(wb::Kind::Gate, gate);
-  if (gate == "cluster") gp.set("clusters", std::int64_t{3});
   wb::BackboneContext context;
   context.channels = 1;
   context.image_size = 8;
-  context.make_gate = [gate, gp](const wb::GateShape& s) {
-    return plugins().make_gate(gate, gp, s);
+  const at::Tensor centroids = gate == "cluster" ? at::randn({3, 8}) : at::Tensor();
+  context.make_gate = [gate, gp, centroids](const wb::GateShape& s) {
+    wb::GateShape shape = s;
+    shape.centroids = centroids;
+    return plugins().make_gate(gate, gp, shape);
   };
   return plugins().make_backbone("vit", p, context);
 }

@@ -15,10 +15,12 @@ int verb_point(const Args& args);    // internal: run/point.h, one point in this
 int verb_probe(
     const Args& args);            // internal: plugin/loader_probe.h, load libraries, report as TOML
 int verb_eval(const Args& args);  // eval/on_demand.h
-int verb_export(const Args& args);  // weights/export.h
-int verb_report(const Args& args);  // report/report.h
-int verb_bench(const Args& args);   // runs the separate workbench-bench executable (bench/)
-int verb_views(const Args& args);   // data/view_pairs.h
+int verb_cluster(const Args& args);  // cluster/cluster_run.h
+int verb_deploy(const Args& args);   // cluster/deploy.h
+int verb_export(const Args& args);   // weights/export.h
+int verb_report(const Args& args);   // report/report.h
+int verb_bench(const Args& args);    // runs the separate workbench-bench executable (bench/)
+int verb_views(const Args& args);    // data/view_pairs.h
 
 int main(int argc, char** argv);
 

@@ -61,6 +61,17 @@ void write_table(std::string& out, const std::string& header, const Params& para
   write_params(out, params);
 }
 
+// A table without one key while it holds `unset` (its default): keys added later leave the
+// ids of configurations that do not use them as they were.
+void write_table_without(std::string& out, const std::string& header, const Params& params,
+                         const std::string& key, const std::string& unset) {
+  out += "\n[" + header + "]\n";
+  for (const auto& [k, v] : params.values()) {
+    if (k == key && canonical_value(v) == unset) continue;
+    out += format_key(k) + " = " + canonical_value(v) + "\n";
+  }
+}
+
 void write_plugin(std::string& out, const std::string& header, const PluginConfig& plugin) {
   out += "\n" + header + "\nplugin = " + toml_string(plugin.plugin) + "\n";
   write_params(out, plugin.params);
@@ -72,12 +83,13 @@ std::string canonical_toml(const RunConfig& c, bool with_evaluators) {
   std::string out;
   write_params(out, c.run);
   if (!c.backbone.plugin.empty()) write_plugin(out, "[backbone]", c.backbone);
-  write_table(out, "data", c.data);
+  write_table_without(out, "data", c.data, "clusters", "\"\"");  // MoCE's data.clusters
   for (const auto& [name, params] : c.datasets)
-    write_table(out, "datasets." + format_key(name), params);
+    write_table_without(out, "datasets." + format_key(name), params, "clusters", "\"\"");
   if (!c.gate.plugin.empty()) write_plugin(out, "[gate]", c.gate);
   // Only when set, so that the ids of runs without it stay as they were.
-  if (c.init.has("from") && !c.init.text("from").empty()) write_table(out, "init", c.init);
+  if (c.init.has("from") && !c.init.text("from").empty())
+    write_table_without(out, "init", c.init, "expert_noise", "0.01");
   for (const auto& loss : c.losses) write_plugin(out, "[[losses]]", loss);
   write_table(out, "train", c.train);
   write_table(out, "views", c.views);

@@ -66,6 +66,11 @@ const std::vector<ParamSpec>& data_schema() {
       ParamSpec::integer("train_limit", 0, "use the first N training images only; 0 = all")
           .at_least(0),
       ParamSpec::integer("test_limit", 0, "use the first N test images only; 0 = all").at_least(0),
+      ParamSpec::text("clusters", "",
+                      "MoCE: the clusters.h5 of 'workbench cluster' (a file, or a run directory "
+                      "holding one) whose cluster ids and centroids the run's batches and "
+                      "cluster gate use; it must have been made from this very training set. "
+                      "[data] only; empty = none"),
   };
   return specs;
 }
@@ -159,7 +164,13 @@ const std::vector<ParamSpec>& init_schema() {
       ParamSpec::text("from", "",
                       "start the backbone from these weights: a state dict (.pt of torch.save, "
                       ".safetensors; timm's names for a ViT), a workbench export, or a run "
-                      "directory or its checkpoint; empty = random initialisation"),
+                      "directory or its checkpoint; empty = random initialisation; a dense "
+                      "MLP whose block is a MoE layer here starts every expert of it (MoCE)"),
+      ParamSpec::real("expert_noise", 0.01,
+                      "dense MLP -> experts: Gaussian noise added to each expert's copy of the "
+                      "dense weights, std = expert_noise x the dense weight's std (biases are "
+                      "copied exactly)")
+          .at_least(0),
       ParamSpec::texts("allow_missing", {},
                        "glob patterns of backbone weights the source may lack (they keep their "
                        "initial values); [\"*\"] allows any"),

@@ -68,6 +68,7 @@ DataSettings data_settings(const Params& table) {
   s.subset_seed = static_cast<std::uint64_t>(d.integer("subset_seed"));
   s.train_limit = d.integer("train_limit");
   s.test_limit = d.integer("test_limit");
+  s.clusters = d.text("clusters");
   return s;
 }
 

@@ -34,6 +34,7 @@ struct DataSettings {
   std::int64_t channels = 0;  // 0 = native
   std::uint64_t subset_seed = 0;
   std::int64_t train_limit = 0, test_limit = 0;
+  std::string clusters;  // MoCE: a clusters.h5 of `workbench cluster`; empty = none ([data] only)
 };
 
 // [views]: the recipe of the training views ([views.view1] / [views.view2] stay Params: only

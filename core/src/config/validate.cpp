@@ -313,6 +313,12 @@ RunConfig validate_run(const Node& root, const Registry& registry, const std::st
   for (const auto& m : section(root, "datasets", empty).members) {
     std::string path = "datasets." + format_key(m.key);
     rc.datasets[m.key] = validate_params(m.value, data_schema(), registry, {path, ""}, path);
+    // Cluster ids are read for the training set only ([data]); elsewhere the key would be
+    // silently ignored.
+    if (const Node* clusters = m.value.find("clusters"))
+      fail(clusters->pos, path +
+                              ".clusters: a clustering applies to the training set only "
+                              "(set data.clusters)");
   }
 
   const Node& views = section(root, "views", empty);

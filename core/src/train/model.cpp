@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cluster/cluster_file.h"
 #include "workbench/gate.h"
 #include "workbench/matcher.h"
 #include "workbench/registry.h"
@@ -24,19 +25,23 @@ LossRequirements merge(LossRequirements a, const LossRequirements& b) {
                              std::to_string(a.mask_ratio) + " and " + std::to_string(b.mask_ratio) +
                              "): a step draws one mask per view");
   a.mask_ratio = std::max(a.mask_ratio, b.mask_ratio);
+  a.expert_outputs = a.expert_outputs || b.expert_outputs;
   return a;
 }
 
 std::shared_ptr<Backbone> make_backbone(const RunConfig& config, const Registry& registry,
-                                        const DataShape& data) {
+                                        const DataShape& data, const at::Tensor& centroids) {
   BackboneContext context;
   context.channels = data.channels;
   context.image_size = data.image_size;
-  context.make_gate = [&config, &registry](const GateShape& shape) -> std::shared_ptr<Gate> {
+  context.make_gate = [&config, &registry,
+                       centroids](const GateShape& requested) -> std::shared_ptr<Gate> {
     if (config.gate.plugin.empty())
       throw std::runtime_error("backbone '" + config.backbone.plugin +
                                "' has MoE layers but the configuration has no [gate] table "
                                "(add e.g. gate = { plugin = \"noisy_topk\" })");
+    GateShape shape = requested;
+    shape.centroids = centroids;
     return registry.make_gate(config.gate.plugin, config.gate.params, shape);
   };
   return registry.make_backbone(config.backbone.plugin, config.backbone.params, context);
@@ -98,7 +103,17 @@ Model build_model(const RunConfig& config, const Registry& registry, const DataS
                   Communicator* comm) {
   Model model;
   model.comm = comm;
-  model.backbone = make_backbone(config, registry, data);
+  // MoCE: the gates get the clustering's centroids (the file's identity is checked where the
+  // training set is opened, train/train_point.cpp).
+  at::Tensor centroids;
+  if (!config.settings.data.clusters.empty()) {
+    try {
+      centroids = read_cluster_file(cluster_file_path(config.settings.data.clusters)).centroids;
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string("data.clusters: ") + e.what());
+    }
+  }
+  model.backbone = make_backbone(config, registry, data, centroids);
 
   LossContext context;
   context.feature_dim = model.backbone->feature_dim();
@@ -123,7 +138,7 @@ Model build_model(const RunConfig& config, const Registry& registry, const DataS
 
   if (model.needs.freeze_patch_embedding) model.backbone->freeze_patch_embedding();
   if (model.needs.momentum_encoder) {
-    model.momentum = make_backbone(config, registry, data);
+    model.momentum = make_backbone(config, registry, data, centroids);
     copy_weights(*model.backbone, *model.momentum);
     for (auto& p : model.momentum->parameters()) p.set_requires_grad(false);
   }

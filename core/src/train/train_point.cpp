@@ -9,6 +9,7 @@
 #include <ctime>
 #include <stdexcept>
 
+#include "cluster/cluster_file.h"
 #include "dist/communicator.h"
 #include "h5/metrics.h"
 #include "train/data_access.h"
@@ -58,6 +59,14 @@ TrainedPoint train_point(const TrainContext& context) {
       ranks.world > 1 ? make_c10d_communicator(ranks, device) : make_single_process_communicator();
 
   auto train_data = open_data(settings.data, Split::Train);
+  // MoCE: every image's cluster id, refused unless the clustering was made from this data set.
+  at::Tensor cluster_of;
+  if (!settings.data.clusters.empty()) {
+    const ClusterFile clusters = load_run_clusters(settings.data, *train_data);
+    cluster_of = clusters.assignment;
+    log.info("clusters: {} ({} clusters of {})", cluster_file_path(settings.data.clusters).string(),
+             clusters.centroids.size(0), clusters.data.description);
+  }
   log.info("data: {}", train_data->describe());
   DataShape shape{train_data->channels(), train_data->image_size(), train_data->classes()};
   Model model = build_model(config, *context.registry, shape, comm.get());
@@ -109,6 +118,7 @@ TrainedPoint train_point(const TrainContext& context) {
   options.workers = settings.run.workers;
   options.seed = seed;
   options.pin_memory = device.is_cuda();
+  options.cluster_of = cluster_of;
   Loader loader(train_data, recipes, options);
   // Gate noise and other random draws differ between ranks, as they would across GPUs.
   if (ranks.world > 1) at::manual_seed(seed * 1000003 + static_cast<std::uint64_t>(ranks.rank));

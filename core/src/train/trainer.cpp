@@ -162,7 +162,8 @@ void clip_gradients(const std::vector<at::Tensor>& params, double max_norm) {
 // keep: one mask per view (MAE), or empty for none; the online and momentum encoders see the
 // same visible patches of a view.
 std::vector<BackboneOutput> forward_views(Backbone& backbone, const Batch& batch, int views,
-                                          bool training, const std::vector<at::Tensor>& keep) {
+                                          bool training, const std::vector<at::Tensor>& keep,
+                                          bool expert_outputs = false) {
   std::vector<BackboneOutput> out;
   for (int v = 0; v < views; ++v) {
     RoutingContext context;
@@ -171,6 +172,7 @@ std::vector<BackboneOutput> forward_views(Backbone& backbone, const Batch& batch
     context.cluster = batch.cluster;
     context.training = training;
     if (!keep.empty()) context.keep = keep[static_cast<std::size_t>(v)];
+    context.expert_outputs = expert_outputs;
     out.push_back(backbone.forward(batch.views[v], context));
     if (context.keep.defined() && out.back().patches.size(1) != context.keep.size(1))
       throw std::runtime_error(
@@ -275,7 +277,8 @@ StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Ba
     // outside it, on the fp32 weights (docs/methods.md §1).
     const c10::DeviceType device = batch.views.at(0).device().type();
     compat::AutocastGuard autocast(device, s.bf16, at::kBFloat16);
-    st.online = forward_views(*model.backbone, batch, model.needs.views, true, keep);
+    st.online = forward_views(*model.backbone, batch, model.needs.views, true, keep,
+                              model.needs.expert_outputs);
     if (model.momentum) {
       at::NoGradGuard no_grad;
       st.momentum = forward_views(*model.momentum, batch, model.needs.views, true, keep);

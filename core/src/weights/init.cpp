@@ -6,8 +6,11 @@
 #include <torch/serialize/input-archive.h>
 
 #include <map>
+#include <optional>
+#include <regex>
 #include <stdexcept>
 
+#include "config/schema.h"
 #include "weights/safetensors.h"
 #include "weights/timm_names.h"
 #include "weights/torch_file.h"
@@ -100,11 +103,42 @@ std::string listing(const std::vector<std::string>& names) {
   return s;
 }
 
+// MoCE (docs/methods.md §8): a dense block's MLP weight that has no place in the target because
+// the target's block is a MoE layer: the name of the stacked expert weight it starts, and
+// whether the dense matrix is transposed on the way (nn.Linear's [out, in] against the
+// experts' [in, out]).
+struct ExpertRule {
+  std::string target;
+  bool transpose = false;
+  bool weight = false;
+};
+
+std::optional<ExpertRule> expert_rule(const std::string& dense_name) {
+  static const std::regex re(R"(block(\d+)\.(fc1|fc2)\.(weight|bias))");
+  std::smatch m;
+  if (!std::regex_match(dense_name, m, re)) return std::nullopt;
+  const bool weight = m[3] == "weight";
+  const std::string stem = m[2] == "fc1" ? (weight ? "w1" : "b1") : (weight ? "w2" : "b2");
+  return ExpertRule{"block" + m[1].str() + ".moe." + stem, weight, weight};
+}
+
+// Every expert a copy of the dense value [...] -> [E, ...]; with noise > 0 each copy gets
+// Gaussian noise of std noise x (the dense value's own std), so that the experts differ.
+at::Tensor expert_copies(const at::Tensor& dense, std::int64_t experts, double noise) {
+  std::vector<std::int64_t> sizes = dense.sizes().vec();
+  sizes.insert(sizes.begin(), experts);
+  at::Tensor out = dense.unsqueeze(0).expand(sizes).clone();
+  if (noise > 0 && dense.numel() > 1)
+    out.add_(at::randn_like(out) * (noise * dense.std().item<double>()));
+  return out;
+}
+
 }  // namespace
 
 InitOutcome load_initial_weights(const fs::path& from, torch::nn::Module& backbone,
                                  const std::vector<std::string>& allow_missing,
-                                 const std::vector<std::string>& allow_unexpected) {
+                                 const std::vector<std::string>& allow_unexpected,
+                                 double expert_noise) {
   const Source source = read_source(from);
   std::map<std::string, at::Tensor> target;  // live tensors of the backbone, workbench names
   StateDict names;
@@ -122,9 +156,6 @@ InitOutcome load_initial_weights(const fs::path& from, torch::nn::Module& backbo
   std::map<std::string, std::string> assigned;            // workbench name -> source name
   std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // (target, value)
   for (const auto& [name, tensor] : source.tensors) {
-    // Extension point: a dense source into a MoE target (MoCE's experts started from a dense
-    // MLP) would add a rule here that sends blocks.<i>.mlp.fc1/fc2 to every expert of the
-    // block; today such names count as unexpected and the experts as missing.
     std::string wb_name = name;
     bool transpose = false;
     if (timm) {
@@ -136,15 +167,26 @@ InitOutcome load_initial_weights(const fs::path& from, torch::nn::Module& backbo
       wb_name = mapped->name;
       transpose = mapped->transpose;
     }
-    const auto it = target.find(wb_name);
+    auto it = target.find(wb_name);
+    bool to_experts = false;
     if (it == target.end()) {
-      unexpected.push_back(name);
-      continue;
+      // A dense MLP into a MoE block (MoCE): it starts every expert of that block.
+      const auto rule = expert_rule(wb_name);
+      if (rule) it = target.find(rule->target);
+      if (it == target.end()) {
+        unexpected.push_back(name);
+        continue;
+      }
+      wb_name = rule->target;
+      transpose = rule->transpose;
+      to_experts = true;
     }
     if (!assigned.emplace(wb_name, name).second)
       throw std::runtime_error(source.what + ": '" + name + "' and '" + assigned[wb_name] +
                                "' both map to the backbone's weight '" + wb_name + "'");
     at::Tensor value = transpose && tensor.dim() >= 2 ? tensor.transpose(-2, -1) : tensor;
+    if (to_experts && it->second.dim() == value.dim() + 1)
+      value = expert_copies(value, it->second.size(0), expert_noise);
     if (!value.sizes().equals(it->second.sizes())) {
       shape_errors.push_back(name + " is " + describe_tensor(tensor) + " in the source, but " +
                              wb_name + " is " + describe_tensor(it->second) + " in the backbone" +
@@ -185,11 +227,25 @@ InitOutcome load_initial_weights(const fs::path& from, torch::nn::Module& backbo
   return outcome;
 }
 
+namespace {
+
+// init.expert_noise, or its schema default for a table built by hand without it.
+double expert_noise(const Params& init) {
+  if (init.has("expert_noise")) return init.real("expert_noise");
+  Params defaults;
+  for (const auto& spec : init_schema())
+    if (spec.name == "expert_noise" && spec.default_value)
+      defaults.set(spec.name, *spec.default_value);
+  return defaults.real("expert_noise");
+}
+
+}  // namespace
+
 void apply_init(const Params& init, Model& model, spdlog::logger& log) {
   const std::string from = init.text("from");
   if (from.empty()) return;
   const InitOutcome o = load_initial_weights(from, *model.backbone, init.texts("allow_missing"),
-                                             init.texts("allow_unexpected"));
+                                             init.texts("allow_unexpected"), expert_noise(init));
   log.info("init: {} weights from {}{}", o.loaded, o.source, o.timm_names ? " (timm's names)" : "");
   if (!o.missing.empty())
     log.warn("init: {} weights keep their initial values (init.allow_missing): {}",

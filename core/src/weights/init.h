@@ -34,10 +34,14 @@ struct InitOutcome {
 // unless a glob pattern of allow_missing / allow_unexpected matches them (fnmatch: "*"
 // matches across dots); a shape mismatch is always refused, with both shapes. Throws
 // std::runtime_error naming the source and every refused weight; the backbone is unchanged
-// then.
+// then. A dense block's MLP (block<i>.fc1/fc2, or timm's blocks.<i>.mlp.fc1/fc2) whose block is
+// a MoE layer in the backbone starts every expert of that layer (MoCE, docs/methods.md §8):
+// weights copied with Gaussian noise of std expert_noise x the dense weight's std, biases
+// copied exactly; the gate keeps its fresh initialisation (allow_missing must name it).
 InitOutcome load_initial_weights(const std::filesystem::path& from, torch::nn::Module& backbone,
                                  const std::vector<std::string>& allow_missing,
-                                 const std::vector<std::string>& allow_unexpected);
+                                 const std::vector<std::string>& allow_unexpected,
+                                 double expert_noise = 0.0);
 
 // The [init] table of a run: nothing when `from` is empty, else load_initial_weights into the
 // backbone, the momentum encoder (when there is one) set to the same weights, and the outcome

@@ -1,7 +1,18 @@
-// Gate "cluster": MoCE's cluster-conditional gate (docs/methods.md §8). The gate input is a
-// learnable embedding C[c] of the image's cluster id c, so G = TopK(softmax(W_g · C[c] + noise)) is
-// one routing per image that all its tokens share. Noise as in noisy_topk (std noise_std / E,
-// training only); importance loss (and load loss while noise is on) over the images of the batch.
+// Gate "cluster": MoCE's cluster-conditional gate (docs/methods.md §8). The gate input is the
+// centroid C[c] of the image's cluster c, from the run's clustering (data.clusters, made by
+// `workbench cluster`; the host hands it over in GateShape::centroids), so
+// G = TopK(softmax(W_g · C[c] + noise)) is one routing per image that all its tokens share.
+//
+// Choices where the paper leaves room:
+// - C is fixed: a buffer (saved with the checkpoint), not a learnable table; the paper's
+//   "embedding of the cluster" is the clustering's centroid.
+// - Noise as in noisy_topk: N(0, (noise_std / E)^2) on the logits, training only, drawn per
+//   image (all tokens of an image share it). W_g starts N(0, 1/D_c) (init_std overrides).
+// - The combine weights are the softmax probabilities at the chosen experts (not renormalised),
+//   as in noisy_topk; no capacity (every image goes to its experts).
+// - No auxiliary term of its own: MoCE's regulariser is the imbalance loss (loss plugin
+//   `imbalance`), which reads Routing::probs / gates; V-MoE's balancing terms, which push the
+//   other way, are not reported.
 #include <ATen/ATen.h>
 
 #include <cmath>
@@ -17,17 +28,18 @@ namespace {
 class ClusterGate : public wb::Gate {
  public:
   ClusterGate(const wb::Params& p, const wb::GateShape& shape)
-      : experts_(shape.experts),
-        clusters_(p.integer("clusters")),
-        k_(p.integer("k")),
-        noise_std_(p.real("noise_std")) {
+      : experts_(shape.experts), k_(p.integer("k")), noise_std_(p.real("noise_std")) {
     if (k_ < 1 || k_ > experts_)
       throw std::invalid_argument("gate cluster: k = " + std::to_string(k_) +
                                   " must be between 1 and the number of experts (" +
                                   std::to_string(experts_) + ")");
-    const auto width = p.integer("embed_dim") > 0 ? p.integer("embed_dim") : shape.dim;
+    if (!shape.centroids.defined() || shape.centroids.dim() != 2)
+      throw std::invalid_argument(
+          "gate cluster: needs the centroids of a clustering: set data.clusters to the "
+          "clusters.h5 written by 'workbench cluster RUN_DIR' (docs/moce.md)");
+    centroids_ = register_buffer("centroids", shape.centroids.to(at::kFloat).clone());
+    const auto width = centroids_.size(1);
     const double init_std = p.maybe_real("init_std").value_or(1.0 / std::sqrt(double(width)));
-    embedding_ = register_parameter("embedding", at::randn({clusters_, width}));
     weight_ = register_parameter("weight", at::randn({experts_, width}) * init_std);
   }
 
@@ -35,18 +47,20 @@ class ClusterGate : public wb::Gate {
     if (!in.cluster.defined())
       throw std::invalid_argument(
           "gate cluster: the batch has no cluster ids; MoCE routing needs the cluster of every "
-          "image (RoutingContext::cluster, from the clustering step)");
+          "image (data.clusters names the clustering of the training set)");
     if (!in.image.defined() || in.image.size(0) != x.size(0))
       throw std::invalid_argument("gate cluster: needs the image index of every token");
+    const auto clusters = centroids_.size(0);
     const auto lo = in.cluster.min().item<std::int64_t>();
     const auto hi = in.cluster.max().item<std::int64_t>();
-    if (lo < 0 || hi >= clusters_)
+    if (lo < 0 || hi >= clusters)
       throw std::invalid_argument("gate cluster: cluster id " + std::to_string(lo < 0 ? lo : hi) +
-                                  " is outside the table of " + std::to_string(clusters_) +
-                                  " clusters (parameter 'clusters')");
+                                  " is outside the clustering's " + std::to_string(clusters) +
+                                  " clusters");
 
     const double sigma = in.training ? noise_std_ / static_cast<double>(experts_) : 0.0;
-    const at::Tensor logits = embedding_.index_select(0, in.cluster.to(at::kLong)).mm(weight_.t());
+    const at::Tensor logits =
+        centroids_.index_select(0, in.cluster.to(at::kLong)).to(weight_.dtype()).mm(weight_.t());
     const at::Tensor noisy = wb::add_noise(logits, sigma);
     const at::Tensor probs = at::softmax(noisy, 1);  // [B, E]
     auto [top_p, top_e] = probs.topk(k_, 1);
@@ -58,8 +72,6 @@ class ClusterGate : public wb::Gate {
     r.kept = at::ones_like(r.experts, r.experts.options().dtype(at::kBool));
     r.probs = probs.index_select(0, image);
     r.gates = at::zeros_like(probs).scatter(1, top_e, top_p).index_select(0, image);
-    r.aux["importance"] = wb::importance_loss(probs);
-    if (sigma > 0) r.aux["load"] = wb::load_loss(logits, noisy, sigma, k_);
     r.tokens = x;
     r.tokens_per_image = in.tokens_per_image;
     return r;
@@ -68,9 +80,9 @@ class ClusterGate : public wb::Gate {
   std::int64_t k() const override { return k_; }
 
  private:
-  at::Tensor embedding_;  // [clusters, width]: C
-  at::Tensor weight_;     // [E, width]: W_g
-  std::int64_t experts_, clusters_, k_;
+  at::Tensor centroids_;  // [m, D_c]: C, fixed
+  at::Tensor weight_;     // [E, D_c]: W_g
+  std::int64_t experts_, k_;
   double noise_std_;
 };
 
@@ -80,18 +92,16 @@ WORKBENCH_PLUGIN("gate cluster: MoCE cluster-conditional gate") {
   using wb::ParamSpec;
   registry.add_gate(
       "cluster",
-      "MoCE: TopK(softmax(W_g · C[cluster] + noise)), one routing per image shared by its tokens",
+      "MoCE: TopK(softmax(W_g · C[cluster] + noise)) on the clustering's centroids "
+      "(data.clusters), one routing per image shared by its tokens",
       {
-          ParamSpec::integer("clusters", 256, "entries of the cluster embedding table").at_least(1),
-          ParamSpec::integer("embed_dim", 0, "width of a cluster embedding; 0 = token width")
-              .at_least(0),
           ParamSpec::integer("k", 1, "experts per image").at_least(1),
           ParamSpec::real("noise_std", 1.0,
                           "training noise: N(0, (noise_std / E)^2) is added to the logits")
               .at_least(0),
           ParamSpec::optional("init_std", wb::ParamType::Float,
-                              "std of the normal initialisation of W_g; unset = "
-                              "1/sqrt(embed_dim); 0 = zeros (C starts N(0, 1))")
+                              "std of the normal initialisation of W_g; unset = 1/sqrt(D_c), "
+                              "D_c the centroids' width; 0 = zeros")
               .at_least(0),
       },
       [](const wb::Params& p, const wb::GateShape& s) {

@@ -14,6 +14,9 @@ struct GateShape {
   std::int64_t dim = 0;      // token width d
   std::int64_t experts = 0;  // E
   std::int64_t layer = 0;    // index of this MoE layer among the backbone's MoE layers
+  // MoCE: [m, D_c] float centroids of the run's clustering (data.clusters), fixed; undefined
+  // when the run names no clustering.
+  at::Tensor centroids{};
 };
 
 class Gate : public torch::nn::Module {

@@ -21,6 +21,7 @@ struct RoutingContext {
   // MoE layers route only visible tokens. Undefined = every patch.
   at::Tensor keep;
   bool training = true;
+  bool expert_outputs = false;  // MoE layers also report every expert's output (distillation)
 };
 
 // Per MoE layer: what the gate sees beside the tokens themselves.
@@ -42,6 +43,9 @@ struct Routing {
   at::Tensor logits;   // [T, E] the logits that routed (after any training noise); optional
   at::Tensor tokens;   // [T, D] the layer's input tokens (no copy), for feature-based matchers
   std::map<std::string, at::Tensor> aux;  // unweighted auxiliary losses, e.g. "importance", "load"
+  // [E, T, D] every expert's output for every token, with gradients, when
+  // RoutingContext::expert_outputs asked for it (MoCE's distillation); undefined otherwise.
+  at::Tensor expert_outputs;
   std::int64_t tokens_per_image = 0;
   std::int64_t num_experts() const { return probs.defined() ? probs.size(1) : 0; }
 };

@@ -57,6 +57,9 @@ struct LoaderOptions {
   // seed, the epoch and the image's position in the epoch, so the ranks' slices put together
   // are exactly the batch that one process (world = 1) sees.
   int rank = 0, world = 1;
+  // MoCE: [N] int64 cluster id of every image of the data set, by its index; when defined,
+  // every batch carries Batch::cluster. Undefined = no cluster ids.
+  at::Tensor cluster_of{};
 };
 
 class Loader {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "workbench/moe_layer.h"
 
@@ -54,6 +55,12 @@ std::pair<at::Tensor, Routing> MoeLayer::forward(const at::Tensor& x,
   routing.tokens = tokens;
   routing.tokens_per_image = N;
   at::Tensor y = dispatch_combine(tokens, routing, w1_, b1_, w2_, b2_);
+  if (context.expert_outputs) {  // MoCE's distillation: every expert on every token
+    std::vector<at::Tensor> all;
+    for (std::int64_t e = 0; e < experts(); ++e)
+      all.push_back(blocked_mlp(tokens, w1_[e], b1_[e], w2_[e], b2_[e]));
+    routing.expert_outputs = at::stack(all);
+  }
   return {y.view({B, N, D}), std::move(routing)};
 }
 
