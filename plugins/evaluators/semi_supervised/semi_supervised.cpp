@@ -180,8 +180,7 @@ class SemiSupervised final : public wb::Evaluator {
       ctx.info("semi_supervised: the chosen fine-tuning lr " + wb::format_number(best_lr) +
                " is at the edge of the grid (the best rate may lie outside it: widen "
                "finetune_lrs)");
-    const auto [top1, top5] =
-        accuracy(ctx, *best, ctx.dataset(dataset_, wb::Split::Test), view_);
+    const auto [top1, top5] = accuracy(ctx, *best, ctx.dataset(dataset_, wb::Split::Test), view_);
     wb::EvalResult r;
     r.scalars["lr_at_edge"] = edge ? 1 : 0;
     r.scalars["top1"] = top1;

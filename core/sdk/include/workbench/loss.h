@@ -30,8 +30,8 @@ struct LossRequirements {
   // per image and view every step (docs/methods.md §8); 0 = no mask. Losses that ask for
   // different non-zero ratios cannot be combined.
   double mask_ratio = 0;
-  bool expert_outputs = false;          // Routing::expert_outputs of the online forward (costs
-                                        // every expert on every token of each MoE layer)
+  bool expert_outputs = false;  // Routing::expert_outputs of the online forward (costs
+                                // every expert on every token of each MoE layer)
 };
 
 using MatcherMaker = std::function<std::shared_ptr<Matcher>(const PluginRef&)>;
