@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "cli/cli.h"
+#include "cli/run_dir_args.h"
 #include "eval/on_demand.h"
 
 namespace wb::cli {
@@ -24,15 +25,7 @@ int verb_eval(const Args& args) {
       "threads", po::value(&request.threads),
       "intra-op threads (default: config threads, else all cores)")(
       "plugin-path", po::value(&request.plugin_paths)->composing(), "extra plugin folder or file");
-  po::options_description hidden;
-  hidden.add_options()("dir", po::value(&dir), "the run directory");
-  po::options_description all;
-  all.add(opts).add(hidden);
-  po::positional_options_description positional;
-  positional.add("dir", 1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-  po::notify(vm);
+  const po::variables_map vm = parse_run_dir_args(args, opts, dir);
   if (vm.count("help") || dir.empty()) {
     (vm.count("help") ? std::cout : std::cerr)
         << opts

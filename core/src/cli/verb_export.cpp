@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "cli/cli.h"
+#include "cli/run_dir_args.h"
 #include "plugin/loader.h"
 #include "weights/export.h"
 #include "workbench/registry.h"
@@ -32,15 +33,7 @@ int verb_export(const Args& args) {
       "(samples.*), to check a rebuilt model")("threads", po::value(&threads),
                                                "intra-op threads (default: all cores)")(
       "plugin-path", po::value(&plugin_paths)->composing(), "extra plugin folder or file");
-  po::options_description hidden;
-  hidden.add_options()("dir", po::value(&dir), "the run directory");
-  po::options_description all;
-  all.add(opts).add(hidden);
-  po::positional_options_description positional;
-  positional.add("dir", 1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-  po::notify(vm);
+  const po::variables_map vm = parse_run_dir_args(args, opts, dir);
   if (vm.count("help") || dir.empty()) {
     (vm.count("help") ? std::cout : std::cerr) << opts;
     return vm.count("help") ? 0 : 2;

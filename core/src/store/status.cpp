@@ -44,13 +44,13 @@ std::string format_status(const RunStatus& status) {
   if (status.exit_code != 0) line("exit_code", std::to_string(status.exit_code));
   if (!status.started.empty()) line("started", toml_string(status.started));
   if (!status.finished.empty()) line("finished", toml_string(status.finished));
-  char elapsed[32];
-  std::snprintf(elapsed, sizeof elapsed, "%.3f", status.elapsed_seconds);
-  line("elapsed_seconds", elapsed);
-  if (status.resumed_seconds > 0) {
-    std::snprintf(elapsed, sizeof elapsed, "%.3f", status.resumed_seconds);
-    line("resumed_seconds", elapsed);
-  }
+  auto seconds = [&](const char* key, double value) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3f", value);
+    line(key, text);
+  };
+  seconds("elapsed_seconds", status.elapsed_seconds);
+  if (status.resumed_seconds > 0) seconds("resumed_seconds", status.resumed_seconds);
   if (status.pid != 0) line("pid", std::to_string(status.pid));
   line("step", std::to_string(status.step));
   line("total_steps", std::to_string(status.total_steps));

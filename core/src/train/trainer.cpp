@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "compat/torch_compat.h"
+#include "config/tree.h"  // format_real
 #include "h5/metrics.h"
 #include "train/checkpoint.h"
 #include "train/routing_stats.h"
@@ -194,12 +195,6 @@ std::vector<at::Tensor> draw_masks(const Model& model, const Batch& batch) {
   return keep;
 }
 
-std::string shortest(double v) {
-  std::ostringstream out;
-  out << v;  // 1e+300, inf, 2.5
-  return out.str();
-}
-
 }  // namespace
 
 TrainSchedule train_schedule(const TrainSettings& t, std::int64_t batches_per_epoch) {
@@ -213,7 +208,7 @@ TrainSchedule train_schedule(const TrainSettings& t, std::int64_t batches_per_ep
   if (!(steps <= static_cast<double>(kMaxTrainSteps))) {
     const std::string what = t.steps > 0
                                  ? "train.steps = " + std::to_string(t.steps)
-                                 : "train.epochs = " + shortest(t.epochs) + " (x " +
+                                 : "train.epochs = " + config::format_real(t.epochs) + " (x " +
                                        std::to_string(s.batches_per_epoch) + " batches per epoch)";
     throw std::invalid_argument(what + (std::isnan(steps)
                                             ? " is not a number of steps"
@@ -225,7 +220,7 @@ TrainSchedule train_schedule(const TrainSettings& t, std::int64_t batches_per_ep
                                   : std::max<std::int64_t>(1, std::llround(steps));
   const double warmup = t.warmup_epochs * bpe;
   if (!std::isfinite(warmup) || warmup < 0)
-    throw std::invalid_argument("train.warmup_epochs = " + shortest(t.warmup_epochs) +
+    throw std::invalid_argument("train.warmup_epochs = " + config::format_real(t.warmup_epochs) +
                                 " is not a finite number of epochs >= 0");
   s.warmup_steps = warmup >= static_cast<double>(s.total_steps)
                        ? s.total_steps
