@@ -62,7 +62,13 @@ int verb_run(const Args& args) {
     std::cerr << "warning: plugin library " << f.path << " not loaded: " << f.reason << "\n";
   Experiment experiment;
   try {
-    experiment = load_experiment(file, registry, {sets, profile});
+    ExperimentOptions options;
+    options.overrides = sets;
+    options.profile = profile;
+    // --prepare writes points that torchrun or srun start on other hosts: this host's lack of
+    // a GPU says nothing about theirs.
+    options.check_device = vm.count("prepare") == 0;
+    experiment = load_experiment(file, registry, options);
     parse_experiment_header(experiment.source, file);  // a bad [report] fails now, not after
   } catch (const ConfigError& e) {
     std::cerr << e.what() << "\n";  // already "file:line:column: message"

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "config/point_checks.h"
 #include "config/tree.h"
 #include "config/validate.h"
 #include "workbench/registry.h"
@@ -327,14 +328,17 @@ Node point_tree(const Node& base, const Candidate& c, std::int64_t seed, const P
   return cfg;
 }
 
+// Validates the point against the schemas, then runs the plugins' own checks (and the
+// device's) over the resolved values: an impossible point is refused here, before any runs.
 Point make_point(const Node& cfg, const Candidate& c, std::int64_t seed, const std::string& label,
-                 const Registry& registry) {
+                 const Registry& registry, const ExperimentOptions& options) {
   Point point;
   point.seed = seed;
   point.label = label;
   for (const auto& a : c) point.assignments.emplace_back(a.key, config::literal(a.value));
   try {
     point.config = config::validate_run(cfg, registry, "[base]");
+    config::check_point(cfg, point.config, registry, {options.check_device});
   } catch (const ConfigError& e) {
     throw in_point(e, label);
   }
@@ -424,7 +428,7 @@ Experiment parse_experiment(const std::string& text, const std::string& file,
         ++exp.excluded;
         continue;
       }
-      Point point = make_point(cfg, c, header.seeds[s], label, registry);
+      Point point = make_point(cfg, c, header.seeds[s], label, registry, options);
       if (!ids.insert(point.id).second) {
         ++exp.duplicates;
         continue;

@@ -47,10 +47,15 @@ struct ExperimentOptions {
   // Also expand and validate the file under each of its other [profile.*] tables, so that a
   // typo or an impossible value in a profile is found before the profile is first used.
   bool check_profiles = true;
+  // Refuse device = "cuda" on a host without a CUDA device (off for `run --prepare`, whose
+  // points run on other hosts).
+  bool check_device = true;
 };
 
 // Order: [profile.NAME], then --set overrides, then grid x zip plus [[point]]s, each for every
-// seed (seeds outermost), then [[exclude]]. Every remaining point is validated.
+// seed (seeds outermost), then [[exclude]]. Every remaining point is validated: its schemas,
+// then each plugin's own checks over the resolved values and the run's shapes
+// (config/point_checks.h).
 // Throws ConfigError naming file, line and column for the first problem found.
 Experiment load_experiment(const std::string& file, const Registry& registry,
                            const ExperimentOptions& options = {});

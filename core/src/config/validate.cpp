@@ -183,7 +183,8 @@ Value plugin_default(const ParamSpec& s, const Node& table, const Registry& regi
   return std::shared_ptr<const PluginRef>(std::move(ref));
 }
 
-// "losses.ogar" when the plugin names the element unambiguously, else "losses.1".
+}  // namespace
+
 std::string element_path(const std::string& list, const Node& items, std::size_t i) {
   std::string name = plugin_of(items.items[i]);
   std::size_t same = 0;
@@ -191,8 +192,6 @@ std::string element_path(const std::string& list, const Node& items, std::size_t
   if (!name.empty() && same == 1 && name.find('.') == std::string::npos) return list + "." + name;
   return list + "." + std::to_string(i);
 }
-
-}  // namespace
 
 std::string did_you_mean(const std::string& word, const std::vector<std::string>& candidates) {
   const std::size_t limit = word.size() <= 4 ? 1 : 2;

@@ -32,6 +32,10 @@ PluginConfig validate_plugin(const Node& node, Kind kind, const Registry& regist
 // A whole run configuration. `root_name` names the root table in messages ("[base]").
 RunConfig validate_run(const Node& root, const Registry& registry, const std::string& root_name);
 
+// The address of element i of a plugin list: "losses.ogar" when the plugin names it
+// unambiguously, else "losses.1".
+std::string element_path(const std::string& list, const Node& items, std::size_t i);
+
 // "; did you mean 'epochs'?" when one candidate is close to `word`, else "".
 std::string did_you_mean(const std::string& word, const std::vector<std::string>& candidates);
 

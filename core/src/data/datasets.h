@@ -22,6 +22,15 @@ std::shared_ptr<const Dataset> open_dataset(const DataSettings& data, Split spli
 // The same for a table built by hand: keys it lacks take the schema's defaults.
 std::shared_ptr<const Dataset> open_dataset(const Params& data, Split split);
 
+// The images a [data] table yields, as far as it is known without reading the data: the
+// settings themselves, the formats' fixed facts (CIFAR: 32 px RGB) and an IDX file's header.
+// 0 where it is not (a folder's native size, missing files). For the checks made before a
+// point runs (config/point_checks.h); never throws.
+struct DataShapeHint {
+  std::int64_t image_size = 0, channels = 0, classes = 0;
+};
+DataShapeHint peek_data_shape(const DataSettings& data) noexcept;
+
 }  // namespace wb
 
 namespace wb::data {
@@ -40,6 +49,8 @@ Stats imagenet_stats();
 // IDX files (gzip or raw): images idx3 of unsigned bytes [N, H, W], labels idx1 [N]. Every
 // label must be < num_classes; num_classes 0 infers it (the largest label + 1) and refuses
 // labels that leave most of the inferred classes empty.
+// The dimensions [N, H, W] in the header of an IDX image file; nothing else is read.
+std::vector<std::uint64_t> idx_image_dims(const std::string& images_file);
 std::shared_ptr<const NamedDataset> load_idx(const std::string& images_file,
                                              const std::string& labels_file, std::string name,
                                              std::int64_t image_size, Stats stats,

@@ -197,6 +197,11 @@ std::int64_t check_labels(const std::string& path, const std::vector<std::uint8_
 
 }  // namespace
 
+std::vector<std::uint64_t> idx_image_dims(const std::string& images_file) {
+  GzFile file(images_file);
+  return read_header(file, 3, "idx3 unsigned-byte images").dims;
+}
+
 std::shared_ptr<const NamedDataset> load_idx(const std::string& images_file,
                                              const std::string& labels_file, std::string name,
                                              std::int64_t image_size, Stats stats,

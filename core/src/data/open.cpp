@@ -18,6 +18,9 @@ std::string idx_file(const std::string& dir, const std::string& prefix, const ch
   return fs::exists(gz) || !fs::exists(base) ? gz.string() : base.string();
 }
 
+// Where fashion_mnist is read from when data.path is empty (Debian's package puts it there).
+const char* const kFashionMnistPath = "/usr/share/datasets/fashion-mnist";
+
 // Formats that declare their class count: data.num_classes, when set, must agree with it.
 std::int64_t declared_classes(const std::string& kind, std::int64_t declared,
                               std::int64_t num_classes) {
@@ -33,7 +36,7 @@ std::shared_ptr<const NamedDataset> load_base(const std::string& kind, std::stri
   if (kind == "fashion_mnist" || kind == "idx") {
     if (path.empty()) {
       if (kind == "idx") throw std::invalid_argument("data.path must name the IDX folder");
-      path = "/usr/share/datasets/fashion-mnist";
+      path = kFashionMnistPath;
     }
     const std::string prefix = train ? "train" : "t10k";
     const bool fashion = kind == "fashion_mnist";
@@ -114,6 +117,34 @@ std::shared_ptr<const Dataset> open_dataset(const DataSettings& p, Split split) 
   if (p.label_fraction < 1.0) d = data::label_fraction(d, p.label_fraction, p.subset_seed);
   if (p.shots > 0) d = data::k_shots(d, p.shots, p.subset_seed);
   return d;
+}
+
+DataShapeHint peek_data_shape(const DataSettings& p) noexcept {
+  DataShapeHint hint;
+  const bool idx = p.dataset == "fashion_mnist" || p.dataset == "idx";
+  const bool cifar = p.dataset == "cifar10" || p.dataset == "cifar100";
+  hint.image_size = p.image_size;
+  if (hint.image_size == 0 && cifar) hint.image_size = 32;
+  if (hint.image_size == 0 && idx) {
+    try {
+      const std::string path =
+          p.path.empty() && p.dataset == "fashion_mnist" ? kFashionMnistPath : p.path;
+      if (!path.empty()) {
+        const auto dims = data::idx_image_dims(idx_file(path, "train", "images-idx3"));
+        hint.image_size = static_cast<std::int64_t>(std::min(dims[1], dims[2]));
+      }
+    } catch (const std::exception&) {
+      hint.image_size = 0;  // the point's own opening reports what is wrong with the file
+    }
+  }
+  hint.channels = p.channels > 0 ? p.channels : idx ? 1 : cifar || p.dataset == "folder" ? 3 : 0;
+  hint.classes = p.num_classes;
+  if (hint.classes == 0)
+    hint.classes = p.dataset == "fashion_mnist" || p.dataset == "cifar10" ? 10
+                   : p.dataset == "cifar100"                              ? 100
+                                                                          : 0;
+  if (!p.classes.empty() && p.relabel) hint.classes = static_cast<std::int64_t>(p.classes.size());
+  return hint;
 }
 
 std::shared_ptr<const Dataset> open_dataset(const Params& data, Split split) {

@@ -32,39 +32,84 @@ namespace {
   throw std::invalid_argument("backbone vit: " + what);
 }
 
-// MoE blocks from exactly one of moe_every / moe_last / moe_blocks (0-based block indices).
+// MoE blocks from exactly one of moe_every / moe_last / moe_blocks (0-based block indices); a
+// problem goes to `r` under the key that causes it.
 std::vector<std::int64_t> moe_placement(const wb::Params& p, std::int64_t depth,
-                                        std::int64_t experts) {
+                                        std::int64_t experts, wb::ValidationReport& r) {
   const auto every = p.integer("moe_every"), last = p.integer("moe_last");
   std::vector<std::int64_t> blocks = p.integers("moe_blocks");
   const int given = (every > 0) + (last > 0) + !blocks.empty();
-  if (given > 1) fail("give only one of moe_every, moe_last and moe_blocks");
-  if (given == 1 && experts == 0)
-    fail("a MoE placement (moe_every, moe_last or moe_blocks) needs experts > 0");
-  if (given == 0 && experts > 0)
-    fail("experts = " + std::to_string(experts) +
-         " needs a placement: moe_every, moe_last or moe_blocks");
+  const char* placement = every > 0 ? "moe_every" : last > 0 ? "moe_last" : "moe_blocks";
+  if (given > 1) {
+    r.error(placement, "give only one of moe_every, moe_last and moe_blocks");
+    return {};
+  }
+  if (given == 1 && experts == 0) {
+    r.error(placement, "a MoE placement (moe_every, moe_last or moe_blocks) needs experts > 0");
+    return {};
+  }
+  if (given == 0 && experts > 0) {
+    r.error("experts", "experts = " + std::to_string(experts) +
+                           " needs a placement: moe_every, moe_last or moe_blocks");
+    return {};
+  }
   if (every > 0) {
     blocks.clear();
     for (std::int64_t i = every - 1; i < depth; i += every) blocks.push_back(i);
   } else if (last > 0) {
     std::vector<std::int64_t> odd;
     for (std::int64_t i = 1; i < depth; i += 2) odd.push_back(i);
-    if (last > static_cast<std::int64_t>(odd.size()))
-      fail("moe_last = " + std::to_string(last) + " but a depth of " + std::to_string(depth) +
-           " has only " + std::to_string(odd.size()) + " odd-indexed blocks");
+    if (last > static_cast<std::int64_t>(odd.size())) {
+      r.error("moe_last", "moe_last = " + std::to_string(last) + " but a depth of " +
+                              std::to_string(depth) + " has only " + std::to_string(odd.size()) +
+                              " odd-indexed blocks");
+      return {};
+    }
     blocks.assign(odd.end() - last, odd.end());
   } else {
     for (auto b : blocks)
-      if (b < 0 || b >= depth)
-        fail("moe_blocks entry " + std::to_string(b) + " is not a block index in [0, " +
-             std::to_string(depth) + ")");
+      if (b < 0 || b >= depth) {
+        r.error("moe_blocks", "moe_blocks entry " + std::to_string(b) +
+                                  " is not a block index in [0, " + std::to_string(depth) + ")");
+        return {};
+      }
     std::sort(blocks.begin(), blocks.end());
-    if (std::adjacent_find(blocks.begin(), blocks.end()) != blocks.end())
-      fail("moe_blocks lists a block twice");
+    if (std::adjacent_find(blocks.begin(), blocks.end()) != blocks.end()) {
+      r.error("moe_blocks", "moe_blocks lists a block twice");
+      return {};
+    }
   }
   if (experts > 0 && blocks.empty())
-    fail("moe_every = " + std::to_string(every) + " selects no block of " + std::to_string(depth));
+    r.error("moe_every", "moe_every = " + std::to_string(every) + " selects no block of " +
+                             std::to_string(depth));
+  return blocks;
+}
+
+// Everything the parameters and the image size decide, checked before any point runs
+// (Registry::add_check) and again by the constructor: one owner for each rule. Declares the
+// model's shape for the gate's and the losses' checks.
+std::vector<std::int64_t> check(const wb::Params& p, const wb::ValidationContext& c,
+                                wb::ValidationReport& r) {
+  const auto patch = p.integer("patch"), dim = p.integer("dim"), heads = p.integer("heads");
+  const auto experts = p.integer("experts");
+  if (c.image_size > 0 && c.image_size % patch != 0)
+    r.error("patch", "image size " + std::to_string(c.image_size) +
+                         " is not a multiple of patch = " + std::to_string(patch));
+  if (dim % heads != 0)
+    r.error("heads", "dim = " + std::to_string(dim) +
+                         " is not a multiple of heads = " + std::to_string(heads));
+  if (dim % 4 != 0)
+    r.error("dim",
+            "dim = " + std::to_string(dim) + " must be a multiple of 4 (2-D sin-cos positions)");
+  const std::vector<std::int64_t> blocks = moe_placement(p, p.integer("depth"), experts, r);
+  if (experts > 0 && c.gate.empty())
+    r.error("experts", "experts = " + std::to_string(experts) +
+                           " needs a gate for its MoE layers, and the run has none (add e.g. "
+                           "gate = { plugin = \"noisy_topk\" })");
+  r.shape.feature_dim = dim;
+  r.shape.experts = experts;
+  r.shape.patch_grid = c.image_size > 0 ? c.image_size / patch : 0;
+  r.shape.moe_layers = static_cast<std::int64_t>(blocks.size());
   return blocks;
 }
 
@@ -76,23 +121,20 @@ class Vit : public wb::Backbone {
         dim_(p.integer("dim")),
         experts_(p.integer("experts")) {
     const auto depth = p.integer("depth"), heads = p.integer("heads");
-    if (context.image_size % patch_ != 0)
-      fail("image size " + std::to_string(context.image_size) +
-           " is not a multiple of patch = " + std::to_string(patch_));
-    if (dim_ % heads != 0)
-      fail("dim = " + std::to_string(dim_) +
-           " is not a multiple of heads = " + std::to_string(heads));
-    if (dim_ % 4 != 0)
-      fail("dim = " + std::to_string(dim_) + " must be a multiple of 4 (2-D sin-cos positions)");
+    if (context.image_size < 1) fail("the context has no image size");
+    wb::ValidationContext shapes;
+    shapes.image_size = context.image_size;
+    shapes.channels = context.channels;
+    shapes.gate = context.make_gate ? "(the context's gate maker)" : "";
+    wb::ValidationReport report;
+    moe_blocks_ = check(p, shapes, report);
+    if (!report.ok()) fail(report.errors.front().message);
     grid_ = context.image_size / patch_;
     mlp_hidden_ =
         static_cast<std::int64_t>(std::llround(static_cast<double>(dim_) * p.real("mlp_ratio")));
     // A ratio, not a width: the same setting is right at every model width (Table 2's sep-ViT).
     expert_hidden_ =
         std::max<std::int64_t>(1, std::llround(static_cast<double>(dim_) * p.real("expert_ratio")));
-    moe_blocks_ = moe_placement(p, depth, experts_);
-    if (experts_ > 0 && !context.make_gate)
-      fail("experts > 0 but the context has no gate maker (BackboneContext::make_gate)");
 
     patch_embed_ =
         register_module("patch_embed", std::make_shared<wb::PatchEmbed>(channels_, dim_, patch_));
@@ -217,4 +259,7 @@ WORKBENCH_PLUGIN("backbone vit: ViT / V-MoE / sep-ViT") {
       [](const wb::Params& p, const wb::BackboneContext& c) {
         return std::make_shared<Vit>(p, c);
       });
+  registry.add_check(wb::Kind::Backbone, "vit",
+                     [](const wb::Params& p, const wb::ValidationContext& c,
+                        wb::ValidationReport& r) { check(p, c, r); });
 }

@@ -174,4 +174,17 @@ WORKBENCH_PLUGIN("patch gallery per expert") {
        wb::ParamSpec::integer("tile", 32, "smallest side of a shown patch in pixels (upscaled)")
            .range(1, 512)},
       [](const wb::Params& p) { return std::make_shared<RoutingGallery>(p); });
+  // Before anything runs: the layer against the MoE layers the backbone declares (a backbone
+  // that declares no shape, feature_dim 0, is checked when the evaluator runs).
+  registry.add_check(
+      wb::Kind::Evaluator, "routing_gallery",
+      [](const wb::Params& p, const wb::ValidationContext& c, wb::ValidationReport& r) {
+        if (c.feature_dim <= 0) return;
+        const std::int64_t L = c.moe_layers, layer = p.integer("layer");
+        if (L == 0)
+          r.error("", "the backbone has no MoE layer (a dense model routes nothing)");
+        else if (layer >= L || layer < -L)
+          r.error("layer", "layer " + std::to_string(layer) + " does not exist (the backbone has " +
+                               std::to_string(L) + " MoE layers)");
+      });
 }

@@ -164,4 +164,11 @@ WORKBENCH_PLUGIN("expert x class routing map") {
            .one_of({"all", "cls"}),
        wb::ParamSpec::integer("cell", 16, "pixels per heat-map cell").range(4, 128)},
       [](const wb::Params& p) { return std::make_shared<RoutingMap>(p); });
+  // Before anything runs: a dense backbone (declared shape with no MoE layer) routes nothing.
+  registry.add_check(
+      wb::Kind::Evaluator, "routing_map",
+      [](const wb::Params&, const wb::ValidationContext& c, wb::ValidationReport& r) {
+        if (c.feature_dim > 0 && c.moe_layers == 0)
+          r.error("", "the backbone has no MoE layer (a dense model routes nothing)");
+      });
 }

@@ -25,14 +25,19 @@
 
 namespace {
 
+// An image (all its tokens) goes to k different experts of the layer.
+std::string k_problem(std::int64_t k, std::int64_t experts) {
+  if (k >= 1 && k <= experts) return "";
+  return "k = " + std::to_string(k) + " must be between 1 and the number of experts (" +
+         std::to_string(experts) + ")";
+}
+
 class ClusterGate : public wb::Gate {
  public:
   ClusterGate(const wb::Params& p, const wb::GateShape& shape)
       : experts_(shape.experts), k_(p.integer("k")), noise_std_(p.real("noise_std")) {
-    if (k_ < 1 || k_ > experts_)
-      throw std::invalid_argument("gate cluster: k = " + std::to_string(k_) +
-                                  " must be between 1 and the number of experts (" +
-                                  std::to_string(experts_) + ")");
+    if (const std::string problem = k_problem(k_, experts_); !problem.empty())
+      throw std::invalid_argument("gate cluster: " + problem);
     if (!shape.centroids.defined() || shape.centroids.dim() != 2)
       throw std::invalid_argument(
           "gate cluster: needs the centroids of a clustering: set data.clusters to the "
@@ -106,5 +111,17 @@ WORKBENCH_PLUGIN("gate cluster: MoCE cluster-conditional gate") {
       },
       [](const wb::Params& p, const wb::GateShape& s) {
         return std::make_shared<ClusterGate>(p, s);
+      });
+  // Before anything runs: k against the backbone's experts, and a clustering to route by.
+  registry.add_check(
+      wb::Kind::Gate, "cluster",
+      [](const wb::Params& p, const wb::ValidationContext& c, wb::ValidationReport& r) {
+        if (c.experts > 0)
+          if (std::string problem = k_problem(p.integer("k"), c.experts); !problem.empty())
+            r.error("k", problem);
+        if (c.data && c.data->text("clusters").empty())
+          r.error("",
+                  "routes by each image's cluster: set data.clusters to the clusters.h5 "
+                  "written by 'workbench cluster RUN_DIR' (docs/moce.md)");
       });
 }

@@ -33,6 +33,13 @@
 
 namespace {
 
+// A token goes to k different experts of its layer.
+std::string k_problem(std::int64_t k, std::int64_t experts) {
+  if (k >= 1 && k <= experts) return "";
+  return "k = " + std::to_string(k) + " must be between 1 and the number of experts (" +
+         std::to_string(experts) + ")";
+}
+
 // C = ceil(tokens * k * factor / E). The small slack keeps a product that is an integer in exact
 // arithmetic (e.g. 10 * 2 * 1.1) from being rounded up by floating-point error.
 std::int64_t capacity(std::int64_t tokens, std::int64_t k, double factor, std::int64_t experts) {
@@ -95,10 +102,8 @@ class NoisyTopK : public wb::Gate {
         group_size_(p.integer("group_size")),
         bpr_(p.boolean("bpr")),
         clean_importance_(p.text("importance") == "clean") {
-    if (k_ < 1 || k_ > experts_)
-      throw std::invalid_argument("gate noisy_topk: k = " + std::to_string(k_) +
-                                  " must be between 1 and the number of experts (" +
-                                  std::to_string(experts_) + ")");
+    if (const std::string problem = k_problem(k_, experts_); !problem.empty())
+      throw std::invalid_argument("gate noisy_topk: " + problem);
     if (!eval_capacity_factor_) eval_capacity_factor_ = capacity_factor_;
     const double init_std = p.maybe_real("init_std").value_or(1.0 / std::sqrt(double(shape.dim)));
     weight_ = register_parameter("weight", at::randn({experts_, shape.dim}) * init_std);
@@ -190,5 +195,13 @@ WORKBENCH_PLUGIN("gate noisy_topk: the V-MoE noisy top-k router") {
       },
       [](const wb::Params& p, const wb::GateShape& s) {
         return std::make_shared<NoisyTopK>(p, s);
+      });
+  // Before anything runs: k against the experts the backbone declares (0 = not known).
+  registry.add_check(
+      wb::Kind::Gate, "noisy_topk",
+      [](const wb::Params& p, const wb::ValidationContext& c, wb::ValidationReport& r) {
+        if (c.experts > 0)
+          if (std::string problem = k_problem(p.integer("k"), c.experts); !problem.empty())
+            r.error("k", problem);
       });
 }

@@ -34,6 +34,26 @@ namespace {
   throw std::invalid_argument("loss mae: " + what);
 }
 
+// The decoder's shape and the mask against the patch grid, checked before any point runs
+// (Registry::add_check; the grid is 0 there when the image size is not known) and again by the
+// constructor.
+void check(const wb::Params& p, const wb::ValidationContext& c, wb::ValidationReport& r) {
+  const auto dim = p.integer("decoder_dim"), heads = p.integer("decoder_heads");
+  if (dim % heads != 0)
+    r.error("decoder_heads", "decoder_dim = " + std::to_string(dim) +
+                                 " is not a multiple of decoder_heads = " + std::to_string(heads));
+  if (dim % 4 != 0)
+    r.error("decoder_dim", "decoder_dim = " + std::to_string(dim) +
+                               " must be a multiple of 4 (sin-cos positions)");
+  if (c.patch_grid > 0) {
+    try {
+      wb::visible_count(c.patch_grid * c.patch_grid, p.real("mask_ratio"));
+    } catch (const std::invalid_argument& e) {
+      r.error("mask_ratio", e.what());
+    }
+  }
+}
+
 class Mae final : public wb::Loss {
  public:
   Mae(const wb::Params& p, const wb::LossContext& c)
@@ -47,12 +67,11 @@ class Mae final : public wb::Loss {
     if (c.feature_dim <= 0 || grid_ <= 0 || channels_ <= 0 || c.image_size % grid_ != 0)
       fail("the loss context has no feature width, patch grid or image shape");
     patch_ = c.image_size / grid_;
-    if (dim % heads != 0)
-      fail("decoder_dim = " + std::to_string(dim) +
-           " is not a multiple of decoder_heads = " + std::to_string(heads));
-    if (dim % 4 != 0)
-      fail("decoder_dim = " + std::to_string(dim) + " must be a multiple of 4 (sin-cos positions)");
-    wb::visible_count(grid_ * grid_, mask_ratio_);  // refuses a ratio that leaves nothing
+    wb::ValidationContext shapes;
+    shapes.patch_grid = grid_;
+    wb::ValidationReport report;
+    check(p, shapes, report);
+    if (!report.ok()) fail(report.errors.front().message);
     embed_ = register_module("decoder_embed", wb::xavier_linear(c.feature_dim, dim));
     mask_token_ = register_parameter("mask_token", at::randn({1, 1, dim}) * 0.02);
     positions_ = register_buffer("decoder_pos_embed",
@@ -169,4 +188,5 @@ WORKBENCH_PLUGIN("loss mae: masked autoencoder (MAE) reconstruction") {
           ParamSpec::real("weight", 1.0, "multiplies the loss").at_least(0),
       },
       [](const wb::Params& p, const wb::LossContext& c) { return std::make_shared<Mae>(p, c); });
+  registry.add_check(wb::Kind::Loss, "mae", check);
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "workbench/params.h"
+#include "workbench/validation.h"
 
 namespace wb {
 
@@ -37,6 +38,7 @@ struct Entry {
   std::vector<ParamSpec> params;
   std::string origin;  // file the entry came from
   std::any factory;    // one of the *Factory types above, matching kind
+  Validator check;     // add_check(): the checks made before anything runs; empty: none
 
   const ParamSpec* param(const std::string& name) const;
 };
@@ -58,6 +60,10 @@ class Registry {
   void add_matcher(std::string name, std::string doc, std::vector<ParamSpec> params,
                    MatcherFactory f);
 
+  // Attaches the checks of an entry this library added before (workbench/validation.h): run on
+  // its resolved parameters for every point before any point runs. Optional.
+  void add_check(Kind kind, const std::string& name, Validator check);
+
   const Entry* find(Kind kind, const std::string& name) const;
   std::vector<const Entry*> entries(Kind kind) const;
   std::vector<const Entry*> all() const;
@@ -73,6 +79,10 @@ class Registry {
                                           const BackboneContext& context) const;
   std::shared_ptr<Evaluator> make_evaluator(const std::string& name, const Params& p) const;
   std::shared_ptr<Matcher> make_matcher(const std::string& name, const Params& p) const;
+
+  // Runs the entry's checks (none registered: an empty report).
+  ValidationReport check(Kind kind, const std::string& name, const Params& p,
+                         const ValidationContext& context) const;
 
   // Parameters with every default filled in, for code that builds objects without a config.
   Params defaults(Kind kind, const std::string& name) const;

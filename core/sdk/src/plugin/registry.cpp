@@ -89,6 +89,26 @@ void Registry::add_matcher(std::string n, std::string d, std::vector<ParamSpec> 
   add(Kind::Matcher, std::move(n), std::move(d), std::move(p), std::move(f));
 }
 
+void Registry::add_check(Kind kind, const std::string& name, Validator check) {
+  // Only this library's own entries: a library may not change the checks of another's.
+  for (std::size_t i = library_first_entry_; i < entries_.size(); ++i) {
+    Entry& e = *entries_[i];
+    if (e.kind != kind || e.name != name) continue;
+    e.check = std::move(check);
+    return;
+  }
+  throw std::runtime_error(std::string("add_check: this library registered no ") + kind_name(kind) +
+                           " '" + name + "' (call add_check after add_" + kind_name(kind) + ")");
+}
+
+ValidationReport Registry::check(Kind kind, const std::string& name, const Params& p,
+                                 const ValidationContext& context) const {
+  const Entry& e = require(kind, name);
+  ValidationReport report;
+  if (e.check) e.check(p, context, report);
+  return report;
+}
+
 const Entry* Registry::find(Kind kind, const std::string& name) const {
   for (const auto& e : entries_)
     if (e->kind == kind && e->name == name) return e.get();

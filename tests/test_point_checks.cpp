@@ -1,0 +1,264 @@
+// The checks made before anything runs (config/point_checks.h, workbench/validation.h): the real
+// plugins refuse impossible points (k above the experts, heads not dividing dim, a patch not
+// dividing the image, a decoder whose heads do not divide its width, cuda without a GPU) at the
+// file:line:column where the value was written, whether it came from [base], the grid, a
+// profile or --set; `workbench run --dry-run` refuses them and trains nothing.
+#include <ATen/Context.h>
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "built_plugins.h"
+#include "config/experiment.h"
+#include "test_data_files.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Line numbers matter: the tests below name them.
+const std::string kBase = R"([experiment]
+name = "checks"
+
+[base.data]
+dataset = "fashion_mnist"
+image_size = 28
+
+[base.backbone]
+plugin = "vit"
+patch = 4
+dim = 64
+depth = 2
+heads = 4
+experts = 16
+moe_every = 2
+
+[base.gate]
+plugin = "noisy_topk"
+k = 2
+
+[[base.losses]]
+plugin = "moco"
+)";
+
+std::string replaced(std::string text, const std::string& from, const std::string& to) {
+  const std::size_t at = text.find(from);
+  REQUIRE_MESSAGE(at != std::string::npos, from);
+  return text.replace(at, from.size(), to);
+}
+
+wb::ConfigError refusal(const std::string& text, const wb::ExperimentOptions& options = {}) {
+  try {
+    wb::parse_experiment(text, "checks.toml", wb_test::plugins(), options);
+  } catch (const wb::ConfigError& e) {
+    return e;
+  }
+  FAIL("the experiment was accepted");
+  return wb::ConfigError("", 0, 0, "");
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+struct TempDir {
+  fs::path path = fs::temp_directory_path() / ("wb_point_checks_" + std::to_string(getpid()));
+  TempDir() { fs::create_directories(path); }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("point checks: a valid file passes, with the shapes the backbone declares") {
+  const wb::Experiment e = wb::parse_experiment(kBase, "checks.toml", wb_test::plugins());
+  CHECK(e.points.size() == 1);
+  // k = 16 of 16 experts is the largest that passes.
+  CHECK_NOTHROW(
+      wb::parse_experiment(replaced(kBase, "k = 2", "k = 16"), "checks.toml", wb_test::plugins()));
+}
+
+TEST_CASE("point checks: gate.k above the backbone's experts is refused at k's position") {
+  const wb::ConfigError e = refusal(replaced(kBase, "k = 2", "k = 17"));
+  CHECK(e.file == "checks.toml");
+  CHECK(e.line == 19);
+  CHECK(e.column == 5);
+  CHECK(contains(e.message, "gate.k = 17"));
+  CHECK(contains(e.message, "between 1 and the number of experts (16)"));
+  CHECK(contains(e.message, "gate 'noisy_topk'"));
+}
+
+TEST_CASE("point checks: heads not dividing dim, written or left at the default") {
+  const wb::ConfigError written = refusal(replaced(kBase, "heads = 4", "heads = 5"));
+  CHECK(written.line == 13);
+  CHECK(contains(written.message, "backbone.heads = 5"));
+  CHECK(contains(written.message, "dim = 64 is not a multiple of heads = 5"));
+
+  // The default heads = 3 has no line of its own: the backbone's table is named, and the default.
+  const wb::ConfigError defaulted = refusal(replaced(kBase, "heads = 4\n", ""));
+  CHECK(defaulted.line == 8);
+  CHECK(contains(defaulted.message, "backbone.heads = 3 (its default)"));
+}
+
+TEST_CASE("point checks: a patch that does not divide the image size") {
+  const wb::ConfigError set = refusal(replaced(kBase, "image_size = 28", "image_size = 30"));
+  CHECK(set.line == 10);
+  CHECK(contains(set.message, "backbone.patch = 4"));
+  CHECK(contains(set.message, "image size 30 is not a multiple of patch = 4"));
+
+  // image_size = 0: the native size, read from the IDX header (10 x 10 here).
+  TempDir dir;
+  wbtest::write_raw((dir.path / "train-images-idx3-ubyte").string(), wbtest::idx_images(2, 10, 10));
+  wbtest::write_raw((dir.path / "train-labels-idx1-ubyte").string(), wbtest::idx_labels({0, 1}));
+  const std::string native =
+      replaced(replaced(kBase, "image_size = 28", "image_size = 0"), "dataset = \"fashion_mnist\"",
+               "dataset = \"idx\"\npath = \"" + dir.path.string() + "\"");
+  const wb::ConfigError e = refusal(native);
+  CHECK(contains(e.message, "image size 10 is not a multiple of patch = 4"));
+  CHECK_NOTHROW(wb::parse_experiment(replaced(native, "patch = 4", "patch = 5"), "checks.toml",
+                                     wb_test::plugins()));
+  // Without the files the native size is not known: the check is left to the point's start.
+  fs::remove_all(dir.path);
+  CHECK_NOTHROW(wb::parse_experiment(native, "checks.toml", wb_test::plugins()));
+}
+
+TEST_CASE("point checks: MAE's decoder heads must divide its width") {
+  std::string mae =
+      replaced(kBase, "plugin = \"moco\"", "plugin = \"mae\"\ndecoder_dim = 64\ndecoder_heads = 5");
+  const wb::ConfigError e = refusal(mae);
+  CHECK(e.line == 24);
+  CHECK(contains(e.message, "losses.mae.decoder_heads = 5"));
+  CHECK(contains(e.message, "decoder_dim = 64 is not a multiple of decoder_heads = 5"));
+  CHECK(contains(e.message, "loss 'mae'"));
+  CHECK_NOTHROW(wb::parse_experiment(replaced(mae, "decoder_heads = 5", "decoder_heads = 4"),
+                                     "checks.toml", wb_test::plugins()));
+}
+
+TEST_CASE("point checks: the position is where the value came from: grid, [[point]], --set") {
+  const wb::ConfigError grid = refusal(kBase + "\n[grid]\n\"gate.k\" = [2, 17]\n");
+  CHECK(grid.line == 25);
+  CHECK(grid.column == 16);
+  CHECK(contains(grid.message, "gate.k = 17"));
+  CHECK(contains(grid.message, "(in point gate.k=17 seed=0)"));
+
+  const wb::ConfigError point = refusal(kBase +
+                                        "\n[[point]]\n\"backbone.experts\" = 4\n"
+                                        "\"gate.k\" = 8\n");
+  CHECK(point.line == 26);
+  CHECK(contains(point.message, "number of experts (4)"));
+
+  wb::ExperimentOptions set;
+  set.overrides = {"backbone.experts=1"};
+  const wb::ConfigError e = refusal(kBase, set);
+  // k = 2 is in the file; the expert count it exceeds came from --set.
+  CHECK(e.line == 19);
+  CHECK(contains(e.message, "number of experts (1)"));
+  set.overrides = {"gate.k=40"};
+  const wb::ConfigError from_set = refusal(kBase, set);
+  CHECK(from_set.file == "--set gate.k=40");
+  CHECK(from_set.line == 0);
+}
+
+TEST_CASE("point checks: an error inside an unused profile names the profile") {
+  const std::string text = kBase + "\n[profile.big]\n\"gate.k\" = 17\n";
+  const wb::ConfigError e = refusal(text);
+  CHECK(e.line == 25);
+  CHECK(contains(e.message, "gate.k = 17"));
+  CHECK(contains(e.message, "with [profile.big] applied"));
+  wb::ExperimentOptions used;
+  used.profile = "big";
+  CHECK(contains(refusal(text, used).message, "gate.k = 17"));
+}
+
+TEST_CASE("point checks: device = \"cuda\" is refused on a host without a CUDA device") {
+  const std::string text =
+      replaced(kBase, "[base.data]", "[base]\ndevice = \"cuda\"\n\n[base.data]");
+  if (at::hasCUDA()) {
+    CHECK_NOTHROW(wb::parse_experiment(text, "checks.toml", wb_test::plugins()));
+  } else {
+    const wb::ConfigError e = refusal(text);
+    CHECK(e.line == 5);
+    CHECK(contains(e.message, "no CUDA device"));
+    // run --prepare writes points for other hosts: their GPUs are not this host's.
+    wb::ExperimentOptions prepare;
+    prepare.check_device = false;
+    CHECK_NOTHROW(wb::parse_experiment(text, "checks.toml", wb_test::plugins(), prepare));
+  }
+}
+
+TEST_CASE("point checks: the cluster gate needs a clustering, routing_gallery an existing layer") {
+  const wb::ConfigError cluster =
+      refusal(replaced(kBase, "plugin = \"noisy_topk\"\nk = 2", "plugin = \"cluster\""));
+  CHECK(cluster.line == 17);
+  CHECK(contains(cluster.message, "data.clusters"));
+
+  const std::string gallery = kBase + "\n[[base.evaluators]]\nplugin = \"routing_gallery\"\n";
+  CHECK_NOTHROW(wb::parse_experiment(gallery, "checks.toml", wb_test::plugins()));
+  // depth 2, moe_every 2: one MoE layer, so layer 1 does not exist (-1 is the last).
+  const wb::ConfigError layer = refusal(gallery + "layer = 1\n");
+  CHECK(layer.line == 26);
+  CHECK(contains(layer.message, "evaluators.routing_gallery.layer = 1"));
+  CHECK(contains(layer.message, "the backbone has 1 MoE layers"));
+  const wb::ConfigError dense =
+      refusal(replaced(replaced(gallery, "experts = 16\nmoe_every = 2\n", ""),
+                       "[base.gate]\nplugin = \"noisy_topk\"\nk = 2\n", ""));
+  CHECK(contains(dense.message, "no MoE layer"));
+}
+
+TEST_CASE("point checks: a MoE backbone without a gate is refused before it runs") {
+  const wb::ConfigError e =
+      refusal(replaced(kBase, "[base.gate]\nplugin = \"noisy_topk\"\nk = 2\n", ""));
+  CHECK(e.line == 14);
+  CHECK(contains(e.message, "backbone.experts = 16"));
+  CHECK(contains(e.message, "needs a gate"));
+}
+
+TEST_CASE("point checks: plugins without checks pass; a library checks only its own entries") {
+  wb::Registry r;
+  r.add_gate("plain", "no checks", {},
+             [](const wb::Params&, const wb::GateShape&) { return std::shared_ptr<wb::Gate>(); });
+  CHECK(r.check(wb::Kind::Gate, "plain", wb::Params(), wb::ValidationContext()).ok());
+  CHECK_THROWS_AS(r.add_check(wb::Kind::Gate, "other", {}), std::runtime_error);
+  r.add_check(wb::Kind::Gate, "plain",
+              [](const wb::Params&, const wb::ValidationContext& c, wb::ValidationReport& rep) {
+                if (c.experts > 3) rep.error("k", "too many");
+              });
+  wb::ValidationContext four;
+  four.experts = 4;
+  const wb::ValidationReport report = r.check(wb::Kind::Gate, "plain", wb::Params(), four);
+  REQUIRE(report.errors.size() == 1);
+  CHECK(report.errors[0].key == "k");
+  CHECK(r.check(wb::Kind::Gate, "plain", wb::Params(), wb::ValidationContext()).ok());
+}
+
+TEST_CASE("point checks: workbench run --dry-run refuses an impossible point and trains nothing") {
+  TempDir dir;
+  const fs::path file = dir.path / "checks.toml";
+  std::ofstream(file) << replaced(kBase, "k = 2", "k = 17");
+  const fs::path runs = dir.path / "runs";
+  const fs::path out = dir.path / "out.txt";
+  const std::string command =
+      std::string(WB_WORKBENCH_EXE) + " run " + file.string() + " --runs-dir " + runs.string();
+  for (const std::string& mode : {std::string(" --dry-run"), std::string()}) {
+    CAPTURE(mode);
+    const int status = std::system((command + mode + " > " + out.string() + " 2>&1").c_str());
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 2);
+    std::stringstream text;
+    text << std::ifstream(out).rdbuf();
+    CHECK(contains(text.str(), file.string() + ":19:5: gate.k = 17"));
+    CHECK_FALSE(fs::exists(runs));  // no point directory, no training
+  }
+  std::ofstream(file, std::ios::trunc) << kBase;
+  const int status = std::system((command + " --dry-run > " + out.string() + " 2>&1").c_str());
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
