@@ -11,6 +11,7 @@
 #include "config/settings.h"
 #include "h5/h5.h"
 #include "store/atomic_file.h"
+#include "store/disk_space.h"
 
 namespace wb {
 
@@ -105,33 +106,41 @@ DataIdentity data_identity(const Dataset& data, const DataSettings& settings) {
 
 void write_cluster_file(const fs::path& file, const ClusterFile& c) {
   const fs::path tmp = temporary_path(file);
-  {
-    h5::File f = h5::File::create(tmp);
-    f.set_string_attribute("format", kFormat);
-    f.set_string_attribute("source_run", c.source_run);
-    f.set_int_attribute("checkpoint_step", c.checkpoint_step);
-    f.set_string_attribute("data_description", c.data.description);
-    f.set_int_attribute("data_images", c.data.images);
-    f.set_string_attribute("data_fingerprint", c.data.fingerprint);
-    f.set_string_attribute("data_settings", c.data.settings);
-    f.create_float64("centroids", to_vector(c.centroids),
-                     {c.centroids.size(0), c.centroids.size(1)});
-    {  // every object of the file is closed before the file itself
-      h5::Dataset assignment = f.create_int64_series("assignment");
-      const at::Tensor a = c.assignment.to(at::kLong).contiguous();
-      assignment.append(std::vector<std::int64_t>(a.data_ptr<std::int64_t>(),
-                                                  a.data_ptr<std::int64_t>() + a.numel()));
-      assignment.close();
-      h5::Group options = f.require_group("options");
-      write_options(options, c.options);
-      options.close();
+  try {
+    {
+      h5::File f = h5::File::create(tmp);
+      f.set_string_attribute("format", kFormat);
+      f.set_string_attribute("source_run", c.source_run);
+      f.set_int_attribute("checkpoint_step", c.checkpoint_step);
+      f.set_string_attribute("data_description", c.data.description);
+      f.set_int_attribute("data_images", c.data.images);
+      f.set_string_attribute("data_fingerprint", c.data.fingerprint);
+      f.set_string_attribute("data_settings", c.data.settings);
+      f.create_float64("centroids", to_vector(c.centroids),
+                       {c.centroids.size(0), c.centroids.size(1)});
+      {  // every object of the file is closed before the file itself
+        h5::Dataset assignment = f.create_int64_series("assignment");
+        const at::Tensor a = c.assignment.to(at::kLong).contiguous();
+        assignment.append(std::vector<std::int64_t>(a.data_ptr<std::int64_t>(),
+                                                    a.data_ptr<std::int64_t>() + a.numel()));
+        assignment.close();
+        h5::Group options = f.require_group("options");
+        write_options(options, c.options);
+        options.close();
+      }
+      f.create_float64("epoch_loss", c.epoch_loss,
+                       {static_cast<std::int64_t>(c.epoch_loss.size())});
+      f.close_checked();
     }
-    f.create_float64("epoch_loss", c.epoch_loss, {static_cast<std::int64_t>(c.epoch_loss.size())});
-    f.close_checked();
+    commit_file(tmp, file);
+  } catch (const std::exception& e) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw WriteError(
+        write_failure("clustering", file, e, "an earlier clusters file stays as it was"),
+        os_error_of(e));
   }
-  commit_file(tmp, file);
 }
-
 ClusterFile read_cluster_file(const fs::path& file) {
   if (!fs::is_regular_file(file))
     throw std::runtime_error(file.string() +

@@ -1,6 +1,8 @@
 #include "h5/h5.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <numeric>
 
 namespace wb::h5 {
@@ -26,6 +28,20 @@ std::string take_error_stack() {
   std::string text;
   for (const auto& l : lines) text += (text.empty() ? "" : "; ") + l;
   return text;
+}
+
+// The errno of a failed read or write: HDF5's file drivers put it into their message ("...,
+// errno = 28, error message = 'No space left on device', ..."); else the one the call left.
+int os_error_in(const std::string& details, int fallback) {
+  const std::string key = "errno = ";
+  const std::size_t at = details.find(key);
+  if (at == std::string::npos) return fallback;
+  int value = 0;
+  for (std::size_t i = at + key.size();
+       i < details.size() && value < 100000 && std::isdigit(static_cast<unsigned char>(details[i]));
+       ++i)
+    value = value * 10 + (details[i] - '0');
+  return value > 0 ? value : fallback;
 }
 
 std::string join_path(const std::string& parent, const std::string& name) {
@@ -102,12 +118,13 @@ void silence_errors() {
 }
 
 void fail(const std::string& file, const std::string& object, const std::string& what) {
+  const int saved_errno = errno;
   std::string message = file;
   if (!object.empty()) message += ": " + object;
   message += ": " + what;
   const std::string details = take_error_stack();
   if (!details.empty()) message += " (" + details + ")";
-  throw Error(message);
+  throw Error(message, os_error_in(details, saved_errno));
 }
 
 // --- Handle

@@ -16,7 +16,11 @@ namespace wb::h5 {
 // An HDF5 failure: "<file>: <object>: <what> (<HDF5's messages>)".
 class Error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit Error(const std::string& message, int os_error = 0)
+      : std::runtime_error(message), os_error(os_error) {}
+  // The OS error behind a failed read or write (HDF5 puts it only into its message text, "errno
+  // = 28"), 0 when none: writers tell a full disk by it (store/disk_space.h).
+  int os_error;
 };
 
 // Owns one HDF5 identifier and closes it with the matching H5*close function.

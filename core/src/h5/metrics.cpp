@@ -8,6 +8,7 @@
 
 #include "h5/h5.h"
 #include "store/atomic_file.h"
+#include "store/disk_space.h"
 
 namespace wb {
 
@@ -202,7 +203,8 @@ MetricsFile::MetricsFile(std::filesystem::path path)
   } catch (const std::exception& e) {
     std::error_code ec;
     std::filesystem::remove(tmp, ec);
-    throw std::runtime_error("cannot create metrics file " + path_.string() + ": " + e.what());
+    throw WriteError(write_failure("metrics file", path_, e, "no metrics file was created"),
+                     os_error_of(e));
   }
 }
 
@@ -299,7 +301,10 @@ void MetricsFile::flush() {
   } catch (const std::exception& e) {
     std::error_code ec;
     if (!std::filesystem::is_directory(tmp, ec)) std::filesystem::remove(tmp, ec);
-    throw std::runtime_error("cannot write metrics file " + path_.string() + ": " + e.what());
+    throw WriteError(
+        write_failure("metrics file", path_, e,
+                      "it keeps every row up to the last flush; the new rows stay buffered"),
+        os_error_of(e));
   }
   pending_->clear();
 }

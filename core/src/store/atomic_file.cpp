@@ -9,12 +9,21 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "store/disk_space.h"
+
 namespace wb {
 
 namespace {
 
-[[noreturn]] void os_fail(const std::string& what, const std::filesystem::path& path, int error) {
-  throw std::runtime_error(what + " " + path.string() + ": " + std::strerror(error));
+// A failed call on `path`; a full disk is said as such (store/disk_space.h), naming `file`, the
+// file being written (the target of an atomic write, not its temporary).
+[[noreturn]] void os_fail(const std::string& what, const std::filesystem::path& path, int error,
+                          const std::filesystem::path& file = {}) {
+  const std::string text = what + " " + path.string() + ": " + std::strerror(error);
+  const std::string space = out_of_space(path, error);
+  if (space.empty()) throw WriteError(text, error);
+  const std::filesystem::path& named = file.empty() ? path : file;
+  throw WriteError(space + ": cannot write " + named.string() + " (" + text + ")", error);
 }
 
 // Closes a file descriptor when it goes out of scope (error paths included).
@@ -25,14 +34,15 @@ struct Fd {
   }
 };
 
-void write_all(int fd, const std::string& content, const std::filesystem::path& path) {
+void write_all(int fd, const std::string& content, const std::filesystem::path& path,
+               const std::filesystem::path& file) {
   const char* data = content.data();
   std::size_t left = content.size();
   while (left > 0) {
     ssize_t n = ::write(fd, data, left);
     if (n < 0) {
       if (errno == EINTR) continue;
-      os_fail("cannot write", path, errno);
+      os_fail("cannot write", path, errno, file);
     }
     data += n;
     left -= static_cast<std::size_t>(n);
@@ -81,12 +91,12 @@ void write_file_atomic(const std::filesystem::path& file, const std::string& con
   try {
     {
       Fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
-      if (f.fd < 0) os_fail("cannot create", tmp, errno);
-      write_all(f.fd, content, tmp);
-      if (::fsync(f.fd) != 0) os_fail("cannot fsync", tmp, errno);
+      if (f.fd < 0) os_fail("cannot create", tmp, errno, file);
+      write_all(f.fd, content, tmp, file);
+      if (::fsync(f.fd) != 0) os_fail("cannot fsync", tmp, errno, file);
       const int fd = f.fd;
       f.fd = -1;
-      if (::close(fd) != 0) os_fail("cannot close", tmp, errno);  // NFS reports errors here
+      if (::close(fd) != 0) os_fail("cannot close", tmp, errno, file);  // NFS reports errors here
     }
     commit_file(tmp, file);
   } catch (...) {

@@ -5,9 +5,11 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
+#include <cerrno>
 #include <stdexcept>
 
 #include "store/atomic_file.h"
+#include "store/disk_space.h"
 #include "train/model.h"
 
 namespace wb {
@@ -49,14 +51,21 @@ void save_checkpoint(const fs::path& file, const CheckpointState& state) {
   fs::create_directories(file.parent_path());
   const fs::path tmp = file.string() + ".tmp";
   try {
-    archive.save_to(tmp.string());
+    try {
+      archive.save_to(tmp.string());
+    } catch (const c10::Error& e) {
+      // LibTorch's writer says only "file write failed": the errno it left tells a full disk.
+      throw WriteError(e.what_without_backtrace(), errno);
+    }
+    fsync_file(tmp);
+    commit_file(tmp, file);
   } catch (const std::exception& e) {
     std::error_code ec;
     fs::remove(tmp, ec);
-    throw std::runtime_error("cannot write checkpoint " + tmp.string() + ": " + e.what());
+    throw WriteError(
+        write_failure("checkpoint", file, e, "the previous checkpoint stays as it was"),
+        os_error_of(e));
   }
-  fsync_file(tmp);
-  commit_file(tmp, file);
 }
 
 std::int64_t load_checkpoint(const fs::path& file, CheckpointState& state) {
