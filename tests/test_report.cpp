@@ -574,7 +574,7 @@ TEST_CASE("report of an edited experiment: points the file no longer defines are
   CHECK(contains(result.warnings[0], "3 point directories left out"));
   for (const auto& id : old_ids) CHECK(contains(result.warnings[0], id));
   const std::string md = slurp(dir / "report" / "report.md");
-  CHECK(contains(md, "3 points in 1 configuration"));
+  CHECK(contains(md, "3 points in 1 configuration;"));
   CHECK_FALSE(contains(md, "| 0.3 |"));
   CHECK_FALSE(contains(md, sweep.failed_id + "`"));  // the failed point was an alpha = 0.3 one
 

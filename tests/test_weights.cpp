@@ -355,3 +355,13 @@ losses = [{ plugin = "classify" }]
   CHECK(wb::train_schedule(small.settings.train, 10).total_steps ==
         1);  // a fraction still trains a step
 }
+
+TEST_CASE("json: strings go through the one quoter and read back, DEL and controls escaped") {
+  const std::string text = std::string("a\"b\\c\n\t\x01") + '\x7f' + "\xc3\xa9";
+  const std::string quoted = wb::json::quote(text);
+  CHECK(quoted == wb::toml_string(text));
+  CHECK(quoted.find('\x7f') == std::string::npos);
+  CHECK(quoted.find("\\u007f") != std::string::npos);
+  const wb::json::Value back = wb::json::parse("{\"k\": " + quoted + "}", "quoted");
+  CHECK(back.find("k")->text == text);
+}

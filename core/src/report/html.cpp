@@ -79,12 +79,8 @@ std::string figures_html(const std::vector<FigureSection>& sections, const fs::p
 }
 
 std::string summary(const ExperimentRuns& e) {
-  const PointCounts c = count_points(e);
   return "Experiment <code>" + html_escape(e.name) + "</code> in <code>" +
-         html_escape(e.dir.string()) + "</code>: " + std::to_string(c.total) + " points in " +
-         std::to_string(e.groups.size()) + " configurations; " + std::to_string(c.done) +
-         " done, " + std::to_string(c.failed) + " failed, " + std::to_string(c.unfinished) +
-         " not finished.";
+         html_escape(e.dir.string()) + "</code>: " + counts_sentence(e);
 }
 
 std::string problems_html(const ExperimentRuns& e) {

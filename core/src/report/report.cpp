@@ -48,11 +48,7 @@ ReportSettings merged_settings(const std::vector<const ExperimentRuns*>& experim
 }
 
 std::string md_summary(const ExperimentRuns& e) {
-  const PointCounts c = count_points(e);
-  return "Experiment `" + e.name + "` in `" + e.dir.string() + "`: " + std::to_string(c.total) +
-         " points in " + std::to_string(e.groups.size()) + " configurations; " +
-         std::to_string(c.done) + " done, " + std::to_string(c.failed) + " failed, " +
-         std::to_string(c.unfinished) + " not finished.\n\n";
+  return "Experiment `" + e.name + "` in `" + e.dir.string() + "`: " + counts_sentence(e) + "\n\n";
 }
 
 std::string md_problems(const ExperimentRuns& e, const std::string& heading) {

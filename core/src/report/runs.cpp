@@ -232,6 +232,16 @@ PointCounts count_points(const ExperimentRuns& runs) {
   return c;
 }
 
+std::string counts_sentence(const ExperimentRuns& runs) {
+  const PointCounts c = count_points(runs);
+  const auto counted = [](std::size_t n, const std::string& word) {
+    return std::to_string(n) + " " + word + (n == 1 ? "" : "s");
+  };
+  return counted(c.total, "point") + " in " + counted(runs.groups.size(), "configuration") + "; " +
+         std::to_string(c.done) + " done, " + std::to_string(c.failed) + " failed, " +
+         std::to_string(c.unfinished) + " not finished.";
+}
+
 std::vector<const PointRun*> unfinished_points(const ExperimentRuns& runs) {
   std::vector<const PointRun*> out;
   for (const auto& g : runs.groups)

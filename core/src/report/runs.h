@@ -71,6 +71,8 @@ struct PointCounts {
   std::size_t total = 0, done = 0, failed = 0, unfinished = 0;  // unreadable ones count as failed
 };
 PointCounts count_points(const ExperimentRuns& runs);
+// "3 points in 1 configuration; 2 done, 1 failed, 0 not finished." for the report's summary.
+std::string counts_sentence(const ExperimentRuns& runs);
 
 // Points that are not done, or whose files could not be read, in group order (unreadable last).
 std::vector<const PointRun*> unfinished_points(const ExperimentRuns& runs);

@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include "workbench/params.h"
+
 namespace wb::json {
 
 Value Value::of(bool b) {
@@ -356,36 +358,10 @@ std::string dump(const Value& value, int indent) {
   return out;
 }
 
+// A TOML basic string is a JSON string too: the same escapes (\" \\ \n \r \t \uXXXX); it
+// also escapes DEL, which JSON may but need not.
 std::string quote(const std::string& text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
+  return toml_string(text);
 }
 
 }  // namespace wb::json
