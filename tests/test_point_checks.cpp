@@ -125,6 +125,12 @@ TEST_CASE("point checks: a patch that does not divide the image size") {
   CHECK(contains(e.message, "image size 10 is not a multiple of patch = 4"));
   CHECK_NOTHROW(wb::parse_experiment(replaced(native, "patch = 4", "patch = 5"), "checks.toml",
                                      wb_test::plugins()));
+  // digits are 8 px by definition: nothing is read.
+  const std::string digits = replaced(replaced(kBase, "image_size = 28", "image_size = 0"),
+                                      "dataset = \"fashion_mnist\"", "dataset = \"digits\"");
+  CHECK(contains(refusal(replaced(digits, "patch = 4", "patch = 3")).message,
+                 "image size 8 is not a multiple of patch = 3"));
+  CHECK_NOTHROW(wb::parse_experiment(digits, "checks.toml", wb_test::plugins()));
   // Without the files the native size is not known: the check is left to the point's start.
   fs::remove_all(dir.path);
   CHECK_NOTHROW(wb::parse_experiment(native, "checks.toml", wb_test::plugins()));

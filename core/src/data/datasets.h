@@ -23,7 +23,8 @@ std::shared_ptr<const Dataset> open_dataset(const DataSettings& data, Split spli
 std::shared_ptr<const Dataset> open_dataset(const Params& data, Split split);
 
 // The images a [data] table yields, as far as it is known without reading the data: the
-// settings themselves, the formats' fixed facts (CIFAR: 32 px RGB) and an IDX file's header.
+// settings themselves, the formats' fixed facts (CIFAR: 32 px RGB; digits: 8 px grey) and an
+// IDX file's header.
 // 0 where it is not (a folder's native size, missing files). For the checks made before a
 // point runs (config/point_checks.h); never throws.
 struct DataShapeHint {

@@ -129,8 +129,10 @@ DataShapeHint peek_data_shape(const DataSettings& p) noexcept {
   DataShapeHint hint;
   const bool idx = p.dataset == "fashion_mnist" || p.dataset == "idx";
   const bool cifar = p.dataset == "cifar10" || p.dataset == "cifar100";
+  const bool digits = p.dataset == "digits";
   hint.image_size = p.image_size;
   if (hint.image_size == 0 && cifar) hint.image_size = 32;
+  if (hint.image_size == 0 && digits) hint.image_size = 8;
   if (hint.image_size == 0 && idx) {
     try {
       const std::string path =
@@ -143,12 +145,15 @@ DataShapeHint peek_data_shape(const DataSettings& p) noexcept {
       hint.image_size = 0;  // the point's own opening reports what is wrong with the file
     }
   }
-  hint.channels = p.channels > 0 ? p.channels : idx ? 1 : cifar || p.dataset == "folder" ? 3 : 0;
+  hint.channels = p.channels > 0                   ? p.channels
+                  : idx || digits                  ? 1
+                  : cifar || p.dataset == "folder" ? 3
+                                                   : 0;
   hint.classes = p.num_classes;
   if (hint.classes == 0)
-    hint.classes = p.dataset == "fashion_mnist" || p.dataset == "cifar10" ? 10
-                   : p.dataset == "cifar100"                              ? 100
-                                                                          : 0;
+    hint.classes = p.dataset == "fashion_mnist" || p.dataset == "cifar10" || digits ? 10
+                   : p.dataset == "cifar100"                                        ? 100
+                                                                                    : 0;
   if (!p.classes.empty() && p.relabel) hint.classes = static_cast<std::int64_t>(p.classes.size());
   return hint;
 }
