@@ -10,6 +10,7 @@
 
 #include "built_plugins.h"
 #include "config/experiment.h"
+#include "run/host_environment.h"
 
 namespace fs = std::filesystem;
 
@@ -43,10 +44,13 @@ TEST_CASE("experiment files: every shipped file validates, also under --profile 
     if (entry.path().extension() != ".toml") continue;
     CAPTURE(entry.path().filename().string());
     ++files;
-    const wb::Experiment e = wb::load_experiment(entry.path().string(), wb_test::plugins());
+    wb::ExperimentOptions options;  // as `workbench run` checks: this host's data and devices
+    options.environment = wb::host_environment();
+    const wb::Experiment e =
+        wb::load_experiment(entry.path().string(), wb_test::plugins(), options);
     CHECK(!e.points.empty());
     if (has_paper_profile(entry.path())) {
-      wb::ExperimentOptions paper;
+      wb::ExperimentOptions paper = options;
       paper.profile = "paper";
       CHECK(!wb::load_experiment(entry.path().string(), wb_test::plugins(), paper).points.empty());
     }

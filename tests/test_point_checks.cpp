@@ -16,6 +16,7 @@
 
 #include "built_plugins.h"
 #include "config/experiment.h"
+#include "run/host_environment.h"
 #include "test_data_files.h"
 
 namespace fs = std::filesystem;
@@ -53,7 +54,19 @@ std::string replaced(std::string text, const std::string& from, const std::strin
   return text.replace(at, from.size(), to);
 }
 
-wb::ConfigError refusal(const std::string& text, const wb::ExperimentOptions& options = {}) {
+// What `workbench run` passes: this host's data shapes and CUDA devices.
+wb::ExperimentOptions host_options() {
+  wb::ExperimentOptions options;
+  options.environment = wb::host_environment();
+  return options;
+}
+
+wb::Experiment accept(const std::string& text) {
+  return wb::parse_experiment(text, "checks.toml", wb_test::plugins(), host_options());
+}
+
+wb::ConfigError refusal(const std::string& text,
+                        const wb::ExperimentOptions& options = host_options()) {
   try {
     wb::parse_experiment(text, "checks.toml", wb_test::plugins(), options);
   } catch (const wb::ConfigError& e) {
@@ -79,11 +92,10 @@ struct TempDir {
 }  // namespace
 
 TEST_CASE("point checks: a valid file passes, with the shapes the backbone declares") {
-  const wb::Experiment e = wb::parse_experiment(kBase, "checks.toml", wb_test::plugins());
+  const wb::Experiment e = accept(kBase);
   CHECK(e.points.size() == 1);
   // k = 16 of 16 experts is the largest that passes.
-  CHECK_NOTHROW(
-      wb::parse_experiment(replaced(kBase, "k = 2", "k = 16"), "checks.toml", wb_test::plugins()));
+  CHECK_NOTHROW(accept(replaced(kBase, "k = 2", "k = 16")));
 }
 
 TEST_CASE("point checks: gate.k above the backbone's experts is refused at k's position") {
@@ -123,17 +135,16 @@ TEST_CASE("point checks: a patch that does not divide the image size") {
                "dataset = \"idx\"\npath = \"" + dir.path.string() + "\"");
   const wb::ConfigError e = refusal(native);
   CHECK(contains(e.message, "image size 10 is not a multiple of patch = 4"));
-  CHECK_NOTHROW(wb::parse_experiment(replaced(native, "patch = 4", "patch = 5"), "checks.toml",
-                                     wb_test::plugins()));
+  CHECK_NOTHROW(accept(replaced(native, "patch = 4", "patch = 5")));
   // digits are 8 px by definition: nothing is read.
   const std::string digits = replaced(replaced(kBase, "image_size = 28", "image_size = 0"),
                                       "dataset = \"fashion_mnist\"", "dataset = \"digits\"");
   CHECK(contains(refusal(replaced(digits, "patch = 4", "patch = 3")).message,
                  "image size 8 is not a multiple of patch = 3"));
-  CHECK_NOTHROW(wb::parse_experiment(digits, "checks.toml", wb_test::plugins()));
+  CHECK_NOTHROW(accept(digits));
   // Without the files the native size is not known: the check is left to the point's start.
   fs::remove_all(dir.path);
-  CHECK_NOTHROW(wb::parse_experiment(native, "checks.toml", wb_test::plugins()));
+  CHECK_NOTHROW(accept(native));
 }
 
 TEST_CASE("point checks: MAE's decoder heads must divide its width") {
@@ -144,8 +155,7 @@ TEST_CASE("point checks: MAE's decoder heads must divide its width") {
   CHECK(contains(e.message, "losses.mae.decoder_heads = 5"));
   CHECK(contains(e.message, "decoder_dim = 64 is not a multiple of decoder_heads = 5"));
   CHECK(contains(e.message, "loss 'mae'"));
-  CHECK_NOTHROW(wb::parse_experiment(replaced(mae, "decoder_heads = 5", "decoder_heads = 4"),
-                                     "checks.toml", wb_test::plugins()));
+  CHECK_NOTHROW(accept(replaced(mae, "decoder_heads = 5", "decoder_heads = 4")));
 }
 
 TEST_CASE("point checks: the position is where the value came from: grid, [[point]], --set") {
@@ -161,7 +171,7 @@ TEST_CASE("point checks: the position is where the value came from: grid, [[poin
   CHECK(point.line == 26);
   CHECK(contains(point.message, "number of experts (4)"));
 
-  wb::ExperimentOptions set;
+  wb::ExperimentOptions set = host_options();
   set.overrides = {"backbone.experts=1"};
   const wb::ConfigError e = refusal(kBase, set);
   // k = 2 is in the file; the expert count it exceeds came from --set.
@@ -179,7 +189,7 @@ TEST_CASE("point checks: an error inside an unused profile names the profile") {
   CHECK(e.line == 25);
   CHECK(contains(e.message, "gate.k = 17"));
   CHECK(contains(e.message, "with [profile.big] applied"));
-  wb::ExperimentOptions used;
+  wb::ExperimentOptions used = host_options();
   used.profile = "big";
   CHECK(contains(refusal(text, used).message, "gate.k = 17"));
 }
@@ -188,14 +198,14 @@ TEST_CASE("point checks: device = \"cuda\" is refused on a host without a CUDA d
   const std::string text =
       replaced(kBase, "[base.data]", "[base]\ndevice = \"cuda\"\n\n[base.data]");
   if (at::hasCUDA()) {
-    CHECK_NOTHROW(wb::parse_experiment(text, "checks.toml", wb_test::plugins()));
+    CHECK_NOTHROW(accept(text));
   } else {
     const wb::ConfigError e = refusal(text);
     CHECK(e.line == 5);
     CHECK(contains(e.message, "no CUDA device"));
     // run --prepare writes points for other hosts: their GPUs are not this host's.
-    wb::ExperimentOptions prepare;
-    prepare.check_device = false;
+    wb::ExperimentOptions prepare = host_options();
+    prepare.environment.has_cuda = nullptr;
     CHECK_NOTHROW(wb::parse_experiment(text, "checks.toml", wb_test::plugins(), prepare));
   }
 }
@@ -207,7 +217,7 @@ TEST_CASE("point checks: the cluster gate needs a clustering, routing_gallery an
   CHECK(contains(cluster.message, "data.clusters"));
 
   const std::string gallery = kBase + "\n[[base.evaluators]]\nplugin = \"routing_gallery\"\n";
-  CHECK_NOTHROW(wb::parse_experiment(gallery, "checks.toml", wb_test::plugins()));
+  CHECK_NOTHROW(accept(gallery));
   // depth 2, moe_every 2: one MoE layer, so layer 1 does not exist (-1 is the last).
   const wb::ConfigError layer = refusal(gallery + "layer = 1\n");
   CHECK(layer.line == 26);
@@ -227,7 +237,7 @@ TEST_CASE("point checks: a MoE backbone without a gate is refused before it runs
   CHECK(contains(e.message, "needs a gate"));
 }
 
-TEST_CASE("point checks: plugins without checks pass; a library checks only its own entries") {
+TEST_CASE("point checks: plugins without checks pass, a library checks only its own entries") {
   wb::Registry r;
   r.add_gate("plain", "no checks", {},
              [](const wb::Params&, const wb::GateShape&) { return std::shared_ptr<wb::Gate>(); });

@@ -7,6 +7,7 @@
 #include "config/experiment.h"
 #include "plugin/loader.h"
 #include "report/settings.h"
+#include "run/host_environment.h"
 #include "run/sweep.h"
 #include "workbench/registry.h"
 
@@ -65,9 +66,10 @@ int verb_run(const Args& args) {
     ExperimentOptions options;
     options.overrides = sets;
     options.profile = profile;
+    options.environment = host_environment();
     // --prepare writes points that torchrun or srun start on other hosts: this host's lack of
     // a GPU says nothing about theirs.
-    options.check_device = vm.count("prepare") == 0;
+    if (vm.count("prepare")) options.environment.has_cuda = nullptr;
     experiment = load_experiment(file, registry, options);
     parse_experiment_header(experiment.source, file);  // a bad [report] fails now, not after
   } catch (const ConfigError& e) {

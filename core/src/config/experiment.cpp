@@ -338,7 +338,7 @@ Point make_point(const Node& cfg, const Candidate& c, std::int64_t seed, const s
   for (const auto& a : c) point.assignments.emplace_back(a.key, config::literal(a.value));
   try {
     point.config = config::validate_run(cfg, registry, "[base]");
-    config::check_point(cfg, point.config, registry, {options.check_device});
+    config::check_point(cfg, point.config, registry, options.environment);
   } catch (const ConfigError& e) {
     throw in_point(e, label);
   }

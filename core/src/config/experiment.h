@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "config/error.h"  // ConfigError
+#include "config/point_checks.h"
 #include "config/run_config.h"
 
 namespace wb {
@@ -47,9 +48,9 @@ struct ExperimentOptions {
   // Also expand and validate the file under each of its other [profile.*] tables, so that a
   // typo or an impossible value in a profile is found before the profile is first used.
   bool check_profiles = true;
-  // Refuse device = "cuda" on a host without a CUDA device (off for `run --prepare`, whose
-  // points run on other hosts).
-  bool check_device = true;
+  // What the point checks learn from the host: data set shapes, CUDA devices
+  // (run/host_environment.h); unset parts are not checked.
+  PointEnvironment environment{};
 };
 
 // Order: [profile.NAME], then --set overrides, then grid x zip plus [[point]]s, each for every

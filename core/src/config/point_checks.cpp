@@ -1,21 +1,11 @@
 #include "config/point_checks.h"
 
-#include <ATen/Context.h>
-
 #include "config/validate.h"
-#include "data/datasets.h"
 #include "workbench/registry.h"
 
 namespace wb::config {
 
 namespace {
-
-// LibTorch's answer does not change while the process runs; asking it once keeps the checks of
-// many points cheap.
-bool host_has_cuda() {
-  static const bool cuda = at::hasCUDA();
-  return cuda;
-}
 
 // One plugin table of the point: where it is in the tree and how messages name it.
 struct Table {
@@ -70,8 +60,8 @@ std::vector<Table> plugin_list(const Node& tree, const std::string& key, Kind ki
   return out;
 }
 
-void check_device(const Node& tree, const RunConfig& config) {
-  if (config.settings.run.device != "cuda" || host_has_cuda()) return;
+void check_device(const Node& tree, const RunConfig& config, const PointEnvironment& env) {
+  if (!env.has_cuda || config.settings.run.device != "cuda" || env.has_cuda()) return;
   const Node* device = tree.find("device");
   fail(device ? device->pos : tree.pos,
        "device = \"cuda\", but LibTorch finds no CUDA device on this host; use \"auto\" (CUDA "
@@ -81,10 +71,11 @@ void check_device(const Node& tree, const RunConfig& config) {
 }  // namespace
 
 void check_point(const Node& tree, const RunConfig& config, const Registry& registry,
-                 const PointCheckOptions& options) {
-  if (options.check_device) check_device(tree, config);
+                 const PointEnvironment& environment) {
+  check_device(tree, config, environment);
 
-  const DataShapeHint data = peek_data_shape(config.settings.data);
+  const DataShapeHint data =
+      environment.data_shape ? environment.data_shape(config.settings.data) : DataShapeHint{};
   ValidationContext context;
   context.image_size = data.image_size;
   context.channels = data.channels;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "config/point_checks.h"
 #include "config/settings.h"
 #include "data/subset.h"
 #include "workbench/data.h"
@@ -24,12 +25,8 @@ std::shared_ptr<const Dataset> open_dataset(const Params& data, Split split);
 
 // The images a [data] table yields, as far as it is known without reading the data: the
 // settings themselves, the formats' fixed facts (CIFAR: 32 px RGB; digits: 8 px grey) and an
-// IDX file's header.
-// 0 where it is not (a folder's native size, missing files). For the checks made before a
-// point runs (config/point_checks.h); never throws.
-struct DataShapeHint {
-  std::int64_t image_size = 0, channels = 0, classes = 0;
-};
+// IDX file's header. 0 where it is not (a folder's native size, missing files). For the checks
+// made before a point runs (config/point_checks.h); never throws.
 DataShapeHint peek_data_shape(const DataSettings& data) noexcept;
 
 }  // namespace wb
