@@ -11,6 +11,7 @@
 #include <string>
 
 #include "built_plugins.h"
+#include "config/run_config.h"
 #include "dist/communicator.h"
 #include "workbench/moe_layer.h"
 
@@ -190,4 +191,26 @@ TEST_CASE("expert-parallel MoE layer on 2 ranks equals one process on the joint 
     INFO(failure);
     CHECK(failure.empty());
   }
+}
+
+TEST_CASE("train.expert_parallel: in the configuration and its id only when on") {
+  const std::string base = R"(
+[backbone]
+plugin = "vit"
+[[losses]]
+plugin = "classify"
+)";
+  const wb::RunConfig plain = wb::parse_run_config(base, "f.toml", wb_test::plugins());
+  CHECK(plain.toml.find("expert_parallel") == std::string::npos);
+  CHECK_FALSE(plain.settings.train.expert_parallel);
+  const wb::RunConfig off = wb::parse_run_config(base + "[train]\nexpert_parallel = false\n",
+                                                 "f.toml", wb_test::plugins());
+  CHECK(off.id == plain.id);
+  const wb::RunConfig on = wb::parse_run_config(base + "[train]\nexpert_parallel = true\n",
+                                                "f.toml", wb_test::plugins());
+  CHECK(on.settings.train.expert_parallel);
+  CHECK(on.toml.find("expert_parallel = true") != std::string::npos);
+  CHECK(on.id != plain.id);
+  // The canonical text reads back to the same configuration.
+  CHECK(wb::parse_run_config(on.toml, "config.toml", wb_test::plugins()).id == on.id);
 }
