@@ -17,5 +17,7 @@ int bench_loader(const Args& args);  // loader.cpp
 int bench_moe(const Args& args);  // moe.cpp
 // One whole training step (wb::train_step) of an experiment file, optionally without a loss.
 int bench_step(const Args& args);  // step.cpp
+// The all-to-all's share of an expert-parallel MoE layer's forward + backward on 2 ranks.
+int bench_expert_parallel(const Args& args);  // expert_parallel.cpp
 
 }  // namespace wb::bench

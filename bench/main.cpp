@@ -24,6 +24,8 @@ const Benchmark kBenchmarks[] = {
      bench_moe},
     {"step", "images/s of one training step (trainer's train_step) on a pre-made batch",
      bench_step},
+    {"ep", "expert-parallel MoE layer on 2 ranks (Gloo, loopback): the all-to-all's share",
+     bench_expert_parallel},
 };
 
 void usage(std::ostream& os) {

@@ -416,3 +416,135 @@ steps = 2
   CHECK(status.error.find("rank 1 of 2 did not join the rendezvous at 127.0.0.1:") !=
         std::string::npos);
 }
+
+namespace {
+
+// Starts the 2 ranks of a prepared point as torchrun --no-python would; true when both succeed.
+bool two_ranks(const fs::path& point, const fs::path& logs, const std::string& tag) {
+  const int port = free_port();
+  std::vector<pid_t> ranks;
+  for (int r = 0; r < 2; ++r) {
+    const std::string env = "env RANK=" + std::to_string(r) + " LOCAL_RANK=" + std::to_string(r) +
+                            " WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+                            std::to_string(port) + " WB_RENDEZVOUS_TIMEOUT=120 ";
+    ranks.push_back(start(env + command("_point " + point.string() + " --threads 1"),
+                          logs / (tag + std::to_string(r) + ".txt")));
+  }
+  bool ok = true;
+  for (std::size_t r = 0; r < ranks.size(); ++r) {
+    const int code = finish(ranks[r]);
+    if (code != 0) MESSAGE(slurp(logs / (tag + std::to_string(r) + ".txt")));
+    ok = ok && code == 0;
+  }
+  return ok;
+}
+
+fs::path prepare_point(const fs::path& dir, const std::string& name, const std::string& train) {
+  std::ofstream(dir / (name + ".toml")) << "[experiment]\nname = \"" << name << R"("
+seeds = [0]
+[base]
+threads = 1
+workers = 1
+[base.data]
+dataset = "fashion_mnist"
+train_limit = 128
+test_limit = 32
+[base.views]
+recipe = "train"
+[base.backbone]
+plugin = "vit"
+patch = 7
+dim = 16
+depth = 2
+heads = 2
+experts = 4
+moe_last = 1
+[base.gate]
+plugin = "noisy_topk"
+[[base.losses]]
+plugin = "classify"
+[base.train]
+batch = 16
+warmup_epochs = 0
+lr_scaling = "none"
+base_lr = 0.01
+min_lr = 0.01
+clip_grad = 0.001
+log_every = 1
+)" << train;
+  const pid_t prepare = start(command("run " + (dir / (name + ".toml")).string() + " --runs-dir " +
+                                      (dir / "runs").string() + " --prepare"),
+                              dir / (name + "_prepare.txt"));
+  REQUIRE(finish(prepare) == 0);
+  return point_dirs(dir / "runs" / name).at(0);
+}
+
+std::vector<double> losses(const fs::path& run_dir) {
+  return wb::MetricsReader(run_dir / "metrics.h5").series("train/loss").values;
+}
+
+}  // namespace
+
+TEST_CASE("expert parallelism: a 2-rank run equals data parallel and resumes exactly") {
+  REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
+  wbtest::TempDir dir;
+  // A constant learning rate, so that a run of 3 steps continued to 6 is the run of 6 steps;
+  // every step clipped, so that the weights depend on the gradients' scale (AdamW alone would
+  // hardly see a constant factor on the experts' gradients).
+  const fs::path whole = prepare_point(dir.path(), "whole", "steps = 6\nexpert_parallel = true\n");
+  const fs::path cut = prepare_point(dir.path(), "cut", "steps = 3\nexpert_parallel = true\n");
+  const fs::path dp = prepare_point(dir.path(), "dp", "steps = 6\n");
+  REQUIRE(two_ranks(whole, dir.path(), "whole"));
+  REQUIRE(two_ranks(dp, dir.path(), "dp"));
+  REQUIRE(two_ranks(cut, dir.path(), "cut"));
+  // Stopped after step 3; resumed from the ranks' sharded checkpoints to step 6.
+  std::string config = slurp(cut / "config.toml");
+  const auto at = config.find("steps = 3");
+  REQUIRE(at != std::string::npos);
+  config.replace(at, 9, "steps = 6");
+  std::ofstream(cut / "config.toml") << config;
+  REQUIRE(two_ranks(cut, dir.path(), "resumed"));
+  CHECK(slurp(cut / "run.log").find("resumed from") != std::string::npos);
+  CHECK(slurp(cut / "rank1" / "run.log").find("resumed from") != std::string::npos);
+  CHECK(slurp(whole / "run.log").find("expert parallel: 2 experts") != std::string::npos);
+
+  // Each rank's checkpoint holds its 2 of the 4 experts, with the optimizer's moments; the
+  // same losses and weights as the uninterrupted run on both ranks.
+  for (const std::string rank : {"", "rank1"}) {
+    CAPTURE(rank);
+    const auto a = losses(whole / rank), b = losses(cut / rank);
+    REQUIRE(a.size() == 6);
+    REQUIRE(b.size() == 6);
+    for (std::size_t i = 0; i < a.size(); ++i) CHECK(b[i] == doctest::Approx(a[i]).epsilon(1e-5));
+    const auto wa = wbtest::backbone_tensors(whole / rank / "checkpoints" / "last.pt");
+    const auto wb_ = wbtest::backbone_tensors(cut / rank / "checkpoints" / "last.pt");
+    REQUIRE(wa.size() == wb_.size());
+    for (const auto& [name, t] : wa) CHECK_MESSAGE(at::allclose(wb_.at(name), t, 1e-4, 1e-6), name);
+  }
+  // Against data parallel (all experts on both ranks, gradients averaged): the same losses and
+  // weights, the experts being the two shards side by side. This checks the experts' gradient
+  // scale (the exchange sums over ranks; the trainer divides by their number).
+  const auto shard0 = wbtest::backbone_tensors(whole / "checkpoints" / "last.pt");
+  const auto shard1 = wbtest::backbone_tensors(whole / "rank1" / "checkpoints" / "last.pt");
+  const auto full = wbtest::backbone_tensors(dp / "checkpoints" / "last.pt");
+  REQUIRE(shard0.size() == full.size());
+  int experts = 0;
+  for (const auto& [name, t] : full) {
+    const at::Tensor mine = shard0.at(name);
+    const bool sharded = mine.sizes() != t.sizes();
+    experts += sharded;
+    const at::Tensor joined = sharded ? at::cat({mine, shard1.at(name)}) : mine;
+    CHECK_MESSAGE(at::allclose(joined, t, 1e-4, 1e-5), name);
+  }
+  CHECK(experts == 4);  // w1, b1, w2, b2 of the one MoE block
+  const auto a = losses(whole), d = losses(dp);
+  for (std::size_t i = 0; i < a.size(); ++i) CHECK(d[i] == doctest::Approx(a[i]).epsilon(1e-4));
+  CHECK(a.front() != a.back());
+
+  // A shard alone is refused where all experts are needed, naming the cause.
+  const pid_t eval = start(command("eval " + whole.string() + " --add '{ plugin = \"knn\" }'"),
+                           dir.path() / "eval.txt");
+  CHECK(finish(eval) != 0);
+  CHECK(slurp(dir.path() / "eval.txt").find("expert-parallel run over 2 ranks") !=
+        std::string::npos);
+}

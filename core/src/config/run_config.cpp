@@ -91,7 +91,8 @@ std::string canonical_toml(const RunConfig& c, bool with_evaluators) {
   if (c.init.has("from") && !c.init.text("from").empty())
     write_table_without(out, "init", c.init, "expert_noise", "0.01");
   for (const auto& loss : c.losses) write_plugin(out, "[[losses]]", loss);
-  write_table(out, "train", c.train);
+  // train.expert_parallel only when on: the ids of runs from before it stay as they were.
+  write_table_without(out, "train", c.train, "expert_parallel", "false");
   write_table(out, "views", c.views);
   write_table(out, "views.view1", c.view1);
   write_table(out, "views.view2", c.view2);

@@ -156,6 +156,10 @@ const std::vector<ParamSpec>& train_schema() {
                       "tau of every contrastive term: MoCo's ctr and OGAR's InfoNCE (CR-MoE uses "
                       "the same value for both)")
           .above(0),
+      ParamSpec::boolean("expert_parallel", false,
+                         "with N > 1 processes, each holds E / N of every MoE layer's experts and "
+                         "tokens travel to their experts (docs/scale.md); false = every process "
+                         "holds all experts (data parallel)"),
   };
   return specs;
 }

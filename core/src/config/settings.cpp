@@ -45,6 +45,7 @@ TrainSettings train_settings(const Params& t) {
   s.checkpoint_every = t.integer("checkpoint_every");
   s.momentum = t.real("momentum");
   s.temperature = t.real("temperature");
+  s.expert_parallel = t.boolean("expert_parallel");
   return s;
 }
 

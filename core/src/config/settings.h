@@ -57,6 +57,7 @@ struct TrainSettings {
   double momentum = 0;     // m0 of the momentum encoder's cosine schedule (docs/methods.md §4)
   double temperature = 0;  // tau of every contrastive term: MoCo's ctr and OGAR's InfoNCE (§4, §5)
   bool bf16 = false;       // precision = "bf16": forward and losses under bf16 autocast (§1)
+  bool expert_parallel = false;  // MoE experts sharded over the ranks (docs/scale.md)
 };
 
 struct Settings {

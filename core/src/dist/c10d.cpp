@@ -77,7 +77,7 @@ void join(::c10d::Store& store, const Rendezvous& r) {
   }
 }
 
-at::Tensor sum_over_ranks(::c10d::ProcessGroup& group, const at::Tensor& t) {
+at::Tensor sum_over_ranks(compat::ProcessGroupBase& group, const at::Tensor& t) {
   std::vector<at::Tensor> v{t.detach().clone(at::MemoryFormat::Contiguous)};
   group.allreduce(v)->wait();  // ReduceOp::SUM
   return v[0];
@@ -90,12 +90,46 @@ class AllReduceSum : public torch::autograd::Function<AllReduceSum> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& local,
                             std::int64_t group) {
     ctx->saved_data["group"] = group;  // the communicator outlives every graph it is in
-    return sum_over_ranks(*reinterpret_cast<::c10d::ProcessGroup*>(group), local);
+    return sum_over_ranks(*reinterpret_cast<compat::ProcessGroupBase*>(group), local);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad) {
-    auto* group = reinterpret_cast<::c10d::ProcessGroup*>(ctx->saved_data["group"].toInt());
+    auto* group = reinterpret_cast<compat::ProcessGroupBase*>(ctx->saved_data["group"].toInt());
     return {sum_over_ranks(*group, grad[0]), at::Tensor()};
+  }
+};
+
+// Rows of `t` to the other ranks (send[s] rows to rank s, in order), rows from them (recv[s] from
+// rank s): Gloo and NCCL both take the single-tensor form with split sizes.
+at::Tensor exchange_rows(compat::ProcessGroupBase& group, const at::Tensor& t,
+                         std::vector<std::int64_t> send, std::vector<std::int64_t> recv) {
+  at::Tensor input = t.detach().contiguous();
+  std::vector<std::int64_t> shape = input.sizes().vec();
+  shape[0] = 0;
+  for (const auto n : recv) shape[0] += n;
+  at::Tensor output = at::empty(shape, input.options());
+  group.alltoall_base(output, input, recv, send)->wait();
+  return output;
+}
+
+// Forward: the rows to their ranks. Backward: each row's gradient back to the rank it came from,
+// the same exchange with the split sizes swapped.
+class AllToAll : public torch::autograd::Function<AllToAll> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& local,
+                            std::int64_t group, std::vector<std::int64_t> send,
+                            std::vector<std::int64_t> recv) {
+    ctx->saved_data["group"] = group;
+    ctx->saved_data["send"] = send;
+    ctx->saved_data["recv"] = recv;
+    return exchange_rows(*reinterpret_cast<compat::ProcessGroupBase*>(group), local, send, recv);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    auto* group = reinterpret_cast<compat::ProcessGroupBase*>(ctx->saved_data["group"].toInt());
+    const auto send = ctx->saved_data["send"].toIntVector();
+    const auto recv = ctx->saved_data["recv"].toIntVector();
+    return {exchange_rows(*group, grad[0], recv, send), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -151,6 +185,21 @@ class C10d final : public Communicator {
 
   at::Tensor all_reduce_sum(const at::Tensor& local) override {
     return AllReduceSum::apply(local, reinterpret_cast<std::int64_t>(group_.get()));
+  }
+
+  at::Tensor all_to_all(const at::Tensor& local, const std::vector<std::int64_t>& send_splits,
+                        const std::vector<std::int64_t>& recv_splits) override {
+    const auto world = static_cast<std::size_t>(world_);
+    std::int64_t rows = 0;
+    for (const auto n : send_splits) rows += n;
+    if (send_splits.size() != world || recv_splits.size() != world || local.dim() < 1 ||
+        rows != local.size(0))
+      throw std::invalid_argument("all_to_all: " + std::to_string(send_splits.size()) + " and " +
+                                  std::to_string(recv_splits.size()) +
+                                  " split sizes for a world of " + std::to_string(world_) +
+                                  " and a tensor of " + std::to_string(local.size(0)) + " rows");
+    return AllToAll::apply(local, reinterpret_cast<std::int64_t>(group_.get()), send_splits,
+                           recv_splits);
   }
 
  private:

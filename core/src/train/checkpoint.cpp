@@ -38,6 +38,8 @@ void save_checkpoint(const fs::path& file, const CheckpointState& state) {
   torch::serialize::OutputArchive archive;
   archive.write("step", at::tensor(state.step));
   archive.write("rng_cpu", rng_state());
+  if (state.expert_shards > 1)
+    archive.write("expert_shards", at::tensor({state.expert_shards, state.expert_rank}));
   for (const auto& [name, module] : state.modules) {
     torch::serialize::OutputArchive sub;
     module->save(sub);
@@ -74,6 +76,25 @@ std::int64_t load_checkpoint(const fs::path& file, CheckpointState& state) {
     archive.load_from(file.string());
     at::Tensor step, rng;
     archive.read("step", step);
+    // Expert shards: restoring them into a model sharded otherwise (another world size, or
+    // `workbench eval` of one shard) would silently mix shapes: refused.
+    at::Tensor shards;
+    const std::int64_t written =
+        archive.try_read("expert_shards", shards) ? shards[0].item<std::int64_t>() : 1;
+    const std::int64_t written_rank = written > 1 ? shards[1].item<std::int64_t>() : 0;
+    if (written != state.expert_shards || written_rank != state.expert_rank) {
+      if (written > 1)
+        throw std::runtime_error(
+            "it holds only rank " + std::to_string(written_rank) + "'s experts of an " +
+            "expert-parallel run over " + std::to_string(written) + " ranks " +
+            "(train.expert_parallel): resume it with " + std::to_string(written) + " ranks and " +
+            "expert_parallel on; evaluating or exporting such a checkpoint is not supported " +
+            "(the run's own evaluation at the end of training sees all experts)");
+      throw std::runtime_error("it holds all experts, and this model is expert-parallel over " +
+                               std::to_string(state.expert_shards) +
+                               " ranks: the run was trained without train.expert_parallel or "
+                               "on one process");
+    }
     if (archive.try_read("rng_cpu", rng)) {
       at::Generator generator = at::detail::getDefaultCPUGenerator();
       generator.set_state(rng);

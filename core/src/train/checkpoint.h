@@ -17,6 +17,9 @@ struct CheckpointState {
   std::int64_t step = 0;  // steps completed
   std::map<std::string, std::shared_ptr<torch::nn::Module>> modules;
   torch::optim::Optimizer* optimizer = nullptr;  // may be null (evaluation-only loads)
+  // Expert parallelism: the experts are this rank's of `expert_shards` ranks; a checkpoint
+  // restores only into a model sharded the same way (docs/scale.md).
+  std::int64_t expert_shards = 1, expert_rank = 0;
 };
 
 struct Model;

@@ -9,6 +9,7 @@
 #include "cluster/cluster_file.h"
 #include "workbench/gate.h"
 #include "workbench/matcher.h"
+#include "workbench/moe_layer.h"
 #include "workbench/registry.h"
 
 namespace wb {
@@ -70,6 +71,40 @@ void Model::to(c10::Device device) {
   backbone->to(device);
   if (momentum) momentum->to(device);
   for (auto& loss : losses) loss->to(device);
+}
+
+namespace {
+
+std::vector<std::shared_ptr<MoeLayer>> moe_layers(torch::nn::Module& module) {
+  std::vector<std::shared_ptr<MoeLayer>> out;
+  for (const auto& m : module.modules())
+    if (auto layer = std::dynamic_pointer_cast<MoeLayer>(m)) out.push_back(layer);
+  return out;
+}
+
+}  // namespace
+
+void shard_experts(Model& model, Communicator& comm) {
+  for (auto& layer : moe_layers(*model.backbone)) {
+    layer->shard_experts(comm);
+    for (const at::Tensor* p : {&layer->w1_, &layer->b1_, &layer->w2_, &layer->b2_})
+      model.sharded.push_back(*p);
+  }
+  if (model.sharded.empty())
+    throw std::runtime_error(
+        "train.expert_parallel: the backbone has no MoE layer whose experts could be sharded");
+  if (model.momentum)
+    for (auto& layer : moe_layers(*model.momentum)) layer->shard_experts(comm);
+  model.expert_shards = comm.world_size();
+}
+
+void gather_experts(Model& model) {
+  if (model.expert_shards == 1) return;
+  for (auto& layer : moe_layers(*model.backbone)) layer->gather_experts();
+  if (model.momentum)
+    for (auto& layer : moe_layers(*model.momentum)) layer->gather_experts();
+  model.sharded.clear();
+  model.expert_shards = 1;
 }
 
 void Model::momentum_update(double m) {

@@ -26,6 +26,10 @@ struct Model {
   std::vector<std::string> loss_names;  // plugin names, for logging ("loss/<name>/...")
   LossRequirements needs;               // union over the losses
   Communicator* comm = nullptr;
+  // Expert parallelism (docs/scale.md): the backbone's expert weights this rank holds E / N of,
+  // and N (1 = not sharded).
+  std::vector<at::Tensor> sharded;
+  std::int64_t expert_shards = 1;
 
   std::vector<at::Tensor> trainable_parameters() const;  // backbone + losses, requires_grad only
   void train(bool on);
@@ -33,6 +37,12 @@ struct Model {
   // Moves the momentum encoder towards the online backbone: p_m = m p_m + (1 - m) p_o.
   void momentum_update(double m);
 };
+
+// Keeps this rank's E / N experts in every MoE layer of the backbone and the momentum encoder
+// (train.expert_parallel); fills Model::sharded. Every rank must hold the same weights before.
+void shard_experts(Model& model, Communicator& comm);
+// The inverse, collective: every rank gets all experts back (evaluation after training).
+void gather_experts(Model& model);
 
 // Copies parameters and buffers between two modules of the same structure.
 void copy_weights(const torch::nn::Module& from, torch::nn::Module& to);

@@ -79,6 +79,12 @@ TrainedPoint train_point(const TrainContext& context) {
       "FLOPs)",
       config.backbone.plugin, format_count(cost.parameters), format_count(cost.active_parameters),
       format_count(cost.flops_per_image));
+  // Every rank holds the same initial weights here (the seed, [init]); each keeps its experts.
+  if (settings.train.expert_parallel && ranks.world > 1) {
+    shard_experts(model, *comm);
+    log.info("expert parallel: {} experts of each MoE layer on each of {} ranks",
+             model.backbone->experts() / ranks.world, ranks.world);
+  }
 
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
@@ -127,6 +133,7 @@ TrainedPoint train_point(const TrainContext& context) {
            schedule.total_steps, schedule.batches_per_epoch, global_batch / ranks.world,
            schedule.peak_lr, schedule.warmup_steps);
   train(context.output, model, loader, *comm, device, schedule, checkpoint);
+  gather_experts(model);  // evaluation (rank 0) needs every expert; collective
   TrainedPoint out;
   out.model = std::move(model);
   out.device = device;

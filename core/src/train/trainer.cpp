@@ -146,13 +146,41 @@ void all_reduce_gradients(Communicator& comm, const std::vector<at::Tensor>& par
   }
 }
 
+// Expert parallelism: each rank's expert gradients arrive through the exchange's backward as
+// the sum over all ranks' losses, not averaged like the rest: 1/N makes them the gradient of the
+// mean of the ranks' losses, as all_reduce_gradients makes every other gradient. A rank whose
+// experts got no token has no gradient yet: zeros, as one process has for such an expert.
+void scale_sharded_gradients(const std::vector<at::Tensor>& sharded, std::int64_t shards) {
+  at::NoGradGuard no_grad;
+  for (auto p : sharded) {
+    if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+    p.grad().div_(static_cast<double>(shards));
+  }
+}
+
+bool contains(const std::vector<at::Tensor>& list, const at::Tensor& t) {
+  for (const auto& x : list)
+    if (x.is_same(t)) return true;
+  return false;
+}
+
 // torch::nn::utils::clip_grad_norm_ without its return value, which LibTorch reads back with
 // .item(): the total L2 norm and the scale stay on the device.
-void clip_gradients(const std::vector<at::Tensor>& params, double max_norm) {
+// Sharded gradients contribute every rank's part of the norm.
+void clip_gradients(const std::vector<at::Tensor>& params, double max_norm,
+                    const std::vector<at::Tensor>& sharded, Communicator& comm) {
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> norms;
-  for (const auto& p : params)
-    if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(at::kFloat).reshape({1}));
+  at::Tensor shard_squares;
+  for (const auto& p : params) {
+    if (!p.grad().defined()) continue;
+    const at::Tensor n = p.grad().norm(2).to(at::kFloat).reshape({1});
+    if (contains(sharded, p))
+      shard_squares = shard_squares.defined() ? shard_squares + n * n : n * n;
+    else
+      norms.push_back(n);
+  }
+  if (shard_squares.defined()) norms.push_back(comm.all_reduce_sum(shard_squares).sqrt());
   if (norms.empty()) return;
   const at::Tensor total = at::cat(norms).norm(2);
   const at::Tensor scale = (max_norm / (total + 1e-6)).clamp_max(1.0);
@@ -293,11 +321,15 @@ StepResult train_step(Model& model, torch::optim::Optimizer& optimizer, const Ba
   optimizer.zero_grad();
   // With every loss weight at 0 there is nothing to differentiate, but the step still counts.
   if (total.requires_grad()) total.backward();
-  std::vector<at::Tensor> params;
+  std::vector<at::Tensor> params, replicated;
   for (auto& group : optimizer.param_groups())
-    for (auto& p : group.params()) params.push_back(p);
-  all_reduce_gradients(comm, params);
-  if (s.clip_grad > 0) clip_gradients(params, s.clip_grad);
+    for (auto& p : group.params()) {
+      params.push_back(p);
+      if (!contains(model.sharded, p)) replicated.push_back(p);
+    }
+  all_reduce_gradients(comm, replicated);
+  if (!model.sharded.empty()) scale_sharded_gradients(model.sharded, model.expert_shards);
+  if (s.clip_grad > 0) clip_gradients(params, s.clip_grad, model.sharded, comm);
   optimizer.step();
   result.logged["train/loss"] = Metric(result.loss);
   result.online = std::move(st.online);
@@ -313,11 +345,26 @@ void train(const TrainOutput& output, Model& model, Loader& loader, Communicator
       params,
       torch::optim::AdamWOptions(s.peak_lr).betas({s.beta1, s.beta2}).weight_decay(s.weight_decay));
   CheckpointState state = checkpoint_state(model, &optimizer);
+  state.expert_shards = model.expert_shards;
+  state.expert_rank = model.expert_shards > 1 ? comm.rank() : 0;
 
   std::int64_t step = 0;
   if (std::filesystem::exists(checkpoint)) {
     step = load_checkpoint(checkpoint, state);
     log.info("resumed from {} at step {}/{}", checkpoint.string(), step, s.total_steps);
+  }
+  // Each rank resumes from its own checkpoint: all must hold the same step (with sharded
+  // experts, a rank without one would otherwise start its experts afresh).
+  if (comm.world_size() > 1) {
+    const at::Tensor steps = comm.all_gather(at::tensor({step}).to(device)).cpu();
+    std::string listed;
+    for (std::int64_t r = 0; r < steps.size(0); ++r)
+      listed += (r ? ", " : "") + std::to_string(steps[r].item<std::int64_t>());
+    if (!steps.eq(step).all().item<bool>())
+      throw std::runtime_error("the ranks resume from different steps (" + listed +
+                               "; rank 0's checkpoint is in the run directory, rank r's in "
+                               "rank<r>/): cannot continue " +
+                               checkpoint.string());
   }
   metrics.truncate_after(step);
   if (step >= s.total_steps) {

@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <vector>
 
@@ -27,6 +28,17 @@ class Communicator {
   virtual at::Tensor all_reduce_sum(const at::Tensor& local) {
     if (world_size() == 1) return local;
     throw std::logic_error("this communicator has no all_reduce_sum");
+  }
+  // All-to-all with split sizes along dim 0, differentiable (expert parallelism,
+  // docs/scale.md): rank r sends rows [sum(send_splits[0..s)), +send_splits[s]) of `local` to
+  // rank s and receives recv_splits[s] rows from each rank s, concatenated in rank order. Every
+  // rank's send_splits[s] must equal rank s's recv_splits[r]. The backward sends the gradients
+  // back the same way with the splits swapped. Collective, like all_reduce_sum.
+  virtual at::Tensor all_to_all(const at::Tensor& local,
+                                const std::vector<std::int64_t>& send_splits,
+                                const std::vector<std::int64_t>& recv_splits) {
+    if (world_size() == 1 && send_splits == recv_splits) return local;
+    throw std::logic_error("this communicator has no all_to_all");
   }
 };
 

@@ -14,6 +14,8 @@
 
 namespace wb {
 
+class Communicator;
+
 class MoeLayer : public torch::nn::Module {
  public:
   MoeLayer(std::int64_t dim, std::int64_t hidden, std::int64_t experts, std::shared_ptr<Gate> gate);
@@ -22,14 +24,26 @@ class MoeLayer : public torch::nn::Module {
   // which then pass on the residual only) and the routing the gate chose.
   std::pair<at::Tensor, Routing> forward(const at::Tensor& x, const RoutingContext& context);
 
-  std::int64_t experts() const { return w1_.size(0); }
+  std::int64_t experts() const { return comm_ ? experts_ : w1_.size(0); }  // E, on all ranks
   std::int64_t hidden() const { return w1_.size(2); }
   Gate& gate() { return *gate_; }
 
+  // Expert parallelism (docs/scale.md): keeps only this rank's experts [r E/N, (r+1) E/N) of the
+  // N ranks of `comm` (which must outlive the layer's use), so that w1_ ... b2_ hold E/N
+  // experts and the forward exchanges tokens with the other ranks. Throws when N does not
+  // divide E. Every rank's layer must hold the same weights before.
+  void shard_experts(Communicator& comm);
+  // The inverse, collective: every rank gets all E experts back (for evaluation and export).
+  void gather_experts();
+  bool expert_parallel() const { return comm_ != nullptr; }
+
+  // Held here: all E, or this rank's E/N when expert-parallel.
   at::Tensor w1_, b1_, w2_, b2_;  // [E, D, H], [E, H], [E, H, D], [E, D]
 
  private:
   std::shared_ptr<Gate> gate_;
+  Communicator* comm_ = nullptr;  // set while the experts are sharded
+  std::int64_t experts_ = 0;      // E while sharded
 };
 
 // Runs the experts on their tokens and combines: y[t] = sum_j weights[t, j] * E_{experts[t,

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "moe/expert_parallel.h"
+#include "workbench/comm.h"
 #include "workbench/moe_layer.h"
 
 namespace wb {
@@ -54,8 +56,14 @@ std::pair<at::Tensor, Routing> MoeLayer::forward(const at::Tensor& x,
   Routing routing = gate_->route(tokens, input);
   routing.tokens = tokens;
   routing.tokens_per_image = N;
-  at::Tensor y = dispatch_combine(tokens, routing, w1_, b1_, w2_, b2_);
+  at::Tensor y =
+      comm_ ? moe::expert_parallel_combine(tokens, routing, experts_, w1_, b1_, w2_, b2_, *comm_)
+            : dispatch_combine(tokens, routing, w1_, b1_, w2_, b2_);
   if (context.expert_outputs) {  // MoCE's distillation: every expert on every token
+    if (comm_)
+      throw std::invalid_argument(
+          "MoeLayer: every expert's output on every token (distillation) is not available with "
+          "train.expert_parallel");
     std::vector<at::Tensor> all;
     for (std::int64_t e = 0; e < experts(); ++e)
       all.push_back(blocked_mlp(tokens, w1_[e], b1_[e], w2_[e], b2_[e]));
