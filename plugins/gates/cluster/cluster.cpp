@@ -50,13 +50,9 @@ class ClusterGate : public wb::Gate {
           "image (data.clusters names the clustering of the training set)");
     if (!in.image.defined() || in.image.size(0) != x.size(0))
       throw std::invalid_argument("gate cluster: needs the image index of every token");
-    const auto clusters = centroids_.size(0);
-    const auto lo = in.cluster.min().item<std::int64_t>();
-    const auto hi = in.cluster.max().item<std::int64_t>();
-    if (lo < 0 || hi >= clusters)
-      throw std::invalid_argument("gate cluster: cluster id " + std::to_string(lo < 0 ? lo : hi) +
-                                  " is outside the clustering's " + std::to_string(clusters) +
-                                  " clusters");
+    // The ids are not range-checked here: that would read two numbers back from the device every
+    // step. The cluster file's reader refuses ids outside its centroids, and index_select
+    // refuses them on the CPU.
 
     const double sigma = in.training ? noise_std_ / static_cast<double>(experts_) : 0.0;
     const at::Tensor logits =
