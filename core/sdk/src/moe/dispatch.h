@@ -34,8 +34,8 @@ enum class Phase : int {
   gather,        // each block's token rows copied into a contiguous buffer
   product1,      // x·w1 + b1
   activation,    // GELU
-  product2,      // a·w2 + b2, weighted by the combine weights
-  combine,       // each token's k weighted rows summed
+  product2,      // a·w2 + b2
+  combine,       // each token's k rows, weighted by the combine weights, summed
   grad_gather,   // the output gradient's rows per block (and the gate weights' gradient)
   grad_hidden,   // gradient at the hidden layer: (g·w2ᵀ) and the GELU's backward
   grad_experts,  // expert weight and bias gradients (aᵀ·g, xᵀ·gh, row sums)
