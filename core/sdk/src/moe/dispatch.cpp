@@ -148,13 +148,6 @@ void run_items(const at::Tensor& like, const std::vector<Item>& items, F f) {
   });
 }
 
-// The two row loops below at -O3: at the project's -O2, GCC 12 vectorises only loops that need no
-// runtime checks, which leaves loops over a run-time width D scalar (as in data/image_ops.cpp).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC push_options
-#pragma GCC optimize("O3")
-#endif
-
 // out[t] = Σ_j weight[r]·rows[r] over r = back[t·k + j], j < k, for every token t (weight 1 when
 // `weight` is undefined); r = A, a dropped assignment, adds nothing. On the CPU one parallel pass
 // that reads each grouped row once: an index_select of the T·k rows and a sum over k would write
@@ -244,10 +237,6 @@ void output_grads(const at::Tensor& grad, const at::Tensor& token, const at::Ten
         }
       });
 }
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC pop_options
-#endif
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
