@@ -59,11 +59,11 @@ class Stopwatch {
 
 const char* phase_name(Phase phase) {
   static const char* const names[] = {
-      "plan (sort, sizes, weights)",     "gather rows",
-      "product 1 (x w1 + b1)",           "activation (GELU)",
-      "product 2 (a w2 + b2)", "combine (weights, k rows/token)",
-      "bwd: gather output grads",        "bwd: hidden grad (g w2', GELU')",
-      "bwd: expert weight grads",        "bwd: input grad (gh w1')",
+      "plan (sort, sizes, weights)", "gather rows",
+      "product 1 (x w1 + b1)",       "activation (GELU)",
+      "product 2 (a w2 + b2)",       "combine (weights, k rows/token)",
+      "bwd: gather output grads",    "bwd: hidden grad (g w2', GELU')",
+      "bwd: expert weight grads",    "bwd: input grad (gh w1')",
       "bwd: combine input grads"};
   static_assert(sizeof(names) / sizeof(names[0]) == static_cast<int>(Phase::count));
   return names[static_cast<int>(phase)];
