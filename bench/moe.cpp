@@ -3,10 +3,13 @@
 // mode) against the FLOP-matched dense MLP of hidden 4d on the same tokens, written plainly
 // (nn::Linear, GELU, nn::Linear under autograd) and as the vit backbone runs it (blocked_mlp),
 // plus two slower dispatches for contrast: the same grouping recorded by plain autograd, and
-// every expert on every token (masked).
+// every expert on every token (masked). --profile adds the thread time of each phase of the
+// expert kernel, MoE layer against the dense MLP through the same kernel; --precision bf16 runs
+// the forwards under autocast; --device cuda runs it all on the GPU.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/cuda.h>
 #include <torch/nn/modules/linear.h>
 
 #include <sys/resource.h>
@@ -19,6 +22,7 @@
 #include <thread>
 
 #include "bench.h"
+#include "compat/torch_compat.h"
 #include "moe/dispatch.h"
 #include "plugin/loader.h"
 #include "process/threads.h"
@@ -54,9 +58,14 @@ double median(std::vector<double> v) {
 }
 
 // Runs the candidates round-robin, so that a change in machine load hits all of them alike;
-// forward and forward + backward are timed separately, medians over the repeats.
-std::vector<Timing> measure(int warmup, int repeats, const std::vector<Candidate>& candidates) {
+// forward and forward + backward are timed separately, medians over the repeats. On a GPU each
+// half ends with a synchronisation, so that the device has finished it.
+std::vector<Timing> measure(int warmup, int repeats, const std::vector<Candidate>& candidates,
+                            bool cuda) {
   using clock = std::chrono::steady_clock;
+  auto sync = [cuda] {
+    if (cuda) torch::cuda::synchronize();
+  };
   const auto n = candidates.size();
   std::vector<std::vector<double>> fwd(n), total(n);
   std::vector<long> faults(n, 0);
@@ -65,8 +74,10 @@ std::vector<Timing> measure(int warmup, int repeats, const std::vector<Candidate
       const long f0 = minor_faults();
       const auto t0 = clock::now();
       candidates[c].forward();
+      sync();
       const auto t1 = clock::now();
       candidates[c].backward();
+      sync();
       const auto t2 = clock::now();
       if (i < warmup) continue;
       faults[c] += minor_faults() - f0;
@@ -83,13 +94,33 @@ void clear_grads(const std::vector<at::Tensor>& tensors) {
   for (auto t : tensors) t.mutable_grad() = at::Tensor();
 }
 
+// Thread time per phase of the expert kernel for each candidate, ms per forward + backward: the
+// candidates run round-robin `repeats` times each with the kernel's phase clocks on.
+std::vector<std::vector<double>> profile_phases(int repeats,
+                                                const std::vector<Candidate>& candidates) {
+  const auto phases = static_cast<int>(moe::Phase::count);
+  std::vector<moe::PhaseTimes> times(candidates.size());
+  for (int i = 0; i < repeats; ++i)
+    for (std::size_t c = 0; c < candidates.size(); ++c) {
+      moe::set_phase_times(&times[c]);
+      candidates[c].forward();
+      candidates[c].backward();
+      moe::set_phase_times(nullptr);
+    }
+  std::vector<std::vector<double>> ms(candidates.size(), std::vector<double>(phases));
+  for (std::size_t c = 0; c < candidates.size(); ++c)
+    for (int p = 0; p < phases; ++p) ms[c][p] = 1e-6 * double(times[c].ns[p]) / repeats;
+  return ms;
+}
+
 }  // namespace
 
 int bench_moe(const std::vector<std::string>& args) {
   int threads = 0, repeats = 10, warmup = 2;
   std::int64_t batch = 256, tokens = 50, dim = 192, experts = 16, k = 2;
   std::int64_t block = 0;
-  bool naive = true;
+  bool naive = true, profile = false;
+  std::string precision = "fp32", device_name = "cpu";
   std::vector<std::string> plugin_paths;
   po::options_description opts("workbench bench moe [options]");
   opts.add_options()("help,h", "show this help")("threads", po::value(&threads)->default_value(0),
@@ -104,6 +135,12 @@ int bench_moe(const std::vector<std::string>& args) {
       "naive", po::value(&naive)->default_value(true), "also time the masked loop (slow)")(
       "block", po::value(&block)->default_value(0),
       "rows per block of expert work on the CPU; 0 = the library default")(
+      "profile", po::bool_switch(&profile),
+      "also print the thread time of each phase of the expert kernel (CPU), MoE against dense")(
+      "precision", po::value(&precision)->default_value("fp32"),
+      "fp32, or bf16: the forwards under autocast (matrix products in bf16)")(
+      "device", po::value(&device_name)->default_value("cpu"),
+      "cpu or cuda (an error where this LibTorch sees no GPU)")(
       "plugin-path", po::value(&plugin_paths)->composing(), "extra plugin folder or file");
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(opts).run(), vm);
@@ -115,6 +152,18 @@ int bench_moe(const std::vector<std::string>& args) {
   threads = resolve_threads(threads, 0);
   if (repeats < 1 || batch < 1 || tokens < 1 || dim < 1 || experts < 1 || k < 1 || k > experts)
     throw std::invalid_argument("bench moe: sizes and --repeats must be positive, k <= experts");
+  if (precision != "fp32" && precision != "bf16")
+    throw std::invalid_argument("bench moe: --precision must be fp32 or bf16, not '" + precision +
+                                "'");
+  if (device_name != "cpu" && device_name != "cuda")
+    throw std::invalid_argument("bench moe: --device must be cpu or cuda, not '" + device_name +
+                                "'");
+  if (device_name == "cuda" && !torch::cuda::is_available())
+    throw std::runtime_error("bench moe: --device cuda, but this LibTorch sees no CUDA device");
+  const c10::Device device(device_name == "cuda" ? c10::kCUDA : c10::kCPU);
+  const bool bf16 = precision == "bf16";
+  if (profile && device.is_cuda())
+    throw std::invalid_argument("bench moe: --profile times the CPU kernel; use --device cpu");
   use_threads(threads);
 
   Registry registry;
@@ -126,17 +175,25 @@ int bench_moe(const std::vector<std::string>& args) {
 
   const std::int64_t hidden = 2 * dim * 2 / k;  // k active experts cost one dense MLP of 4d
   const std::int64_t T = batch * tokens;
-  const at::Tensor x = at::randn({batch, tokens, dim}).requires_grad_(true);
-  const at::Tensor probe = at::randn({batch, tokens, dim});
+  const at::Tensor x = at::randn({batch, tokens, dim}).to(device).requires_grad_(true);
+  const at::Tensor probe = at::randn({batch, tokens, dim}).to(device);
   RoutingContext context;  // training: noise on, load loss computed
 
   torch::nn::Linear fc1(dim, 4 * dim), fc2(4 * dim, dim);
   MoeLayer layer(dim, hidden, experts,
                  registry.make_gate("noisy_topk", gate_params, {dim, experts, 0}));
+  fc1->to(device), fc2->to(device), layer.to(device);
   std::vector<at::Tensor> params = layer.parameters();
   for (const auto& p : {x, fc1->weight, fc1->bias, fc2->weight, fc2->bias}) params.push_back(p);
 
   at::Tensor y, aux;
+  // bf16: every forward under autocast, the backward outside it (as the trainer runs them).
+  auto autocast = [&](auto forward) {
+    return [&, forward] {
+      compat::AutocastGuard guard(device.type(), bf16, at::kBFloat16);
+      forward();
+    };
+  };
   auto dense_forward = [&] { y = fc2->forward(at::gelu(fc1->forward(x))); };
   // The dense MLP as the vit backbone runs it: wb::blocked_mlp, rows in cache-sized blocks.
   auto blocked_forward = [&] {
@@ -148,14 +205,14 @@ int bench_moe(const std::vector<std::string>& args) {
     y.backward(probe);
     clear_grads(params);
   };
-  auto aux_sum = [](const Routing& r) {
-    at::Tensor s = at::zeros({});
+  auto aux_sum = [&](const Routing& r) {
+    at::Tensor s = at::zeros({}, x.options());
     for (const auto& item : r.aux) s = s + item.second;
     return s;
   };
   auto route = [&] {
     GateInput in;
-    in.image = at::arange(batch, at::kLong).repeat_interleave(tokens);
+    in.image = at::arange(batch, x.options().dtype(at::kLong)).repeat_interleave(tokens);
     in.tokens_per_image = tokens;
     in.training = true;
     return layer.gate().route(x.reshape({T, dim}), in);
@@ -190,16 +247,16 @@ int bench_moe(const std::vector<std::string>& args) {
   };
 
   std::vector<Candidate> candidates = {
-      {"dense MLP, plain autograd", dense_forward, dense_backward},
-      {"dense MLP, blocked (as in vit)", blocked_forward, dense_backward},
-      {"MoE layer (grouped, blocked)", moe_forward, moe_backward},
-      {"MoE, grouped, plain autograd", variant(&moe::dispatch_combine_autograd), moe_backward},
-      {"  of which the gate alone",
-       [&] {
+      {"dense MLP, plain autograd", autocast(dense_forward), dense_backward},
+      {"dense MLP, blocked (as in vit)", autocast(blocked_forward), dense_backward},
+      {"MoE layer (grouped, blocked)", autocast(moe_forward), moe_backward},
+      {"MoE, grouped, plain autograd", autocast(variant(&moe::dispatch_combine_autograd)),
+       moe_backward},
+      {"  of which the gate alone", autocast([&] {
          const Routing r = route();
          y = r.weights;
          aux = aux_sum(r);
-       },
+       }),
        [&] {
          torch::autograd::backward({y, aux}, {at::ones_like(y), at::ones({}, aux.options())});
          clear_grads(params);
@@ -207,24 +264,44 @@ int bench_moe(const std::vector<std::string>& args) {
   };
   if (naive)
     candidates.push_back(
-        {"MoE, naive masked loop", variant(&moe::dispatch_combine_masked), moe_backward});
-  const std::vector<Timing> times = measure(warmup, repeats, candidates);
+        {"MoE, naive masked loop", autocast(variant(&moe::dispatch_combine_masked)), moe_backward});
+  const std::vector<Timing> times = measure(warmup, repeats, candidates, device.is_cuda());
 
   const double dropped =
       1.0 - layer.forward(x, context).second.kept.to(at::kFloat).mean().item<double>();
   std::printf(
       "bench moe: %lld images x %lld tokens = %lld tokens, d = %lld; MoE: %lld experts, top-%lld, "
       "expert hidden %lld, noisy_topk gate in training mode (dropped %.3f); dense MLP hidden "
-      "%lld\nfloat32, %d threads, median of %d repeats after %d warm-up, candidates "
+      "%lld\n%s, device %s, %d threads, median of %d repeats after %d warm-up, candidates "
       "interleaved\n\n",
       (long long)batch, (long long)tokens, (long long)T, (long long)dim, (long long)experts,
-      (long long)k, (long long)hidden, dropped, (long long)(4 * dim), threads, repeats, warmup);
+      (long long)k, (long long)hidden, dropped, (long long)(4 * dim),
+      bf16 ? "bf16 autocast" : "float32", device.str().c_str(), threads, repeats, warmup);
   std::printf("%-32s %11s %11s %9s %11s %12s\n", "", "forward ms", "fwd+bwd ms", "vs plain",
               "vs blocked", "page faults");
   for (std::size_t c = 0; c < candidates.size(); ++c)
     std::printf("%-32s %11.1f %11.1f %8.2fx %10.2fx %12.0f\n", candidates[c].name.c_str(),
                 times[c].forward_ms, times[c].total_ms, times[c].total_ms / times[0].total_ms,
                 times[c].total_ms / times[1].total_ms, times[c].page_faults);
+  if (profile) {
+    // The same kernel runs both: the dense MLP is one expert over all rows in order.
+    const std::vector<Candidate> profiled = {candidates[1], candidates[2]};
+    const auto ms = profile_phases(repeats, profiled);
+    std::printf(
+        "\nprofile: thread time per phase of the expert kernel, ms per forward + backward (mean "
+        "of %d);\nthe blocks' phases add up the time of all %d threads, the others (plan, "
+        "combine) are the\ncalling thread's (their operations use every thread); the gate is its "
+        "own row above\n\n%-34s %12s %12s %12s\n",
+        repeats, threads, "phase", "dense blocked", "MoE layer", "MoE - dense");
+    double sum_dense = 0, sum_moe = 0;
+    for (int p = 0; p < static_cast<int>(moe::Phase::count); ++p) {
+      std::printf("%-34s %12.1f %12.1f %+12.1f\n", moe::phase_name(static_cast<moe::Phase>(p)),
+                  ms[0][p], ms[1][p], ms[1][p] - ms[0][p]);
+      sum_dense += ms[0][p], sum_moe += ms[1][p];
+    }
+    std::printf("%-34s %12.1f %12.1f %+12.1f\n", "all phases", sum_dense, sum_moe,
+                sum_moe - sum_dense);
+  }
   return 0;
 }
 

@@ -146,12 +146,15 @@ run() {
   local bench="$build/bin/workbench-bench"
   local config="$here/bench/crmoe_step_gpu.toml"
   "$bench" step --config "$config" --device cuda --steps "$steps" 2>&1 | tee -a "$report" || ok=0
-  "$bench" step --config "$config" --device cuda --steps "$steps" --set backbone.experts=0 2>&1 |
-    tee -a "$report" || ok=0
+  "$bench" step --config "$config" --device cuda --steps "$steps" --set backbone.experts=0 \
+    --set backbone.moe_every=0 2>&1 | tee -a "$report" || ok=0
   record "PyTorch eager, the same step (images/s, then peak memory):"
   "$python" "$here/bench/pytorch_crmoe_step.py" --device cuda --precision bf16 --threads 8 \
     --batch 256 --image 224 --channels 3 --patch 16 --dim 384 --depth 12 --heads 6 \
     --experts 16 --k 2 --expert-hidden 768 --hidden 4096 --out 256 --steps "$steps" 2>&1 |
+    tee -a "$report" || ok=0
+  record "one MoE layer against the FLOP-matched dense MLP, V-MoE-S/16 sizes, bf16:"
+  "$bench" moe --device cuda --precision bf16 --batch 256 --tokens 197 --dim 384 --naive 0 2>&1 |
     tee -a "$report" || ok=0
   record "total: $((SECONDS - start)) s; figures in $report"
   [ $ok = 1 ]

@@ -1,7 +1,7 @@
 // No host sync in a training step (docs/design.md, "No host sync in the step"): a CR-MoE step
-// (V-MoE with noisy top-k, capacity and BPR, MoCo, load balance, OGAR, clipping) reads nothing
-// back from its tensors; the
-// metrics stay tensors until the log point; the routing statistics are computed on the device.
+// (V-MoE with noisy top-k, capacity and BPR, MoCo, load balance, OGAR, clipping) and a MoE layer
+// with the cluster gate read nothing back from their tensors; the metrics stay tensors until the
+// log point; the routing statistics are computed on the device.
 // Reads are counted with a LibTorch observer on the op every read goes through
 // (aten::_local_scalar_dense: .item(), scalar comparisons, bool conversions).
 #include <doctest/doctest.h>
@@ -13,12 +13,14 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "config/run_config.h"
 #include "test_ogar_helpers.h"
 #include "train/model.h"
 #include "train/routing_stats.h"
 #include "train/trainer.h"
+#include "workbench/moe_layer.h"
 
 using namespace crmoe_test;
 
@@ -135,4 +137,26 @@ TEST_CASE("routing statistics on the device match hand-computed values") {
   CHECK(s.importance_cv2 == doctest::Approx(0.75));
   CHECK(s.load_cv2 == 0.0);  // no "load" aux loss
   CHECK(s.dropped == doctest::Approx(1.0 / 8));
+}
+
+TEST_CASE(
+    "host reads: a MoE layer with the cluster gate reads nothing back, forward and backward") {
+  const std::int64_t B = 4, N = 3, D = 6, E = 4;
+  wb::Params p = plugins().defaults(wb::Kind::Gate, "cluster");
+  p.set("k", 2);
+  wb::GateShape shape{D, E, 0};
+  shape.centroids = at::randn({3, 5});
+  wb::MoeLayer layer(D, 8, E, plugins().make_gate("cluster", p, shape));
+  const at::Tensor x = at::randn({B, N, D}).requires_grad_(true);
+  wb::RoutingContext context;
+  context.training = false;  // no noise: images of one cluster are routed alike
+  context.cluster = at::tensor(std::vector<std::int64_t>{2, 0, 2, 1}, at::kLong);
+
+  ReadCounter counter;
+  auto [y, routing] = layer.forward(x, context);
+  (y * y).sum().backward();
+  CHECK(counter.reads() == 0);
+  // The step did route by cluster: images 0 and 2 share a cluster, so their tokens share experts.
+  CHECK(at::equal(routing.experts.narrow(0, 0, N), routing.experts.narrow(0, 2 * N, N)));
+  CHECK(layer.w1_.grad().defined());
 }

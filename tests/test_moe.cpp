@@ -298,3 +298,47 @@ TEST_CASE("blocked_mlp equals the plain dense MLP, values and gradients") {
   at::set_num_threads(threads);
   CHECK_THROWS_AS(wb::blocked_mlp(x0, fc1, c1, fc2.t(), c2), std::invalid_argument);
 }
+
+// The per-phase clocks of `workbench bench moe --profile`: switching them on changes no value or
+// gradient, every phase the kernel runs is recorded, and switching them off stops the recording.
+TEST_CASE("dispatch phase clocks: same results, every phase recorded, off when unset") {
+  at::manual_seed(5);
+  const std::int64_t T = 24, D = 5, H = 4, E = 3;
+  auto gate = topk_gate(D, E, 2);
+  gate->to(at::kDouble);
+  const at::Tensor x0 = at::randn({T, D}, at::kDouble);
+  wb::GateInput in;
+  in.image = at::arange(T, at::kLong);
+  in.tokens_per_image = 1;
+  in.training = false;
+  const wb::Routing r = gate->route(x0, in);
+  const std::vector<at::Tensor> params{
+      x0, at::randn({E, D, H}, at::kDouble), at::randn({E, H}, at::kDouble),
+      at::randn({E, H, D}, at::kDouble), at::randn({E, D}, at::kDouble)};
+  const at::Tensor probe = at::randn({T, D}, at::kDouble);
+  auto run = [&] {
+    std::vector<at::Tensor> l;
+    for (const at::Tensor& t : params) l.push_back(t.clone().requires_grad_(true));
+    wb::Routing rr = r;
+    rr.weights = r.weights.detach().clone().requires_grad_(true);
+    const at::Tensor y = wb::moe::dispatch_combine_blocked(l[0], rr, l[1], l[2], l[3], l[4], 4);
+    (y * probe).sum().backward();
+    std::vector<at::Tensor> out{y.detach(), rr.weights.grad()};
+    for (auto& t : l) out.push_back(t.grad());
+    return out;
+  };
+  const auto plain = run();
+  wb::moe::PhaseTimes times;
+  wb::moe::set_phase_times(&times);
+  const auto timed = run();
+  wb::moe::set_phase_times(nullptr);
+  for (std::size_t i = 0; i < plain.size(); ++i) CHECK(at::equal(plain[i], timed[i]));
+  std::vector<std::int64_t> seen;
+  for (int p = 0; p < static_cast<int>(wb::moe::Phase::count); ++p) {
+    CAPTURE(wb::moe::phase_name(static_cast<wb::moe::Phase>(p)));
+    CHECK(times.ns[p] > 0);
+    seen.push_back(times.ns[p]);
+  }
+  (void)run();  // off again: nothing more is added
+  for (int p = 0; p < static_cast<int>(wb::moe::Phase::count); ++p) CHECK(times.ns[p] == seen[p]);
+}

@@ -55,13 +55,18 @@ class ClusterGate : public wb::Gate {
           "image (data.clusters names the clustering of the training set)");
     if (!in.image.defined() || in.image.size(0) != x.size(0))
       throw std::invalid_argument("gate cluster: needs the image index of every token");
-    const auto clusters = centroids_.size(0);
-    const auto lo = in.cluster.min().item<std::int64_t>();
-    const auto hi = in.cluster.max().item<std::int64_t>();
-    if (lo < 0 || hi >= clusters)
-      throw std::invalid_argument("gate cluster: cluster id " + std::to_string(lo < 0 ? lo : hi) +
-                                  " is outside the clustering's " + std::to_string(clusters) +
-                                  " clusters");
+    // Ids on the CPU are range-checked through their memory (no host read, which on a GPU would
+    // stall every step); ids on a device were checked when the cluster file was read.
+    if (in.cluster.is_cpu()) {
+      const auto clusters = centroids_.size(0);
+      const at::Tensor ids = in.cluster.to(at::kLong).contiguous();
+      const std::int64_t* id = ids.data_ptr<std::int64_t>();
+      for (std::int64_t i = 0; i < ids.numel(); ++i)
+        if (id[i] < 0 || id[i] >= clusters)
+          throw std::invalid_argument("gate cluster: cluster id " + std::to_string(id[i]) +
+                                      " is outside the clustering's " + std::to_string(clusters) +
+                                      " clusters");
+    }
 
     const double sigma = in.training ? noise_std_ / static_cast<double>(experts_) : 0.0;
     const at::Tensor logits =

@@ -3,14 +3,18 @@
 // the weighted outputs are added back to their tokens. A custom autograd function reuses the
 // sorted order in the backward pass instead of recording a graph node per expert and operation.
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "compat/torch_compat.h"
 #include "moe/dispatch.h"
@@ -22,6 +26,52 @@ namespace moe {
 // Rows per block of expert work on the CPU: [1024, H] buffers stay in cache (measured with
 // bench_moe at d = 192; see make_items).
 constexpr std::int64_t kDefaultBlockRows = 1024;
+
+namespace {
+
+std::atomic<PhaseTimes*> g_phase_times{nullptr};
+
+// Adds the time since the previous lap (or its construction) to a phase while profiling is on;
+// reads no clock otherwise. One per thread and pass.
+class Stopwatch {
+ public:
+  Stopwatch() : times_(g_phase_times.load(std::memory_order_relaxed)) {
+    if (times_) last_ = Clock::now();
+  }
+  void lap(Phase phase) {
+    if (!times_) return;
+    const auto now = Clock::now();
+    times_->ns[static_cast<int>(phase)] +=
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now - last_).count();
+    last_ = now;
+  }
+  void restart() {
+    if (times_) last_ = Clock::now();
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  PhaseTimes* times_;
+  Clock::time_point last_;
+};
+
+}  // namespace
+
+const char* phase_name(Phase phase) {
+  static const char* const names[] = {
+      "plan (sort, sizes, weights)", "gather rows",
+      "product 1 (x w1 + b1)",       "activation (GELU)",
+      "product 2 (a w2 + b2)",       "combine (weights, k rows/token)",
+      "bwd: gather output grads",    "bwd: hidden grad (g w2', GELU')",
+      "bwd: expert weight grads",    "bwd: input grad (gh w1')",
+      "bwd: combine input grads"};
+  static_assert(sizeof(names) / sizeof(names[0]) == static_cast<int>(Phase::count));
+  return names[static_cast<int>(phase)];
+}
+
+void set_phase_times(PhaseTimes* times) {
+  g_phase_times = times;
+}
 
 DispatchPlan plan_dispatch(const Routing& routing, std::int64_t experts) {
   DispatchPlan plan;
@@ -98,13 +148,94 @@ void run_items(const at::Tensor& like, const std::vector<Item>& items, F f) {
   });
 }
 
-// Sum of each token's k grouped rows: rows is [A + 1, D] with a zero last row (dropped
-// assignments point there). A parallel gather and a reduction, where index_add_ is a serial loop
-// over the A rows on the CPU.
-at::Tensor gather_back(const at::Tensor& rows, const at::Tensor& back, std::int64_t tokens) {
-  const auto k = back.size(0) / tokens;
-  const at::Tensor picked = rows.index_select(0, back);
-  return k == 1 ? picked : picked.view({tokens, k, rows.size(1)}).sum(1);
+// out[t] = Σ_j weight[r]·rows[r] over r = back[t·k + j], j < k, for every token t (weight 1 when
+// `weight` is undefined); r = A, a dropped assignment, adds nothing. On the CPU one parallel pass
+// that reads each grouped row once: an index_select of the T·k rows and a sum over k would write
+// and read a [T·k, D] buffer in between (index_add_ is a serial loop over the rows), and the
+// weights folded in here spare the expert products a pass of their own.
+at::Tensor combine_rows(const at::Tensor& rows, const at::Tensor& back, const at::Tensor& weight,
+                        std::int64_t tokens) {
+  const auto A = rows.size(0), D = rows.size(1), k = back.size(0) / tokens;
+  if (!rows.is_cpu()) {
+    at::Tensor r = weight.defined() ? rows * weight.unsqueeze(1) : rows;
+    r = at::cat({r, at::zeros({1, D}, r.options())});
+    const at::Tensor picked = r.index_select(0, back);
+    return k == 1 ? picked : picked.view({tokens, k, D}).sum(1);
+  }
+  const at::Tensor src = rows.contiguous(), index = back.contiguous();
+  const at::Tensor w = weight.defined() ? weight.contiguous() : weight;
+  at::Tensor out = at::empty({tokens, D}, rows.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, rows.scalar_type(), "combine_rows", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const scalar_t* s = src.data_ptr<scalar_t>();
+        const scalar_t* wp = w.defined() ? w.data_ptr<scalar_t>() : nullptr;
+        const std::int64_t* b = index.data_ptr<std::int64_t>();
+        scalar_t* o = out.data_ptr<scalar_t>();
+        at::parallel_for(0, tokens, 64, [&](std::int64_t begin, std::int64_t end) {
+          // Sums in acc_t: in place for float and double, in a row buffer for bf16 and half.
+          constexpr bool direct = std::is_same<scalar_t, acc_t>::value;
+          std::vector<acc_t> buffer(direct ? 0 : D);
+          for (auto t = begin; t < end; ++t) {
+            acc_t* acc = direct ? reinterpret_cast<acc_t*>(o + t * D) : buffer.data();
+            bool first = true;
+            for (std::int64_t j = 0; j < k; ++j) {
+              const std::int64_t r = b[t * k + j];
+              if (r >= A) continue;  // dropped
+              const acc_t c = wp ? static_cast<acc_t>(wp[r]) : acc_t(1);
+              const scalar_t* row = s + r * D;
+              if (first)
+                for (std::int64_t d = 0; d < D; ++d) acc[d] = c * static_cast<acc_t>(row[d]);
+              else
+                for (std::int64_t d = 0; d < D; ++d) acc[d] += c * static_cast<acc_t>(row[d]);
+              first = false;
+            }
+            if (first) std::fill(acc, acc + D, acc_t(0));
+            if (!direct)
+              for (std::int64_t d = 0; d < D; ++d) o[t * D + d] = static_cast<scalar_t>(acc[d]);
+          }
+        });
+      });
+  return out;
+}
+
+// The backward of combine_rows for one block of grouped rows (CPU, contiguous tensors), in one
+// pass over the token gradients it reads: gys[r] = weight[r]·grad[token[r]], the gradient at the
+// unweighted expert output, and, when gw is defined, gw[r] = grad[token[r]]·y[r], the gradient of
+// the combine weight (y: the unweighted expert outputs).
+void output_grads(const at::Tensor& grad, const at::Tensor& token, const at::Tensor& weight,
+                  const at::Tensor& y, const at::Tensor& gys, const at::Tensor& gw) {
+  const auto n = token.size(0), D = grad.size(1);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, grad.scalar_type(), "output_grads", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const scalar_t* g = grad.data_ptr<scalar_t>();
+        const scalar_t* w = weight.data_ptr<scalar_t>();
+        const scalar_t* ys = y.data_ptr<scalar_t>();
+        const std::int64_t* tk = token.data_ptr<std::int64_t>();
+        scalar_t* out = gys.data_ptr<scalar_t>();
+        scalar_t* gwp = gw.defined() ? gw.data_ptr<scalar_t>() : nullptr;
+        for (std::int64_t r = 0; r < n; ++r) {
+          const scalar_t* src = g + tk[r] * D;
+          const acc_t c = static_cast<acc_t>(w[r]);
+          scalar_t* dst = out + r * D;
+          for (std::int64_t d = 0; d < D; ++d)
+            dst[d] = static_cast<scalar_t>(c * static_cast<acc_t>(src[d]));
+          if (gwp) {
+            // Eight partial sums, which the compiler keeps in vector registers.
+            const scalar_t* yr = ys + r * D;
+            acc_t part[8] = {};
+            std::int64_t d = 0;
+            for (; d + 8 <= D; d += 8)
+              for (int l = 0; l < 8; ++l)
+                part[l] += static_cast<acc_t>(src[d + l]) * static_cast<acc_t>(yr[d + l]);
+            acc_t dot = 0;
+            for (int l = 0; l < 8; ++l) dot += part[l];
+            for (; d < D; ++d) dot += static_cast<acc_t>(src[d]) * static_cast<acc_t>(yr[d]);
+            gwp[r] = static_cast<scalar_t>(dot);
+          }
+        }
+      });
 }
 
 using torch::autograd::AutogradContext;
@@ -125,42 +256,47 @@ class ExpertMlps : public torch::autograd::Function<ExpertMlps> {
     const auto items = make_items(sizes, block);
     const auto I = static_cast<std::int64_t>(items.size());
     const bool gathered = token.numel() > 0, weighted = weight.numel() > 0;
-    // Saved: x, weight, w1, w2, token, then h, a, y (if weighted), x_e (if gathered) per item.
-    variable_list saved(5 + 4 * I);
+    // Saved: x, weight, w1, w2, token, back, the unweighted outputs (if weighted), then h, a and
+    // x_e (if gathered) per item.
+    variable_list saved(7 + 3 * I);
     saved[0] = x, saved[1] = weight, saved[2] = w1, saved[3] = w2, saved[4] = token;
-    // Gathered: one extra zero row, where the dropped assignments of `back` point.
-    at::Tensor out = gathered ? at::empty({token.size(0) + 1, x.size(1)}, x.options())
+    saved[5] = back;
+    // Every row's unweighted expert output; the weights are applied by the combine.
+    at::Tensor out = gathered ? at::empty({token.size(0), x.size(1)}, x.options())
                               : at::empty_like(x, at::MemoryFormat::Contiguous);
-    if (gathered) out.select(0, token.size(0)).zero_();
     run_items(x, items, [&](std::int64_t i) {
+      Stopwatch watch;
       const auto [e, off, n] = items[i];
       const at::Tensor xe =
           gathered ? x.index_select(0, token.narrow(0, off, n)) : x.narrow(0, off, n);
+      watch.lap(Phase::gather);
       const at::Tensor h = at::addmm(b1.select(0, e), xe, w1.select(0, e));
+      watch.lap(Phase::product1);
       const at::Tensor a = at::gelu(h);
+      watch.lap(Phase::activation);
       at::Tensor rows = out.narrow(0, off, n);
-      if (weighted) {
-        const at::Tensor y = at::addmm(b2.select(0, e), a, w2.select(0, e));
-        at::mul_out(rows, y, weight.narrow(0, off, n).unsqueeze(1));
-        saved[7 + 4 * i] = y;
-      } else {
-        at::addmm_out(rows, b2.select(0, e), a, w2.select(0, e));
-      }
-      saved[5 + 4 * i] = h, saved[6 + 4 * i] = a;
-      if (gathered) saved[8 + 4 * i] = xe;  // kept: the backward needs it again
+      at::addmm_out(rows, b2.select(0, e), a, w2.select(0, e));
+      saved[7 + 3 * i] = h, saved[8 + 3 * i] = a;
+      if (gathered) saved[9 + 3 * i] = xe;  // kept: the backward needs it again
+      watch.lap(Phase::product2);
     });
-    saved.push_back(back);
+    if (weighted) saved[6] = out;  // the combine weights' gradient needs it
     ctx->save_for_backward(saved);
     ctx->saved_data["sizes"] = sizes;
     ctx->saved_data["block"] = block;
-    return gathered ? gather_back(out, back, x.size(0)) : out;
+    Stopwatch watch;
+    at::Tensor y = gathered   ? combine_rows(out, back, weighted ? weight : at::Tensor(), x.size(0))
+                   : weighted ? out * weight.unsqueeze(1)
+                              : out;
+    watch.lap(Phase::combine);
+    return y;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    Stopwatch watch;
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &weight = saved[1], &w1 = saved[2], &w2 = saved[3];
-    const at::Tensor& token = saved[4];
-    const at::Tensor& back = saved.back();
+    const at::Tensor &token = saved[4], &back = saved[5], &unweighted = saved[6];
     const bool gathered = token.numel() > 0, weighted = weight.numel() > 0;
     const auto items =
         make_items(ctx->saved_data["sizes"].toIntVector(), ctx->saved_data["block"].toInt());
@@ -173,9 +309,8 @@ class ExpertMlps : public torch::autograd::Function<ExpertMlps> {
 
     at::Tensor grad_rows, grad_weight, grad_w1, grad_b1, grad_w2, grad_b2;
     if (want_x)
-      grad_rows = gathered ? at::empty({token.size(0) + 1, D}, x.options())
+      grad_rows = gathered ? at::empty({token.size(0), D}, x.options())
                            : at::empty_like(x, at::MemoryFormat::Contiguous);
-    if (want_x && gathered) grad_rows.select(0, token.size(0)).zero_();
     if (want_weight) grad_weight = at::empty_like(weight);
     // Expert weight gradients: the first block of an expert writes them, every further block
     // writes its own partial sums (slot p), which are added once all blocks are done.
@@ -195,19 +330,32 @@ class ExpertMlps : public torch::autograd::Function<ExpertMlps> {
       part_b2 = at::empty({partials, D}, w2.options());
     }
     const at::Tensor grad = grads[0].contiguous();
+    watch.lap(Phase::grad_experts);
     run_items(x, items, [&](std::int64_t i) {
+      Stopwatch watch;
       const auto [e, off, n] = items[i];
-      const at::Tensor &h = saved[5 + 4 * i], &a = saved[6 + 4 * i];
-      const at::Tensor tokens = gathered ? token.narrow(0, off, n) : at::Tensor();
-      const at::Tensor gy = gathered ? grad.index_select(0, tokens) : grad.narrow(0, off, n);
-      at::Tensor gys = gy;  // gradient at the unweighted expert output
-      if (weighted) {
-        if (want_weight) grad_weight.narrow(0, off, n).copy_((gy * saved[7 + 4 * i]).sum(1));
-        gys = gy * weight.narrow(0, off, n).unsqueeze(1);
+      const at::Tensor &h = saved[7 + 3 * i], &a = saved[8 + 3 * i];
+      at::Tensor gys;  // gradient at the unweighted expert output
+      if (gathered && weighted && grad.is_cpu() && weight.is_contiguous()) {
+        gys = at::empty({n, D}, grad.options());
+        output_grads(grad, token.narrow(0, off, n), weight.narrow(0, off, n),
+                     unweighted.narrow(0, off, n), gys,
+                     want_weight ? grad_weight.narrow(0, off, n) : at::Tensor());
+      } else {
+        const at::Tensor gy =
+            gathered ? grad.index_select(0, token.narrow(0, off, n)) : grad.narrow(0, off, n);
+        gys = gy;
+        if (weighted) {
+          if (want_weight)
+            grad_weight.narrow(0, off, n).copy_((gy * unweighted.narrow(0, off, n)).sum(1));
+          gys = gy * weight.narrow(0, off, n).unsqueeze(1);
+        }
       }
+      watch.lap(Phase::grad_gather);
       const at::Tensor gh = at::gelu_backward(at::mm(gys, w2.select(0, e).t()), h);
+      watch.lap(Phase::grad_hidden);
       if (want_experts) {
-        const at::Tensor xe = gathered ? saved[8 + 4 * i] : x.narrow(0, off, n);
+        const at::Tensor xe = gathered ? saved[9 + 3 * i] : x.narrow(0, off, n);
         const auto p = partial[i];
         at::Tensor gw2 = p < 0 ? grad_w2.select(0, e) : part_w2.select(0, p);
         at::Tensor gw1 = p < 0 ? grad_w1.select(0, e) : part_w1.select(0, p);
@@ -218,13 +366,17 @@ class ExpertMlps : public torch::autograd::Function<ExpertMlps> {
         at::mm_out(gw1, xe.t(), gh);
         at::sum_out(gb1, gh, at::IntArrayRef{0});
       }
+      watch.lap(Phase::grad_experts);
       if (want_x) {
         at::Tensor rows = grad_rows.narrow(0, off, n);
         at::mm_out(rows, gh, w1.select(0, e).t());
       }
+      watch.lap(Phase::grad_input);
     });
+    watch.restart();  // the blocks timed themselves
     at::Tensor grad_x;
-    if (want_x) grad_x = gathered ? gather_back(grad_rows, back, x.size(0)) : grad_rows;
+    if (want_x)
+      grad_x = gathered ? combine_rows(grad_rows, back, at::Tensor(), x.size(0)) : grad_rows;
     if (want_experts && partials > 0) {
       std::vector<std::int64_t> owner;
       for (std::int64_t i = 0; i < I; ++i)
@@ -235,6 +387,7 @@ class ExpertMlps : public torch::autograd::Function<ExpertMlps> {
       grad_w2.index_add_(0, expert, part_w2);
       grad_b2.index_add_(0, expert, part_b2);
     }
+    watch.lap(Phase::grad_combine);
     return {grad_x,  grad_weight,  grad_w1,      grad_b1,      grad_w2,
             grad_b2, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
@@ -420,10 +573,13 @@ at::Tensor moe::dispatch_combine_blocked(const at::Tensor& x, const Routing& rou
                                          const at::Tensor& w2, const at::Tensor& b2,
                                          std::int64_t block) {
   check_shapes(x, routing, w1, b1, w2, b2);
+  Stopwatch watch;
   const DispatchPlan plan = plan_dispatch(routing, w1.size(0));
   if (plan.assignments == 0) return at::zeros_like(x);
-  return ExpertMlps::apply(x, grouped_weights(routing, plan, x.scalar_type()), w1, b1, w2, b2,
-                           plan.token, plan.back, plan.sizes, block_rows(x, block));
+  const at::Tensor weight = grouped_weights(routing, plan, x.scalar_type());
+  watch.lap(Phase::plan);
+  return ExpertMlps::apply(x, weight, w1, b1, w2, b2, plan.token, plan.back, plan.sizes,
+                           block_rows(x, block));
 }
 
 at::Tensor dispatch_combine(const at::Tensor& x, const Routing& routing, const at::Tensor& w1,

@@ -5,6 +5,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -24,6 +26,33 @@ struct DispatchPlan {
 };
 
 DispatchPlan plan_dispatch(const Routing& routing, std::int64_t experts);
+
+// The phases of the CPU kernel (dispatch_combine on CPU tensors, and blocked_mlp), forward then
+// backward, for the per-phase profile of `workbench bench moe --profile`.
+enum class Phase : int {
+  plan,          // sort of the assignments by expert, expert sizes, combine weights
+  gather,        // each block's token rows copied into a contiguous buffer
+  product1,      // x·w1 + b1
+  activation,    // GELU
+  product2,      // a·w2 + b2
+  combine,       // each token's k rows, weighted by the combine weights, summed
+  grad_gather,   // the output gradient's rows per block (and the gate weights' gradient)
+  grad_hidden,   // gradient at the hidden layer: (g·w2ᵀ) and the GELU's backward
+  grad_experts,  // expert weight and bias gradients (aᵀ·g, xᵀ·gh, row sums)
+  grad_input,    // gradient at the expert inputs: gh·w1ᵀ
+  grad_combine,  // each token's k input-gradient rows summed, partial weight sums added
+  count
+};
+const char* phase_name(Phase phase);
+
+// Thread time spent in each phase, summed over all threads and calls, in nanoseconds.
+struct PhaseTimes {
+  std::array<std::atomic<std::int64_t>, static_cast<int>(Phase::count)> ns{};
+};
+
+// Starts (a non-null pointer) or stops (nullptr) adding the kernel's phase times to `times`. Off
+// by default: the kernel then reads no clock.
+void set_phase_times(PhaseTimes* times);
 
 // wb::dispatch_combine with an explicit block size: on the CPU every expert's rows are cut into
 // blocks of at most `block` rows (0 = the default), which run on the threads as whole units.
