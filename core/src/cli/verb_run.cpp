@@ -62,7 +62,9 @@ int verb_run(const Args& args) {
     std::cerr << "warning: plugin library " << f.path << " not loaded: " << f.reason << "\n";
   Experiment experiment;
   try {
-    experiment = load_experiment(file, registry, {sets, profile});
+    ExperimentOptions options{sets, profile};
+    options.runs_dir = runs_dir;
+    experiment = load_experiment(file, registry, options);
     parse_experiment_header(experiment.source, file);  // a bad [report] fails now, not after
   } catch (const ConfigError& e) {
     std::cerr << e.what() << "\n";  // already "file:line:column: message"
