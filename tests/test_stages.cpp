@@ -278,13 +278,13 @@ TEST_CASE("workbench run: MAE -> clustering -> MoCE -> deployment from one file,
   const double ratio = ((w1 - fc1.unsqueeze(0)).std() / fc1.std()).item<double>();
   CHECK(ratio > 0.001);  // init.expert_noise = 0.01 of the weight's std
   CHECK(ratio < 0.05);
-  // The weights the two share are copies (up to the 4 steps of lr 1e-9).
   const at::Tensor w2 = moe.at("block1.moe.w2");
   const at::Tensor fc2 = dense.at("block1.fc2.weight").t();
   const double ratio2 = ((w2 - fc2.unsqueeze(0)).std() / fc2.std()).item<double>();
   CHECK(ratio2 > 0.001);
   CHECK(ratio2 < 0.05);
   CHECK_FALSE(at::allclose(w1[0], w1[1], 0, 1e-6));  // the noise makes the copies differ
+  // The weights the two share are copies (up to the 4 steps of lr 1e-9).
   CHECK(at::allclose(moe.at("block0.fc1.weight"), dense.at("block0.fc1.weight"), 0, 1e-6));
 
   // The deployed dense model was evaluated.
