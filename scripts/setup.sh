@@ -17,6 +17,7 @@ packages=(
   libtomlplusplus-dev libhdf5-dev libspdlog-dev libfmt-dev doctest-dev
   zlib1g-dev libpng-dev libjpeg-dev
   dataset-fashion-mnist          # the embedded default data set
+  python3-sklearn                # its digits.csv.gz: the second data set (data.dataset = "digits")
   gnuplot-nox                    # report plots
   clang-14 libclang-rt-14-dev    # the fuzz targets (libFuzzer), run briefly by the test suite
   python3-torch python3-h5py     # benchmarks against PyTorch, reading results from Python

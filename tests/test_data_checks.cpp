@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -458,4 +459,102 @@ TEST_CASE("image folder: empty classes, test splits with the training classes, n
         }) == dir.file("train/dog") +
                   ": class folder without .jpg/.jpeg/.png images; remove it or add "
                   "its images");
+}
+
+namespace {
+
+// A digits file: image i of the list has label labels[i] and every pixel count (i + p) % 17.
+std::string digits_text(const std::vector<int>& labels) {
+  std::string text;
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    for (int p = 0; p < 64; ++p) text += std::to_string((i + p) % 17) + ",";
+    text += std::to_string(labels[i]) + "\n";
+  }
+  return text;
+}
+
+Bytes bytes_of(const std::string& text) {
+  return Bytes(text.begin(), text.end());
+}
+
+}  // namespace
+
+TEST_CASE("digits: the fixed split, pixel scaling, gzip or plain, lines that lie") {
+  TempDir dir;
+  // Six images of class 3 and six of class 7, interleaved: the fifth of each class (file
+  // images 8 and 9) is a test image.
+  std::vector<int> labels;
+  for (int i = 0; i < 6; ++i) labels.insert(labels.end(), {3, 7});
+  const std::string gz = dir.file("digits.csv.gz");
+  write_gz(gz, bytes_of(digits_text(labels)));
+  auto train = wb::data::load_digits(gz, true, "d", 0);
+  auto test = wb::data::load_digits(gz, false, "d", 0);
+  REQUIRE(train->size() == 10);
+  REQUIRE(test->size() == 2);
+  CHECK(train->classes() == 10);
+  CHECK(test->label(0) == 3);
+  CHECK(test->label(1) == 7);
+  // Counts 0..16 become round(count x 255 / 16): file image 8's pixel p holds (8 + p) % 17.
+  const wb::Image first_test = test->image(0);
+  REQUIRE(first_test.pixels.size() == 64);
+  CHECK(first_test.height == 8);
+  for (int p = 0; p < 64; ++p) {
+    const int count = (8 + p) % 17;
+    CHECK(int(first_test.pixels[p]) == int(std::lround(count * 255.0 / 16.0)));
+  }
+  // Train keeps file order without images 8 and 9: its 9th image is file image 10.
+  CHECK(int(train->image(8).pixels[0]) == int(std::lround(10 * 255.0 / 16.0)));
+
+  // Plain text reads the same; open_dataset finds digits.csv.gz in a folder and resizes.
+  const std::string plain = dir.file("plain.csv");
+  write_raw(plain, bytes_of(digits_text(labels)));
+  CHECK(wb::data::load_digits(plain, false, "d", 0)->image(1).pixels == test->image(1).pixels);
+  wb::Params p = data_params("digits", dir.path().string());
+  p.set("image_size", std::int64_t{28});
+  auto resized = wb::open_dataset(p, wb::Split::Test);
+  CHECK(resized->image_size() == 28);
+  CHECK(resized->image(0).pixels.size() == 28 * 28);
+
+  auto refused = [&](const std::string& text) {
+    write_raw(plain, bytes_of(text));
+    return message_of([&] { wb::data::load_digits(plain, true, "d", 0); });
+  };
+  std::string text = digits_text({1, 2});
+  CHECK(refused(text + "1,2,3\n") == plain + ":3: 3 fields, expected 65 (64 pixels, label)");
+  std::string bad = digits_text({4});
+  bad.replace(0, 1, "17");
+  CHECK(refused(text + bad) == plain + ":3: pixel 0 is 17, counts lie in 0..16");
+  bad = digits_text({10});
+  CHECK(refused(bad) == plain + ":1: label 10, digits are 0..9");
+  bad = digits_text({1});
+  bad.replace(0, 1, "x");
+  CHECK(refused(bad) == plain + ":1: field 1 is not a non-negative integer");
+  bad = digits_text({1});
+  bad.replace(1, 1, ";");
+  CHECK(refused(bad) == plain + ":1: unexpected character ';' after field 1");
+  CHECK(refused("") == plain + ": no training images (the file holds 0 lines)");
+  p.set("num_classes", std::int64_t{12});
+  CHECK_THROWS_WITH_AS(wb::open_dataset(p, wb::Split::Test),
+                       "data.num_classes = 12, but digits has 10 classes", std::invalid_argument);
+}
+
+TEST_CASE("digits: scikit-learn's file, where Debian's python3-sklearn installed it") {
+  const std::string file = "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz";
+  if (!fs::exists(file)) {
+    MESSAGE("skipped: " << file << " is absent (scripts/setup.sh installs python3-sklearn)");
+    return;
+  }
+  auto train = wb::open_dataset(data_params("digits", ""), wb::Split::Train);
+  auto test = wb::open_dataset(data_params("digits", ""), wb::Split::Test);
+  CHECK(train->size() + test->size() == 1797);
+  // Every fifth image of each class is a test image: floor(class size / 5) per class.
+  std::vector<std::int64_t> in_test(10, 0), in_all(10, 0);
+  for (std::int64_t i = 0; i < test->size(); ++i) ++in_test[test->label(i)];
+  for (std::int64_t i = 0; i < train->size(); ++i) ++in_all[train->label(i)];
+  for (std::int64_t c = 0; c < 10; ++c) {
+    in_all[c] += in_test[c];
+    CHECK(in_test[c] == in_all[c] / 5);
+  }
+  CHECK(test->size() == 355);
+  CHECK(train->image(0).height == 8);
 }

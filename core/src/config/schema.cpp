@@ -34,15 +34,16 @@ const std::vector<ParamSpec>& run_schema() {
 const std::vector<ParamSpec>& data_schema() {
   static const std::vector<ParamSpec> specs = {
       ParamSpec::text("dataset", "fashion_mnist", "format of the data set")
-          .one_of({"fashion_mnist", "idx", "cifar10", "cifar100", "folder"}),
+          .one_of({"fashion_mnist", "idx", "cifar10", "cifar100", "digits", "folder"}),
       ParamSpec::text("path", "",
                       "where the data set lies; empty for fashion_mnist: "
-                      "/usr/share/datasets/fashion-mnist"),
+                      "/usr/share/datasets/fashion-mnist, for digits: scikit-learn's "
+                      "/usr/lib/python3/dist-packages/sklearn/datasets/data"),
       ParamSpec::integer("image_size", 0, "resize images on load to this side; 0 = native size")
           .at_least(0),
       ParamSpec::integer("num_classes", 0,
                          "class count the labels must lie below; 0 = the data set's own "
-                         "(fashion_mnist, cifar10: 10; cifar100: 100; folder: its class "
+                         "(fashion_mnist, cifar10, digits: 10; cifar100: 100; folder: its class "
                          "folders; idx: the largest label + 1)")
           .at_least(0),
       below(ParamSpec::real("val_fraction", 0.0,

@@ -23,7 +23,7 @@ struct RunSettings {
 
 // [data] and every [datasets.<name>] (docs/design.md): the data set and its subsets.
 struct DataSettings {
-  std::string dataset;  // fashion_mnist | idx | cifar10 | cifar100 | folder
+  std::string dataset;  // fashion_mnist | idx | cifar10 | cifar100 | digits | folder
   std::string path;     // empty: the data set's default place (fashion_mnist)
   std::int64_t image_size = 0;
   std::int64_t num_classes = 0;  // 0 = what the format says (IDX: max label + 1)

@@ -33,6 +33,7 @@ Stats fashion_mnist_stats();
 Stats cifar10_stats();
 Stats cifar100_stats();
 Stats imagenet_stats();
+Stats digits_stats();
 
 // Every dataset yields square images: `image_size` > 0 resizes them (shorter side, then the
 // central square) when an item is read; 0 keeps the native size.
@@ -51,6 +52,13 @@ std::shared_ptr<const NamedDataset> load_idx(const std::string& images_file,
 std::shared_ptr<const NamedDataset> load_cifar(const std::vector<std::string>& files, bool cifar100,
                                                std::string name, std::int64_t image_size,
                                                Stats stats);
+
+// The 8x8 handwritten digits file of scikit-learn (digits.csv.gz, gzip or plain text: one
+// image per line, 64 counts 0..16 then the label 0..9; counts scaled to 0..255). The split is
+// the project's: every fifth image of each class, in file order, is a test image (355 of 1797).
+// Errors name the file and the line.
+std::shared_ptr<const NamedDataset> load_digits(const std::string& file, bool train,
+                                                std::string name, std::int64_t image_size);
 
 // root/<class>/*.jpg|jpeg|png, classes sorted by name; a class folder without images is an
 // error. `classes` given (a test split: the training folder's classes): labels follow that

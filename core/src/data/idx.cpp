@@ -1,16 +1,13 @@
-// IDX files (the MNIST format), gzip-compressed or raw: zlib's gzread reads both. Nothing is
+// IDX files (the MNIST format), gzip-compressed or raw (data/gz_file.h reads both). Nothing is
 // allocated on the word of a header: sizes are multiplied with overflow checks, a raw file's
 // size is checked before its data is read, and a gzip file's buffer grows only as data
 // actually decompresses.
-#include <zlib.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <stdexcept>
 
+#include "data/gz_file.h"
 #include "data/memory_dataset.h"
 
 namespace wb::data {
@@ -20,50 +17,6 @@ namespace {
 [[noreturn]] void fail(const std::string& file, const std::string& what) {
   throw std::runtime_error(file + ": " + what);
 }
-
-class GzFile {
- public:
-  explicit GzFile(const std::string& path) : path_(path) {
-    std::error_code ec;
-    if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
-      fail(path, "not a regular file");
-    f_ = gzopen(path.c_str(), "rb");
-    if (!f_) fail(path, std::string("cannot open: ") + std::strerror(errno ? errno : ENOENT));
-    gzbuffer(f_, 1 << 17);
-  }
-  ~GzFile() { gzclose(f_); }
-  GzFile(const GzFile&) = delete;
-  GzFile& operator=(const GzFile&) = delete;
-
-  // Reads up to n bytes; returns how many were read (fewer at the end of the file).
-  std::size_t read(std::uint8_t* out, std::size_t n) {
-    std::size_t done = 0;
-    while (done < n) {
-      const auto chunk = static_cast<unsigned>(std::min<std::size_t>(n - done, 1u << 30));
-      const int got = gzread(f_, out + done, chunk);
-      if (got < 0) {
-        int code = 0;
-        fail(path_, std::string("read error: ") + gzerror(f_, &code));
-      }
-      if (got == 0) {
-        int code = 0;
-        const char* msg = gzerror(f_, &code);
-        if (code != Z_OK && code != Z_BUF_ERROR) fail(path_, std::string("read error: ") + msg);
-        break;
-      }
-      done += static_cast<std::size_t>(got);
-    }
-    return done;
-  }
-
-  // Whether the file is read as it is (not gzip). Valid after the first read.
-  bool raw() const { return gzdirect(f_) == 1; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  gzFile f_ = nullptr;
-};
 
 std::string hex32(std::uint32_t v) {
   char buf[16];

@@ -60,6 +60,12 @@ std::shared_ptr<const NamedDataset> load_base(const std::string& kind, std::stri
     return data::load_cifar(files, c100, kind + " " + split, image_size,
                             c100 ? data::cifar100_stats() : data::cifar10_stats());
   }
+  if (kind == "digits") {
+    declared_classes(kind, 10, num_classes);
+    if (path.empty()) path = "/usr/lib/python3/dist-packages/sklearn/datasets/data";
+    if (fs::is_directory(path)) path = (fs::path(path) / "digits.csv.gz").string();
+    return data::load_digits(path, train, kind + " " + split, image_size);
+  }
   if (kind == "folder") {
     if (path.empty()) throw std::invalid_argument("data.path must name the image folder");
     // root/train + root/test (or root/val) when present, else root is the training set. The
@@ -87,7 +93,7 @@ std::shared_ptr<const NamedDataset> load_base(const std::string& kind, std::stri
     return folder;
   }
   throw std::invalid_argument("data.dataset: unknown data set '" + kind +
-                              "' (valid: fashion_mnist, idx, cifar10, cifar100, folder)");
+                              "' (valid: fashion_mnist, idx, cifar10, cifar100, digits, folder)");
 }
 
 }  // namespace
