@@ -34,6 +34,7 @@ const std::vector<Verb>& verbs() {
       {"bench", "run a benchmark (moe, step, loader, ...) with workbench-bench", verb_bench},
       {"views", "draw a batch of view pairs with crop boxes and matched patches (PNG)", verb_views},
       {"_point", "internal: run one point in this process", verb_point, true},
+      {"_stage", "internal: run one cluster or deploy point of a stage", verb_stage, true},
       {"_probe", "internal: load one plugin library and report what it holds", verb_probe, true},
   };
   return table;

@@ -12,6 +12,7 @@ using Args = std::vector<std::string>;  // the arguments after the verb
 int verb_plugins(const Args& args);  // plugin/loader.h
 int verb_run(const Args& args);      // run/sweep.h: run_experiment
 int verb_point(const Args& args);    // internal: run/point.h, one point in this process
+int verb_stage(const Args& args);    // internal: run/stage.h, one cluster or deploy point
 int verb_probe(
     const Args& args);            // internal: plugin/loader_probe.h, load libraries, report as TOML
 int verb_eval(const Args& args);  // eval/on_demand.h

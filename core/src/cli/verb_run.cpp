@@ -70,6 +70,7 @@ int verb_run(const Args& args) {
     // --prepare writes points that torchrun or srun start on other hosts: this host's lack of
     // a GPU says nothing about theirs.
     if (vm.count("prepare")) options.environment.has_cuda = nullptr;
+    options.runs_dir = runs_dir;
     experiment = load_experiment(file, registry, options);
     parse_experiment_header(experiment.source, file);  // a bad [report] fails now, not after
   } catch (const ConfigError& e) {

@@ -47,7 +47,8 @@ int verb_views(const Args& args) {
   std::int64_t image_size = 0;
   ViewPairsOptions o;
   opts.add_options()("help,h", "show this help")(
-      "data", po::value(&dataset), "data set: fashion_mnist | idx | cifar10 | cifar100 | digits | folder")(
+      "data", po::value(&dataset),
+      "data set: fashion_mnist | idx | cifar10 | cifar100 | digits | folder")(
       "path", po::value(&path), "its files (default for fashion_mnist: the installed copy)")(
       "image-size", po::value(&image_size), "resize on load (0 = native)")(
       "config", po::value(&config), "take dataset, path, image_size from this run/experiment TOML")(

@@ -18,7 +18,20 @@ struct Point {
   std::int64_t seed = 0;
   std::vector<std::pair<std::string, std::string>> assignments;  // key -> TOML literal, in order
   std::string label;                                             // "losses.ogar.alpha=0.3 seed=1"
-  RunConfig config;
+  RunConfig config;  // a training point's; empty for the other kinds
+  // Stages (docs/design.md, "Stages"): the [stage.NAME] the point belongs to ("" without
+  // stages), what it does, and the ids of the earlier points it uses (its "@stage" references).
+  std::string stage;
+  std::string kind = "train";  // train | cluster | deploy
+  std::string task;            // cluster, deploy: stage.toml, what `workbench _stage` runs
+  std::vector<std::string> needs;
+};
+
+// One [stage.NAME] of an experiment file, in the order the stages run.
+struct Stage {
+  std::string name, kind;
+  std::vector<std::string> after;   // the stages it depends on (after = ..., and "@" references)
+  std::vector<std::string> varied;  // the keys that differ between its points
 };
 
 // The most points (grid combinations and [[point]]s, times seeds, before [[exclude]]) an
@@ -40,6 +53,8 @@ struct Experiment {
   std::vector<std::int64_t> seeds;
   std::size_t excluded = 0;    // dropped by [[exclude]]
   std::size_t duplicates = 0;  // dropped because an earlier point had the same id
+
+  std::vector<Stage> stages;  // empty: a file without [stage.*]; points are in stage order
 };
 
 struct ExperimentOptions {
@@ -51,6 +66,9 @@ struct ExperimentOptions {
   // What the point checks learn from the host: data set shapes, CUDA devices
   // (run/host_environment.h); unset parts are not checked.
   PointEnvironment environment{};
+  // Where run directories go (`workbench run --runs-dir`): a "@stage" reference resolves to
+  // <runs_dir>/<experiment>/<id> of the earlier point, as given (relative stays relative).
+  std::string runs_dir = "runs";
 };
 
 // Order: [profile.NAME], then --set overrides, then grid x zip plus [[point]]s, each for every

@@ -10,6 +10,7 @@
 #include "process/threads.h"
 #include "report/report.h"
 #include "run/point.h"
+#include "run/stage.h"
 #include "store/point_lock.h"
 #include "store/run_dir.h"
 
@@ -171,11 +172,19 @@ struct SweepPlan {
   int at_once = 1, total_threads = 1;
 };
 
-SweepPlan plan_sweep(const Experiment& experiment, const std::filesystem::path& exp_dir,
-                     const SweepSettings& settings, std::ostream& out, std::ostream& err) {
+// Whether a point needs no more work. A stage's cluster or deploy point is done when its
+// `workbench _stage` ended well (its evaluators are part of that).
+bool complete(const Point& point, const RunStatus& status) {
+  if (point.kind != "train") return status.state == RunState::Done;
+  return point_complete(status, point.config);
+}
+
+SweepPlan plan_sweep(const Experiment& experiment, const std::vector<Point>& points,
+                     const std::filesystem::path& exp_dir, const SweepSettings& settings,
+                     std::ostream& out, std::ostream& err) {
   SweepPlan plan;
-  for (std::size_t i = 0; i < experiment.points.size(); ++i) {
-    const Point& point = experiment.points[i];
+  for (std::size_t i = 0; i < points.size(); ++i) {
+    const Point& point = points[i];
     const RunPaths paths(exp_dir / point.id);
     RunStatus status;
     try {
@@ -183,7 +192,7 @@ SweepPlan plan_sweep(const Experiment& experiment, const std::filesystem::path& 
     } catch (const std::exception& e) {
       err << "warning: " << e.what() << " (running the point again)\n";
     }
-    if (point_complete(status, point.config)) {
+    if (complete(point, status)) {
       out << "skip " << point.id << "  " << point.label << "  (done)\n";
       plan.outcomes.push_back(
           {point.id, point.label, RunState::Done, "", status.elapsed_seconds, true, ""});
@@ -202,7 +211,7 @@ SweepPlan plan_sweep(const Experiment& experiment, const std::filesystem::path& 
                               ? std::filesystem::read_symlink("/proc/self/exe").string()
                               : settings.exe;
   for (std::size_t i : plan.to_run) {
-    const Point& point = experiment.points[i];
+    const Point& point = points[i];
     PointOptions options;
     options.dir = exp_dir / point.id;
     options.nproc = settings.nproc;
@@ -213,10 +222,11 @@ SweepPlan plan_sweep(const Experiment& experiment, const std::filesystem::path& 
     for (const auto& p : settings.plugin_paths)
       options.plugin_paths.push_back(std::filesystem::absolute(p).string());
     SweepItem item{point.id, point.label, options.dir, {}, {}};
-    const RunConfig* config = &point.config;
-    item.complete = [config](const RunStatus& status) { return point_complete(status, *config); };
+    const Point* kept = &point;
+    item.complete = [kept](const RunStatus& status) { return complete(*kept, status); };
     item.command.name = point.id.substr(0, 6);
-    item.command.argv = point_command(exe, options);
+    item.command.argv =
+        point.kind == "train" ? point_command(exe, options) : stage_command(exe, options);
     item.command.env = {{"OMP_NUM_THREADS", std::to_string(options.threads)}};
     plan.items.push_back(std::move(item));
   }
@@ -250,16 +260,18 @@ void prepare_experiment(const Experiment& experiment, const std::filesystem::pat
   }
 }
 
-int run_experiment(const Experiment& experiment, const SweepSettings& settings, std::ostream& out,
-                   std::ostream& err) {
-  const std::filesystem::path root = std::filesystem::absolute(settings.runs_dir);
-  const std::filesystem::path exp_dir = experiment_dir(root, experiment.name);
-  write_experiment_copy(root, experiment);
-  SweepPlan plan = plan_sweep(experiment, exp_dir, settings, out, err);
-  out << experiment.name << ": " << experiment.points.size() << " points, " << plan.items.size()
-      << " to run, " << plan.at_once << " at once, " << plan.total_threads << " threads\n"
-      << std::flush;
+namespace {
 
+// Runs `points` (all of the experiment, or one stage's) that still need work; returns every
+// point's outcome.
+std::vector<SweepOutcome> run_points(const Experiment& experiment, const std::vector<Point>& points,
+                                     const std::string& title, const std::filesystem::path& exp_dir,
+                                     const SweepSettings& settings, std::ostream& out,
+                                     std::ostream& err, bool& interrupted) {
+  SweepPlan plan = plan_sweep(experiment, points, exp_dir, settings, out, err);
+  out << title << ": " << points.size() << " points, " << plan.items.size() << " to run, "
+      << plan.at_once << " at once, " << plan.total_threads << " threads\n"
+      << std::flush;
   SweepOptions options;
   options.jobs = settings.jobs;
   options.fail_fast = settings.fail_fast;
@@ -272,20 +284,93 @@ int run_experiment(const Experiment& experiment, const SweepSettings& settings, 
     outcome = report.outcomes[k];
     if (report.interrupted && outcome.state == RunState::Queued) outcome.error = "interrupted";
   }
+  interrupted = report.interrupted;
+  return plan.outcomes;
+}
 
-  out << "\n" << format_summary(plan.outcomes);
-  if (settings.report && !report.interrupted) write_sweep_report(exp_dir, out, err);
-  const auto failed = std::count_if(plan.outcomes.begin(), plan.outcomes.end(),
+// The first point `point` needs that is not done, as "stage S's point ID (failed)"; "" when
+// every one is done.
+std::string missing_need(const Experiment& experiment, const Point& point,
+                         const std::filesystem::path& exp_dir) {
+  for (const auto& id : point.needs) {
+    RunStatus status;
+    try {
+      status = read_status(RunPaths(exp_dir / id).status);
+    } catch (const std::exception&) {
+      status.state = RunState::Failed;
+    }
+    if (status.state == RunState::Done) continue;
+    std::string stage;
+    for (const auto& p : experiment.points)
+      if (p.id == id) stage = p.stage;
+    const bool never = !std::filesystem::exists(RunPaths(exp_dir / id).status);
+    return (stage.empty() ? "point " : "stage " + stage + "'s point ") + id + " (" +
+           (never ? std::string("not run") : state_name(status.state)) + ")";
+  }
+  return "";
+}
+
+// A file with [stage.*]: the stages one after the other; a point whose earlier point is not
+// done is not run.
+std::vector<SweepOutcome> run_stages(const Experiment& experiment,
+                                     const std::filesystem::path& exp_dir,
+                                     const SweepSettings& settings, std::ostream& out,
+                                     std::ostream& err, bool& interrupted) {
+  std::vector<SweepOutcome> outcomes;
+  bool failed = false;
+  for (const Stage& stage : experiment.stages) {
+    std::vector<Point> ready;
+    for (const Point& p : experiment.points) {
+      if (p.stage != stage.name) continue;
+      const std::string missing = missing_need(experiment, p, exp_dir);
+      if (missing.empty() && !(settings.fail_fast && failed)) {
+        ready.push_back(p);
+        continue;
+      }
+      const std::string why = missing.empty() ? "fail-fast" : "needs " + missing;
+      out << "skip " << p.id << "  " << p.label << "  (" << why << ")\n";
+      outcomes.push_back({p.id, p.label, RunState::Queued, "not run: " + why, 0, false, ""});
+    }
+    if (ready.empty()) continue;
+    const std::string title = experiment.name + " stage " + stage.name + " (" + stage.kind + ")";
+    for (auto& o : run_points(experiment, ready, title, exp_dir, settings, out, err, interrupted)) {
+      failed = failed || o.state == RunState::Failed;
+      outcomes.push_back(std::move(o));
+    }
+    if (interrupted) break;
+  }
+  return outcomes;
+}
+
+}  // namespace
+
+int run_experiment(const Experiment& experiment, const SweepSettings& settings, std::ostream& out,
+                   std::ostream& err) {
+  const std::filesystem::path root = std::filesystem::absolute(settings.runs_dir);
+  const std::filesystem::path exp_dir = experiment_dir(root, experiment.name);
+  write_experiment_copy(root, experiment);
+  bool interrupted = false;
+  const std::vector<SweepOutcome> outcomes =
+      experiment.stages.empty() ? run_points(experiment, experiment.points, experiment.name,
+                                             exp_dir, settings, out, err, interrupted)
+                                : run_stages(experiment, exp_dir, settings, out, err, interrupted);
+
+  out << "\n" << format_summary(outcomes);
+  if (settings.report && !interrupted) write_sweep_report(exp_dir, out, err);
+  const auto failed = std::count_if(outcomes.begin(), outcomes.end(),
                                     [](const auto& o) { return o.state == RunState::Failed; });
-  if (report.interrupted) {
+  const auto not_run = std::count_if(outcomes.begin(), outcomes.end(), [](const auto& o) {
+    return o.state == RunState::Queued && o.error.rfind("not run: ", 0) == 0;
+  });
+  if (interrupted) {
     out << "interrupted\n";
     return 130;
   }
-  if (failed > 0) {
-    out << failed << " of " << plan.outcomes.size() << " points failed (see their run.log)\n";
-    return 1;
-  }
-  return 0;
+  if (failed > 0)
+    out << failed << " of " << outcomes.size() << " points failed (see their run.log)\n";
+  if (not_run > 0)
+    out << not_run << " points not run: an earlier stage's point they need is not done\n";
+  return failed > 0 || not_run > 0 ? 1 : 0;
 }
 
 std::string format_duration(double seconds) {

@@ -64,6 +64,9 @@ std::string format_point_file(const Experiment& experiment, const Point& point) 
       "experiment = " + toml_string(experiment.name) + "\n" + "id = " + toml_string(point.id) +
       "\n" + "seed = " + std::to_string(point.seed) + "\n" + "label = " + toml_string(point.label) +
       "\n" + "# [key, value as written], in the order applied\n" + "assignments = [\n";
+  // A stage's points are told apart in the report by their stage (docs/design.md, "Stages").
+  if (!point.stage.empty())
+    out += "  [\"stage\", " + toml_string(toml_string(point.stage)) + "],\n";
   for (const auto& [key, literal] : point.assignments)
     out += "  [" + toml_string(key) + ", " + toml_string(literal) + "],\n";
   return out + "]\n";
@@ -73,7 +76,12 @@ void prepare_point_dir(const std::filesystem::path& dir, const Experiment& exper
                        const Point& point) {
   const RunPaths paths(dir);
   std::filesystem::create_directories(dir);
-  write_file_atomic(paths.config, point.config.toml);
+  // A cluster or deploy point has no configuration of its own: `workbench _stage` reads its
+  // task (the deployed model's config.toml is written by the deployment).
+  if (point.kind == "train")
+    write_file_atomic(paths.config, point.config.toml);
+  else
+    write_file_atomic(dir / "stage.toml", point.task);
   write_file_atomic(paths.point, format_point_file(experiment, point));
 }
 
