@@ -15,6 +15,7 @@
 
 #include "built_plugins.h"
 #include "cluster/cluster_file.h"
+#include "cluster/trained_run.h"
 #include "config/run_config.h"
 #include "h5/metrics.h"
 #include "store/status.h"
@@ -146,6 +147,9 @@ plugin = "classify"
 
 [[base.losses]]
 plugin = "imbalance"
+
+[[base.evaluators]]
+plugin = "routing_map"
 )";
   const std::string with_clusters = "clusters = \"" + dense.string() + "\"\n";
   std::tie(code, out) =
@@ -157,6 +161,37 @@ plugin = "imbalance"
   CHECK(slurp(run / "run.log").find("clusters: ") != std::string::npos);
   const auto series = wb::MetricsReader(run / "metrics.h5").series_names();
   CHECK(std::find(series.begin(), series.end(), "loss/imbalance/imbalance") != series.end());
+  // The evaluators of the cluster-gated model itself: its test images got cluster ids.
+  CHECK(wb::MetricsReader(run / "metrics.h5").eval().at("routing_map").count("fraction") == 1);
+  CHECK(slurp(run / "run.log").find("nearest centroid") != std::string::npos);
+
+  // `workbench eval --add` on the run directory, on the clustered training set: its stored
+  // assignment routes every image, so the map follows from the clusters and the gate alone.
+  std::tie(code, out) =
+      workbench("eval " + run.string() +
+                    " --threads 1 --add '{ plugin = \"routing_map\", split = \"train\" }'",
+                dir.path());
+  REQUIRE_MESSAGE(code == 0, out);
+  {
+    const wb::TrainedRun moce = wb::open_trained_run(run, wb_test::plugins());
+    auto params = moce.model.backbone->named_parameters();
+    auto buffers = moce.model.backbone->named_buffers();
+    const at::Tensor expert_of =
+        buffers["block1.moe.gate.centroids"].mm(params["block1.moe.gate.weight"].t()).argmax(1);
+    const auto train = wb::open_data(moce.config.settings.data, wb::Split::Train);
+    at::Tensor expected = at::zeros({2, 10}, at::kDouble), per_class = at::zeros({10}, at::kDouble);
+    for (std::int64_t i = 0; i < train->size(); ++i) {
+      const std::int64_t c = clusters.assignment[i].item<std::int64_t>();
+      expected[expert_of[c].item<std::int64_t>()][train->label(i)].add_(1);
+      per_class[train->label(i)].add_(1);
+    }
+    expected = (expected / per_class.clamp_min(1)).flatten().contiguous();
+    const std::vector<double> fraction =
+        wb::MetricsReader(run / "metrics.h5").eval().at("routing_map_2").at("fraction");
+    REQUIRE(fraction.size() == 20u);
+    for (std::size_t k = 0; k < fraction.size(); ++k)
+      CHECK(fraction[k] == doctest::Approx(expected[static_cast<std::int64_t>(k)].item<double>()));
+  }
 
   // Deployment: the downstream set through the dense run's features, its largest cluster's
   // expert path as a dense run directory that `workbench eval` takes as it is.

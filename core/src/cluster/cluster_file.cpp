@@ -173,10 +173,12 @@ ClusterFile read_cluster_file(const fs::path& file) {
   return c;
 }
 
+bool same_data(const DataIdentity& a, const DataIdentity& b) {
+  return a.description == b.description && a.images == b.images && a.fingerprint == b.fingerprint;
+}
+
 void check_cluster_identity(const ClusterFile& c, const fs::path& file, const DataIdentity& d) {
-  if (c.data.description == d.description && c.data.images == d.images &&
-      c.data.fingerprint == d.fingerprint)
-    return;
+  if (same_data(c.data, d)) return;
   throw std::runtime_error(
       file.string() + " clusters another data set: it was made from '" + c.data.description +
       "' (" + std::to_string(c.data.images) + " images, fingerprint " + c.data.fingerprint + "; " +

@@ -29,6 +29,8 @@ struct DataIdentity {
 };
 
 DataIdentity data_identity(const Dataset& data, const DataSettings& settings);
+// The same data set: description, image count and fingerprint agree (settings is for people).
+bool same_data(const DataIdentity& a, const DataIdentity& b);
 
 struct ClusterFile {
   at::Tensor centroids;   // [m, D] float

@@ -10,9 +10,9 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "cluster/assign.h"
 #include "cluster/cluster_file.h"
 #include "cluster/trained_run.h"
-#include "eval/context.h"
 #include "plugin/loader.h"
 #include "process/logging.h"
 #include "process/threads.h"
@@ -21,7 +21,6 @@
 #include "store/status.h"
 #include "train/checkpoint.h"
 #include "train/data_access.h"
-#include "workbench/layers.h"
 #include "workbench/registry.h"
 
 namespace wb {
@@ -193,21 +192,12 @@ int deploy_run(const DeployRequest& request, std::ostream& err) {
     TrainedRun run = open_trained_run(paths.dir, registry);
     const fs::path cluster_path = cluster_file_path(config.settings.data.clusters);
     const ClusterFile clusters = read_cluster_file(cluster_path);
-    TrainedRun source = open_trained_run(clusters.source_run, registry);
+    TrainedRun source = open_cluster_source(clusters, cluster_path, registry);
 
     // The downstream set through the clustering's own features (eval view, unit length).
     auto downstream = open_data(config.settings.datasets.at(request.data), Split::Train);
-    LoaderOptions options;
-    options.batch_size = source.config.settings.train.batch;
-    options.workers = source.config.settings.run.workers;
-    options.shuffle = false;
-    options.drop_last = false;
-    const ViewRecipe recipe = make_recipe("eval", Params(), source.shape.image_size);
-    const at::Tensor f = l2_normalize(
-        extract_features(*source.model.backbone, downstream, recipe, options, source.device)
-            .features);
     const std::int64_t m = clusters.centroids.size(0);
-    const at::Tensor assignment = f.mm(clusters.centroids.t()).argmax(1);
+    const at::Tensor assignment = nearest_centroids(source, downstream, clusters.centroids);
     const at::Tensor counts = at::bincount(assignment, {}, m);
     const std::int64_t cluster = counts.argmax().item<std::int64_t>();
     const std::int64_t in_cluster = counts[cluster].item<std::int64_t>();

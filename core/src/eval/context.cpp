@@ -6,6 +6,7 @@
 
 #include <stdexcept>
 
+#include "cluster/assign.h"
 #include "train/data_access.h"
 
 namespace wb {
@@ -46,18 +47,34 @@ const DataSettings& RunEvalContext::data_settings(const std::string& name) const
                            "' in [datasets] (defined: " + (known.empty() ? "none" : known) + ")");
 }
 
+RunEvalContext::~RunEvalContext() = default;
+
+std::shared_ptr<const Dataset> RunEvalContext::opened(const std::string& name, Split split) {
+  auto key = std::make_pair(name, static_cast<int>(split));
+  auto it = opened_.find(key);
+  if (it != opened_.end()) return it->second;
+  auto data = open_data(data_settings(name), split);
+  opened_[key] = data;
+  return data;
+}
+
 std::shared_ptr<const Dataset> RunEvalContext::dataset(const std::string& name, Split split) {
   auto key = std::make_pair(name, static_cast<int>(split));
   auto it = datasets_.find(key);
   if (it != datasets_.end()) return it->second;
-  auto data = open_data(data_settings(name), split);
+  auto data = opened(name, split);
+  // A cluster-gated model routes every image by its cluster: assigned once per data set.
+  if (const std::string& setting = config_.settings.data.clusters; !setting.empty()) {
+    if (!clusters_) clusters_ = std::make_unique<EvalClusters>(setting, registry_, log_);
+    data = clusters_->assign(std::move(data), data_settings(name));
+  }
   datasets_[key] = data;
   return data;
 }
 
 ViewRecipe RunEvalContext::recipe(const std::string& preset) {
   // Every data set is fed at the size the backbone was built for.
-  const std::int64_t size = dataset("", Split::Train)->image_size();
+  const std::int64_t size = opened("", Split::Train)->image_size();
   return make_recipe(preset, Params(), size);
 }
 
@@ -99,7 +116,7 @@ FeatureSet RunEvalContext::features(const std::string& name, Split split, std::i
 }
 
 TrainableCopy RunEvalContext::trainable_copy() {
-  auto train = dataset("", Split::Train);
+  auto train = opened("", Split::Train);
   DataShape shape{train->channels(), train->image_size(), train->classes()};
   Model copy = build_model(config_, registry_, shape, model_.comm);
   copy_weights(*model_.backbone, *copy.backbone);

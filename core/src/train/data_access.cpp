@@ -40,6 +40,8 @@ class ChannelConvert final : public Dataset {
   }
   std::vector<double> pixel_mean() const override { return convert(base_->pixel_mean()); }
   std::vector<double> pixel_std() const override { return convert(base_->pixel_std()); }
+  bool has_clusters() const override { return base_->has_clusters(); }
+  std::int64_t cluster(std::int64_t i) const override { return base_->cluster(i); }
 
  private:
   std::vector<double> convert(const std::vector<double>& v) const {

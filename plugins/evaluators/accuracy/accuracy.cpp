@@ -40,6 +40,7 @@ class Accuracy final : public wb::Evaluator {
       wb::RoutingContext rc;
       rc.training = false;
       rc.view = at::zeros({b.size()}, at::TensorOptions().dtype(at::kLong).device(ctx.device()));
+      rc.cluster = b.cluster;  // MoCE: the images' clusters route a cluster gate
       const at::Tensor logits = classifier->predict(ctx.backbone().forward(b.views[0], rc));
       const at::Tensor labels = b.labels.unsqueeze(1);
       const auto k = std::min<std::int64_t>(5, logits.size(1));

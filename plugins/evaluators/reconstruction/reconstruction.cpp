@@ -89,6 +89,7 @@ class Reconstruction final : public wb::Evaluator {
       wb::RoutingContext context;
       context.training = false;
       context.keep = wb::random_keep(B, N, ratio, at::TensorOptions(), generator).to(ctx.device());
+      context.cluster = b.cluster;  // MoCE: the images' clusters route a cluster gate
       wb::BackboneOutput out = backbone.forward(images, context);
       if (out.patches.size(1) != context.keep.size(1))
         fail("the backbone encoded every patch: it ignores the mask (RoutingContext::keep)");

@@ -52,7 +52,8 @@ class ClusterGate : public wb::Gate {
     if (!in.cluster.defined())
       throw std::invalid_argument(
           "gate cluster: the batch has no cluster ids; MoCE routing needs the cluster of every "
-          "image (data.clusters names the clustering of the training set)");
+          "image (data.clusters names the clustering; the host gives every data set of such a "
+          "run its images' ids, and a RoutingContext built by hand must carry Batch::cluster)");
     if (!in.image.defined() || in.image.size(0) != x.size(0))
       throw std::invalid_argument("gate cluster: needs the image index of every token");
     // Ids on the CPU are range-checked through their memory (no host read, which on a GPU would

@@ -36,6 +36,15 @@ class Dataset {
   virtual std::vector<double> pixel_std() const {
     return std::vector<double>(static_cast<std::size_t>(channels()), 0.5);
   }
+
+  // MoCE (docs/moce.md): whether every item has a cluster id, and item i's. The host gives them
+  // to the data sets that the evaluators of a cluster-gated run read; a Loader over such a set
+  // (or a subset of it) puts them into Batch::cluster. The default: no cluster ids (-1).
+  virtual bool has_clusters() const { return false; }
+  virtual std::int64_t cluster(std::int64_t i) const {
+    (void)i;
+    return -1;
+  }
 };
 
 enum class Split { Train, Val, Test };

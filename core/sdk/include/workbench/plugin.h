@@ -19,7 +19,7 @@
 
 // Bump whenever an SDK header changes in a way that breaks compiled plugins (docs/plugins.md,
 // "The ABI version", lists what does and keeps the history).
-#define WORKBENCH_ABI_VERSION 10u
+#define WORKBENCH_ABI_VERSION 11u
 
 #define WB_STRINGIFY2(x) #x
 #define WB_STRINGIFY(x) WB_STRINGIFY2(x)

@@ -73,6 +73,19 @@ class BufferPool : public std::enable_shared_from_this<BufferPool> {
   std::map<std::size_t, std::vector<void*>> free_;
 };
 
+// The cluster id of every item of a data set that has them (Dataset::cluster), [N] int64.
+at::Tensor clusters_of(const Dataset& data) {
+  at::Tensor ids = at::empty({data.size()}, at::kLong);
+  std::int64_t* id = ids.data_ptr<std::int64_t>();
+  for (std::int64_t i = 0; i < data.size(); ++i) {
+    id[i] = data.cluster(i);
+    if (id[i] < 0)
+      throw std::invalid_argument("Loader: " + data.describe() + " has no cluster id for item " +
+                                  std::to_string(i));
+  }
+  return ids;
+}
+
 }  // namespace
 
 struct Loader::Impl {
@@ -213,6 +226,8 @@ Loader::Loader(std::shared_ptr<const Dataset> data, std::vector<ViewRecipe> view
   if (options.world < 1 || options.rank < 0 || options.rank >= options.world)
     throw std::invalid_argument("Loader: rank must lie in [0, world)");
   for (auto& r : views) impl_->recipes.push_back(data::resolve_recipe(std::move(r), *data));
+  if (!options.cluster_of.defined() && data->has_clusters())
+    options.cluster_of = clusters_of(*data);
   if (options.cluster_of.defined()) {
     if (options.cluster_of.dim() != 1 || options.cluster_of.size(0) != data->size())
       throw std::invalid_argument("Loader: cluster_of must hold one cluster id per image (" +

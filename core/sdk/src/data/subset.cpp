@@ -60,6 +60,8 @@ class SubsetDataset : public NamedDataset {
   }
   std::vector<double> pixel_mean() const override { return base_->pixel_mean(); }
   std::vector<double> pixel_std() const override { return base_->pixel_std(); }
+  bool has_clusters() const override { return base_->has_clusters(); }
+  std::int64_t cluster(std::int64_t i) const override { return base_->cluster(at(i)); }
 
  private:
   std::int64_t at(std::int64_t i) const {
