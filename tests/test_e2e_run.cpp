@@ -1,17 +1,21 @@
 // `workbench run` end to end with the real trainer and the dense `vit` backbone on a slice of
 // Fashion-MNIST: a failing point (missing data, NaN loss) does not stop the others, a rerun
-// skips finished points, and a point killed with SIGKILL resumes from its last checkpoint; MAE
-// pre-training of a small TokenMoE with its reconstruction and routing-map evaluators.
+// skips finished points, a point killed with SIGKILL resumes from its last checkpoint, Ctrl-C
+// while a point is in a long evaluator stops every process; MAE pre-training of a small TokenMoE
+// with its reconstruction and routing-map evaluators.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -291,6 +295,97 @@ checkpoint_every = 4
   REQUIRE(loss.steps.size() == 400);
   for (std::size_t i = 0; i < loss.steps.size(); ++i)
     CHECK(loss.steps[i] == static_cast<std::int64_t>(i + 1));
+}
+
+namespace {
+
+// Polls `done` every 50 ms until it holds or `seconds` pass; returns whether it held.
+bool wait_until(const std::function<bool()>& done, double seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
+bool process_exists(pid_t pid) {
+  return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+}  // namespace
+
+TEST_CASE("workbench run: Ctrl-C while a point fine-tunes in an evaluator stops every process") {
+  REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
+  wbtest::TempDir dir;
+  const fs::path file = dir.path() / "interrupt.toml";
+  std::ofstream(file) << R"([experiment]
+name = "interrupt"
+seeds = [0]
+)" << kBase << R"(
+steps = 2
+
+[[base.evaluators]]
+plugin = "finetune"
+lrs = [0.1]
+steps = 1000000
+batch = 8
+repeats = 1
+)";
+  // Everything the child needs is built before fork: after it only exec's calls.
+  const std::string out = (dir.path() / "out.txt").string(), runs = (dir.path() / "runs").string();
+  const std::string file_arg = file.string();
+  const pid_t launcher = fork();
+  REQUIRE(launcher >= 0);
+  if (launcher == 0) {
+    const int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl(WB_WORKBENCH_EXE, WB_WORKBENCH_EXE, "run", file_arg.c_str(), "--runs-dir", runs.c_str(),
+          "--no-report", "--plugin-path", WB_E2E_PLUGIN_DIR, static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  fs::path point;
+  const bool evaluating = wait_until(
+      [&] {
+        const fs::path exp = dir.path() / "runs" / "interrupt";
+        if (fs::exists(exp))
+          for (const auto& e : fs::directory_iterator(exp))
+            if (slurp(e.path() / "run.log").find("evaluating: finetune") != std::string::npos)
+              point = e.path();
+        return !point.empty();
+      },
+      180);
+  const pid_t trainer =
+      point.empty() ? 0 : static_cast<pid_t>(wb::read_status(point / "status.toml").pid);
+  int wstatus = 0;
+  bool ended = false;
+  if (evaluating && trainer > 0) {
+    REQUIRE(kill(launcher, SIGINT) == 0);
+    ended = wait_until([&] { return waitpid(launcher, &wstatus, WNOHANG) == launcher; }, 60) &&
+            wait_until([&] { return !process_exists(trainer); }, 10);
+  }
+  if (!ended) {  // leave nothing running behind a failed check
+    if (trainer > 0) kill(trainer, SIGKILL);
+    kill(launcher, SIGKILL);
+    waitpid(launcher, &wstatus, 0);
+  }
+  INFO(slurp(out));
+  REQUIRE(evaluating);
+  REQUIRE(trainer > 0);
+  REQUIRE_MESSAGE(ended, "the launcher or its point outlived the interrupt");
+  CHECK(WIFEXITED(wstatus));
+  CHECK(WEXITSTATUS(wstatus) == 130);
+  const wb::RunStatus status = wb::read_status(point / "status.toml");
+  CHECK(status.state == wb::RunState::Failed);
+  CHECK(status.error == "interrupted");
+  CHECK(slurp(point / "run.log").find("interrupted") != std::string::npos);
+  // What was written stays readable: the training rows and the evaluator that had finished.
+  const wb::MetricsReader metrics(point / "metrics.h5");
+  CHECK(metrics.series("train/loss").values.size() == 2);
+  const auto eval = metrics.eval();
+  CHECK(eval.count("accuracy") == 1);
+  CHECK(eval.count("finetune") == 0);
 }
 
 TEST_CASE("status.toml: a resumed point adds the earlier attempts' seconds, a fresh start not") {

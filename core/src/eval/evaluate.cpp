@@ -13,6 +13,7 @@
 #include "workbench/evaluator.h"
 #include "workbench/format.h"
 #include "workbench/registry.h"
+#include "workbench/stop.h"
 
 namespace wb {
 
@@ -65,10 +66,13 @@ std::vector<std::string> evaluate_point(const Evaluation& run, Model& model, c10
       continue;
     }
     const auto& e = config.evaluators[i];
+    throw_if_stop_requested("before evaluator " + name);
     log.info("evaluating: {}", name);
     try {
       auto evaluator = run.registry->make_evaluator(e.plugin, e.params);
       record(*run.metrics, log, name, evaluator->evaluate(eval));
+    } catch (const Interrupted&) {
+      throw;  // a stop request ends the evaluation, it is no evaluator's failure
     } catch (const std::exception& ex) {
       if (!run.keep_going) throw;
       log.error("evaluator {} failed: {}", name, ex.what());

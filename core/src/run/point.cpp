@@ -124,19 +124,6 @@ void warn_about(spdlog::logger& log, const PluginLoader& loader, const RunConfig
   for (const auto& note : config.migrated) log.warn("{}", note);
 }
 
-// A point started by a launcher (or by rank 0) dies with it, so that a rerun after the launcher
-// was killed does not race an orphaned trainer. The check after prctl closes the window in
-// which the parent died before it.
-void die_with_parent() {
-  const char* parent = std::getenv(kParentPidVariable);
-  if (!parent) return;
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (std::to_string(getppid()) != parent) {
-    std::cerr << "error: the process that started this point (pid " << parent << ") is gone\n";
-    std::_Exit(1);
-  }
-}
-
 // The point's lock: the launcher's claim inherited through WB_POINT_LOCK_FD, else taken here.
 // Throws when another trainer holds it.
 PointLock lock_point(const std::filesystem::path& dir) {
@@ -210,6 +197,17 @@ void finish(RunStatus& status, RunState state, Clock::time_point start, double e
 }
 
 }  // namespace
+
+// The check after prctl closes the window in which the parent died before it.
+void die_with_parent() {
+  const char* parent = std::getenv(kParentPidVariable);
+  if (!parent) return;
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (std::to_string(getppid()) != parent) {
+    std::cerr << "error: the process that started this point (pid " << parent << ") is gone\n";
+    std::_Exit(1);
+  }
+}
 
 std::vector<std::string> point_command(const std::string& exe, const PointOptions& options) {
   std::vector<std::string> argv = {exe,

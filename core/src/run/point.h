@@ -30,6 +30,11 @@ struct PointOptions {
 // [--plugin-path P]...`, what the `_point` verb parses back.
 std::vector<std::string> point_command(const std::string& exe, const PointOptions& options);
 
+// A process started by a launcher (`workbench run` sets WB_PARENT_PID) dies with it (SIGKILL
+// when the launcher is gone), so that a rerun after the launcher was killed does not race an
+// orphaned point; exits at once when the launcher is gone already. No-op otherwise.
+void die_with_parent();
+
 // Runs the point's whole life in this process; returns the process's exit status (0 = done, 1 =
 // failed, with the reason in status.toml and run.log).
 int point_main(const PointOptions& options);

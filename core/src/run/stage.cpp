@@ -79,6 +79,7 @@ std::vector<std::string> stage_command(const std::string& exe, const PointOption
 }
 
 int stage_main(const PointOptions& options, std::ostream& err) {
+  die_with_parent();
   const std::filesystem::path file = options.dir / "stage.toml";
   toml::table t;
   try {

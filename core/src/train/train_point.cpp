@@ -16,6 +16,7 @@
 #include "weights/init.h"
 #include "workbench/plugin.h"
 #include "workbench/registry.h"
+#include "workbench/stop.h"
 #include "workbench/version.h"
 
 namespace wb {
@@ -24,8 +25,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The trainer stops after the current step (with a checkpoint), an evaluator at its next batch
+// (workbench/stop.h).
 void on_stop_signal(int) {
-  g_stop_requested.store(true);
+  request_stop();
 }
 
 std::string format_count(double n) {
@@ -125,6 +128,7 @@ TrainedPoint train_point(const TrainContext& context) {
   options.seed = seed;
   options.pin_memory = device.is_cuda();
   options.cluster_of = cluster_of;
+  options.interruptible = false;  // the trainer checks after each step, checkpoint first
   Loader loader(train_data, recipes, options);
   // Gate noise and other random draws differ between ranks, as they would across GPUs.
   if (ranks.world > 1) at::manual_seed(seed * 1000003 + static_cast<std::uint64_t>(ranks.rank));

@@ -16,10 +16,9 @@
 #include "train/schedule.h"
 #include "workbench/comm.h"
 #include "workbench/masking.h"
+#include "workbench/stop.h"
 
 namespace wb {
-
-std::atomic<bool> g_stop_requested{false};
 
 namespace {
 
@@ -430,7 +429,8 @@ void train(const TrainOutput& output, Model& model, Loader& loader, Communicator
     ++step;
     ++interval_steps;
 
-    const bool stop = g_stop_requested.load();
+    // A stop request (SIGINT/SIGTERM, workbench/stop.h): checkpoint this step, then stop.
+    const bool stop = stop_requested();
     const bool log_point = step % s.log_every == 0 || step == s.total_steps;
     const bool checkpoint_point = step % s.checkpoint_every == 0 || step == s.total_steps || stop;
     if (log_point || checkpoint_point) check_finite();

@@ -3,7 +3,6 @@
 // statistics and metrics logged, checkpoints written atomically and resumed from.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -24,9 +23,6 @@ namespace wb {
 
 class Communicator;
 class MetricsFile;
-
-// Set from a signal handler: the loop checkpoints and stops at the end of the current step.
-extern std::atomic<bool> g_stop_requested;
 
 // Progress as the console shows it; the point's life (run/point.h) decides how to render it.
 struct ProgressInfo {

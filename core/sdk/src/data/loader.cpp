@@ -17,6 +17,7 @@
 
 #include "data/rng.h"
 #include "data/view_pipeline.h"
+#include "workbench/stop.h"
 #include "workbench/views.h"
 
 namespace wb {
@@ -273,6 +274,8 @@ void Loader::start_epoch(std::int64_t epoch) {
 
 std::optional<Batch> Loader::next() {
   Impl& s = *impl_;
+  if (s.options.interruptible && stop_requested())
+    throw Interrupted("interrupted: reading " + s.data->describe());
   if (s.epoch < 0) start_epoch(0);
   std::unique_lock<std::mutex> lock(s.mutex);
   if (s.next_deliver >= s.batches) return std::nullopt;

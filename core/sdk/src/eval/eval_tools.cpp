@@ -16,6 +16,7 @@
 
 #include "data/rng.h"
 #include "data/subset.h"
+#include "workbench/stop.h"
 
 namespace wb {
 
@@ -232,6 +233,7 @@ void train_heads(LinearHeads& heads, const FeatureSet& train, std::int64_t epoch
   heads.set_schedule(epochs * per_epoch);
   at::Generator generator = at::detail::createCPUGenerator(seed);
   for (std::int64_t e = 0; e < epochs; ++e) {
+    throw_if_stop_requested("training linear heads");  // no Loader here checks it
     const at::Tensor order = at::randperm(n, generator, at::TensorOptions().dtype(at::kLong));
     for (std::int64_t s = 0; s + 2 <= n; s += batch) {
       const at::Tensor idx = order.narrow(0, s, std::min(batch, n - s));
