@@ -330,3 +330,41 @@ TEST_CASE(
         std::string::npos);
   CHECK_FALSE(fs::exists(dir.path() / "runs" / "chain" / e.points[2].id / "status.toml"));
 }
+
+TEST_CASE("workbench run --prepare: lists the training points, names the cluster and deploy ones") {
+  wbtest::TempDir dir;
+  std::ofstream(dir.path() / "chain.toml") << kStages;
+  const fs::path runs = dir.path() / "runs";
+  const std::string cmd = std::string(WB_WORKBENCH_EXE) + " run " +
+                          (dir.path() / "chain.toml").string() + " --runs-dir " + runs.string() +
+                          " --prepare > " + (dir.path() / "out.txt").string() + " 2> " +
+                          (dir.path() / "err.txt").string();
+  const int status = std::system(cmd.c_str());
+  REQUIRE(WIFEXITED(status));
+  const std::string out = slurp(dir.path() / "out.txt"), err = slurp(dir.path() / "err.txt");
+  INFO(out);
+  INFO(err);
+  CHECK(WEXITSTATUS(status) == 0);
+  wb::ExperimentOptions o;
+  o.runs_dir = runs.string();
+  const wb::Experiment e = wb::parse_experiment(kStages, "chain.toml", wb_test::plugins(), o);
+  std::string listed;
+  for (const auto& p : e.points) {
+    CAPTURE(p.id);
+    const fs::path point = fs::absolute(runs) / "chain" / p.id;
+    if (p.kind == "train") {
+      listed += point.string() + "\n";
+      CHECK(fs::exists(point / "config.toml"));
+      CHECK(err.find("skip " + p.id) == std::string::npos);
+    } else {
+      // Not written, not listed: named on stderr with the command that runs it.
+      CHECK_FALSE(fs::exists(point));
+      CHECK(err.find("skip " + p.id) != std::string::npos);
+      CHECK(err.find("--only " + p.id) != std::string::npos);
+    }
+    // A training point that uses earlier points says so.
+    if (p.kind == "train" && !p.needs.empty())
+      CHECK(err.find("note: " + p.id) != std::string::npos);
+  }
+  CHECK(out == listed);  // the training points, one directory per line, nothing else
+}

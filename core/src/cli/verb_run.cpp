@@ -80,7 +80,7 @@ int verb_run(const Args& args) {
   if (!only.empty()) keep_only_point(experiment, only);
   if (!shard.empty()) keep_shard(experiment, shard);
   if (vm.count("prepare")) {
-    prepare_experiment(experiment, runs_dir, std::cout);
+    prepare_experiment(experiment, runs_dir, std::cout, std::cerr);
     return 0;
   }
   if (vm.count("dry-run")) {

@@ -250,13 +250,26 @@ void write_sweep_report(const std::filesystem::path& exp_dir, std::ostream& out,
 }  // namespace
 
 void prepare_experiment(const Experiment& experiment, const std::filesystem::path& runs_dir,
-                        std::ostream& out) {
+                        std::ostream& out, std::ostream& err) {
   const std::filesystem::path root = std::filesystem::absolute(runs_dir);
   const std::filesystem::path exp_dir = experiment_dir(root, experiment.name);
   write_experiment_copy(root, experiment);
   for (const Point& point : experiment.points) {
+    if (point.kind != "train") {
+      err << "skip " << point.id << "  " << point.label << "  (stage " << point.stage << ": a "
+          << point.kind << " point, which 'workbench _point' cannot run; run it with 'workbench "
+          << "run " << experiment.file << " --runs-dir " << runs_dir.string() << " --only "
+          << point.id << "')\n";
+      continue;
+    }
     prepare_point_dir(exp_dir / point.id, experiment, point);
     out << (exp_dir / point.id).string() << "\n";
+    if (!point.needs.empty()) {
+      std::string needs;
+      for (const auto& id : point.needs) needs += (needs.empty() ? "" : ", ") + id;
+      err << "note: " << point.id << " (stage " << point.stage << ") uses the points " << needs
+          << ": they must be done before it starts\n";
+    }
   }
 }
 

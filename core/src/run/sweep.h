@@ -45,11 +45,14 @@ struct SweepSettings {
 int run_experiment(const Experiment& experiment, const SweepSettings& settings, std::ostream& out,
                    std::ostream& err);
 
-// `workbench run --prepare`: writes the experiment's copy and every point's directory
-// (config.toml, point.toml) under `runs_dir`, and prints each directory on a line of its own:
-// what a launcher (torchrun, srun) then starts `workbench _point DIR` on.
+// `workbench run --prepare`: writes the experiment's copy and every training point's directory
+// (config.toml, point.toml) under `runs_dir`, and prints each directory on a line of its own on
+// `out`: what a launcher (torchrun, srun) then starts `workbench _point DIR` on. A stage's
+// cluster and deploy points, which `_point` cannot run, are not written nor listed: a line on
+// `err` names each and how to run it; a training point that uses earlier points is listed with a
+// note on `err` naming them.
 void prepare_experiment(const Experiment& experiment, const std::filesystem::path& runs_dir,
-                        std::ostream& out);
+                        std::ostream& out, std::ostream& err);
 
 struct SweepOptions {
   int jobs = 1;
