@@ -222,7 +222,9 @@ class LinearBackbone : public wb::Backbone {
   LinearBackbone(std::int64_t pixels, std::int64_t dim) : dim_(dim) {
     proj = register_module("proj", torch::nn::Linear(pixels, dim));
   }
-  wb::BackboneOutput forward(const at::Tensor& images, const wb::RoutingContext&) override {
+  wb::BackboneOutput forward(const at::Tensor& images, const wb::RoutingContext& rc) override {
+    seen.push_back(
+        {rc.training, rc.view.defined() ? rc.view[0].item<std::int64_t>() : -1, is_training()});
     wb::BackboneOutput out;
     out.cls = proj->forward(images.flatten(1));
     out.patches = out.cls.unsqueeze(1);
@@ -235,6 +237,14 @@ class LinearBackbone : public wb::Backbone {
   wb::ModelCost cost() const override { return {}; }
   void freeze_patch_embedding() override {}
   torch::nn::Linear proj{nullptr};
+  // Every forward pass: RoutingContext::training, the view its first image claims, and whether
+  // the module was in training mode.
+  struct Seen {
+    bool routing_training;
+    std::int64_t view;
+    bool module_training;
+  };
+  std::vector<Seen> seen;
 
  private:
   std::int64_t dim_;

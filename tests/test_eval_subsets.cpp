@@ -110,6 +110,44 @@ TEST_CASE("semi_supervised without a fine-tuning head says so and trains a head 
   CHECK(r.scalars.at("top1") >= 90.0);
 }
 
+TEST_CASE("fine-tuning helper: a budget in epochs, the claimed view, routing as in evaluation") {
+  const auto data =
+      std::make_shared<wbtest::ClassImages>(wbtest::labels_with_counts({10, 10}), 4, 5);
+  auto fit = [&](const wb::FinetuneOptions& options) {
+    auto backbone = std::make_shared<wbtest::LinearBackbone>(16, 3);
+    wb::FinetuneModel model(wb::TrainableCopy{backbone, {}}, 2, false, c10::Device(c10::kCPU));
+    wb::finetune(model, data, options, c10::Device(c10::kCPU));
+    CHECK_FALSE(backbone->is_training());  // left in evaluation mode
+    return backbone->seen;
+  };
+  wb::FinetuneOptions options;
+  options.recipe = wb::view_preset("eval");
+  options.recipe.size = 4;
+  options.loader.batch_size = 8;
+  options.loader.workers = 0;
+  options.steps = 5;
+  // The defaults: `steps` steps, gates routing as in training, view 0.
+  auto seen = fit(options);
+  REQUIRE(seen.size() == 5);
+  for (const auto& s : seen) {
+    CHECK(s.routing_training);
+    CHECK(s.view == 0);
+    CHECK(s.module_training);
+  }
+  // semi_supervised's path: 3 passes over 20 images in full batches of 8 (2 per pass), every
+  // forward claiming view 1 and routing as in evaluation while the modules train.
+  options.epochs = 3;
+  options.view = 1;
+  options.route_as_training = false;
+  seen = fit(options);
+  REQUIRE(seen.size() == 6);
+  for (const auto& s : seen) {
+    CHECK_FALSE(s.routing_training);
+    CHECK(s.view == 1);
+    CHECK(s.module_training);
+  }
+}
+
 TEST_CASE("few_shot: k per class (fewer when a class is smaller), mean and std over seeds") {
   FakeContext ctx;
   serve_clusters(ctx, {30, 20, 3}, {30, 30, 30}, "transfer");

@@ -5,13 +5,10 @@
 // training images *outside* the labelled subset; the test split is read once, by the choice.
 // Fine-tuning trains the path it evaluates: every forward pass claims the evaluated view and the
 // gates route as in evaluation (no gate noise; a fixed gate's eval path), while the modules are
-// in training mode (stochastic depth, batch norm of the head).
+// in training mode (stochastic depth, batch norm of the head). The loop is the SDK's
+// (wb::finetune, shared with the `finetune` evaluator) with route_as_training = false.
 #include <ATen/ATen.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/optim/adamw.h>
-#include <torch/optim/sgd.h>
 
-#include <cmath>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
@@ -27,46 +24,6 @@ at::Tensor as_tensor(const std::vector<double>& v) {
 }
 at::Tensor as_tensor(const std::vector<std::int64_t>& v) {
   return at::tensor(v, at::TensorOptions().dtype(at::kLong)).to(at::kDouble);
-}
-
-// A fine-tuned model: the trainable copy, the loss whose head it starts from (may be null),
-// and the new classifier.
-struct Tuned {
-  wb::TrainableCopy model;
-  wb::Loss* head = nullptr;
-  torch::nn::Linear classifier{nullptr};
-
-  at::Tensor logits(const at::Tensor& cls) {
-    return classifier->forward(head ? head->finetune_forward(cls) : cls);
-  }
-  void train(bool on) {
-    model.backbone->train(on);
-    if (head) head->train(on);
-    classifier->train(on);
-  }
-};
-
-// Top-1 / top-5 (percent) of a fine-tuned model on a data set, eval-recipe views.
-std::pair<double, double> accuracy(wb::EvalContext& ctx, Tuned& tuned,
-                                   std::shared_ptr<const wb::Dataset> data, std::int64_t view) {
-  wb::LoaderOptions options = ctx.loader_options();
-  options.shuffle = false;
-  options.drop_last = false;
-  wb::Loader loader(std::move(data), {ctx.recipe("eval")}, options);
-  loader.start_epoch(0);
-  at::NoGradGuard no_grad;
-  tuned.train(false);
-  std::int64_t n = 0, top1 = 0, top5 = 0;
-  while (auto batch = loader.next()) {
-    const wb::Batch b = batch->to(ctx.device());
-    const at::Tensor logits = tuned.logits(wb::eval_forward_as(*tuned.model.backbone, b, view).cls);
-    top1 += wb::topk_correct(logits, b.labels, 1);
-    top5 += wb::topk_correct(logits, b.labels, 5);
-    n += b.size();
-  }
-  if (n == 0) throw std::runtime_error("semi_supervised: nothing to evaluate on");
-  return {100.0 * static_cast<double>(top1) / static_cast<double>(n),
-          100.0 * static_cast<double>(top5) / static_cast<double>(n)};
 }
 
 class SemiSupervised final : public wb::Evaluator {
@@ -159,13 +116,13 @@ class SemiSupervised final : public wb::Evaluator {
                           const std::vector<std::int64_t>& val_items, std::int64_t classes) {
     auto train = wb::subset(train_data, labelled, "labelled subset");
     auto val = wb::subset(train_data, val_items, "validation");
-    std::unique_ptr<Tuned> best;
+    std::unique_ptr<wb::FinetuneModel> best;
     double best_val = -1, best_lr = 0;
     std::int64_t best_index = 0;
     std::vector<double> val_top1;
     for (double lr : finetune_lrs_) {
       auto tuned = finetune_one(ctx, train, classes, lr);
-      val_top1.push_back(accuracy(ctx, *tuned, val, view_).first);
+      val_top1.push_back(wb::finetuned_accuracy(ctx, *tuned, val, view_).first);
       ctx.info("semi_supervised: fine-tuned with lr " + wb::format_number(lr) + ": val top-1 " +
                wb::format_number(val_top1.back()) + " %");
       if (val_top1.back() > best_val) {
@@ -180,7 +137,8 @@ class SemiSupervised final : public wb::Evaluator {
       ctx.info("semi_supervised: the chosen fine-tuning lr " + wb::format_number(best_lr) +
                " is at the edge of the grid (the best rate may lie outside it: widen "
                "finetune_lrs)");
-    const auto [top1, top5] = accuracy(ctx, *best, ctx.dataset(dataset_, wb::Split::Test), view_);
+    const auto [top1, top5] =
+        wb::finetuned_accuracy(ctx, *best, ctx.dataset(dataset_, wb::Split::Test), view_);
     wb::EvalResult r;
     r.scalars["lr_at_edge"] = edge ? 1 : 0;
     r.scalars["top1"] = top1;
@@ -192,79 +150,30 @@ class SemiSupervised final : public wb::Evaluator {
     return r;
   }
 
-  std::unique_ptr<Tuned> finetune_one(wb::EvalContext& ctx,
-                                      std::shared_ptr<const wb::Dataset> train,
-                                      std::int64_t classes, double lr) {
-    auto tuned = std::make_unique<Tuned>();
-    tuned->model = ctx.trainable_copy();
-    for (auto& loss : tuned->model.losses)
-      if (loss->finetune_dim() > 0) {
-        tuned->head = loss.get();
-        break;
-      }
+  // One fine-tuning of the backbone, the first loss head that has one and a new linear layer:
+  // finetune_epochs passes over the labelled subset on the evaluated path.
+  std::unique_ptr<wb::FinetuneModel> finetune_one(wb::EvalContext& ctx,
+                                                  std::shared_ptr<const wb::Dataset> train,
+                                                  std::int64_t classes, double lr) {
+    auto tuned =
+        std::make_unique<wb::FinetuneModel>(ctx.trainable_copy(), classes, true, ctx.device());
     if (!tuned->head)
       ctx.info(
           "semi_supervised: no loss provides a fine-tuning head (finetune_dim); "
           "fine-tuning the backbone with a linear head on the CLS feature");
-    const std::int64_t dim =
-        tuned->head ? tuned->head->finetune_dim() : tuned->model.backbone->feature_dim();
-    tuned->classifier = torch::nn::Linear(dim, classes);
-    {
-      at::NoGradGuard no_grad;  // zero init: every class starts equally likely
-      tuned->classifier->weight.zero_();
-      tuned->classifier->bias.zero_();
-    }
-    tuned->classifier->to(ctx.device());
-
-    std::vector<at::Tensor> params;
-    for (const auto& p : tuned->model.backbone->parameters())
-      if (p.requires_grad()) params.push_back(p);
-    if (tuned->head)
-      for (const auto& p : tuned->head->finetune_parameters()) params.push_back(p);
-    for (const auto& p : tuned->classifier->parameters()) params.push_back(p);
-    std::unique_ptr<torch::optim::Optimizer> optimizer;
-    if (optimizer_ == "sgd")
-      optimizer = std::make_unique<torch::optim::SGD>(
-          params, torch::optim::SGDOptions(lr).momentum(0.9).weight_decay(weight_decay_));
-    else
-      optimizer = std::make_unique<torch::optim::AdamW>(
-          params, torch::optim::AdamWOptions(lr).weight_decay(weight_decay_));
-
-    wb::ViewRecipe recipe = ctx.recipe("train");
-    recipe.scale_min = crop_scale_min_;
-    wb::LoaderOptions options = ctx.loader_options();
-    options.batch_size = batch_;
-    options.shuffle = true;
-    options.drop_last = train->size() >= batch_;
-    wb::Loader loader(train, {recipe}, options);
-    const std::int64_t total = finetune_epochs_ * loader.batches_per_epoch();
-    const double pi = std::acos(-1.0);
-    std::int64_t step = 0;
-    for (std::int64_t epoch = 0; epoch < finetune_epochs_; ++epoch) {
-      loader.start_epoch(epoch);
-      tuned->train(true);
-      while (auto batch = loader.next()) {
-        if (batch->size() < 2) continue;  // batch norm in the projection head needs two
-        const wb::Batch b = batch->to(ctx.device());
-        // The evaluated path: the gates route as in evaluation (a fixed gate's eval expert, no
-        // gate noise), the modules train.
-        wb::RoutingContext rc;
-        rc.training = false;
-        rc.view =
-            at::full({b.size()}, view_, at::TensorOptions().dtype(at::kLong).device(ctx.device()));
-        rc.cluster = b.cluster;
-        const at::Tensor logits = tuned->logits(tuned->model.backbone->forward(b.views[0], rc).cls);
-        const at::Tensor loss = at::nll_loss(at::log_softmax(logits, 1), b.labels);
-        for (auto& group : optimizer->param_groups())
-          group.options().set_lr(
-              lr * 0.5 *
-              (1 + std::cos(pi * static_cast<double>(step) / static_cast<double>(total))));
-        optimizer->zero_grad();
-        loss.backward();
-        optimizer->step();
-        ++step;
-      }
-    }
+    wb::FinetuneOptions options;
+    options.lr = lr;
+    options.sgd = optimizer_ == "sgd";
+    options.momentum = 0.9;
+    options.weight_decay = weight_decay_;
+    options.epochs = finetune_epochs_;
+    options.recipe = ctx.recipe("train");
+    options.recipe.scale_min = crop_scale_min_;
+    options.loader = ctx.loader_options();
+    options.loader.batch_size = batch_;
+    options.view = view_;
+    options.route_as_training = false;
+    wb::finetune(*tuned, std::move(train), options, ctx.device());
     return tuned;
   }
 

@@ -169,18 +169,30 @@ struct FinetuneOptions {
   bool sgd = true;   // SGD with momentum, else AdamW
   double momentum = 0.9, weight_decay = 0.0;
   std::int64_t steps = 100;  // optimiser steps; the shuffled set is passed over as often as needed
-  ViewRecipe recipe;         // training views (e.g. the "train" preset: crop + flip)
-  LoaderOptions loader;      // batch size, workers, seed of the order and the augmentations
+  // > 0: the budget is this many passes over the training set instead (steps = epochs x the
+  // loader's batches per epoch), the cosine spanning all of them.
+  std::int64_t epochs = 0;
+  ViewRecipe recipe;     // training views (e.g. the "train" preset: crop + flip)
+  LoaderOptions loader;  // batch size, workers, seed of the order and the augmentations
+  // The view index every forward pass claims (RoutingContext::view): with a gate that routes by
+  // view (the sep-ViT's fixed gate), the expert path trained.
+  std::int64_t view = 0;
+  // true: the gates route as in training (RoutingContext::training: noisy gates draw noise);
+  // false: as in evaluation, so that the path trained is the one evaluated. The modules train
+  // either way (stochastic depth, batch norm of a head).
+  bool route_as_training = true;
 };
 
-// Cross-entropy training of the whole model (gates as in training: RoutingContext::training is
-// true, so noisy gates draw noise). A batch of one image is skipped (batch norm needs two).
+// Cross-entropy training of the whole model. A batch of one image is skipped (batch norm needs
+// two).
 void finetune(FinetuneModel& model, std::shared_ptr<const Dataset> train,
               const FinetuneOptions& options, c10::Device device);
 
-// Top-1 and top-5 accuracy (percent) of a fine-tuned model on eval-recipe views of a data set.
+// Top-1 and top-5 accuracy (percent) of a fine-tuned model on eval-recipe views of a data set,
+// every forward pass claiming view `view` (eval_forward_as).
 std::pair<double, double> finetuned_accuracy(EvalContext& context, FinetuneModel& model,
-                                             std::shared_ptr<const Dataset> data);
+                                             std::shared_ptr<const Dataset> data,
+                                             std::int64_t view = 0);
 
 // The backbone on the batch's first view in evaluation mode, every image claiming view `view`
 // (RoutingContext::view): with a gate that routes by view (the sep-ViT's fixed gate), the path

@@ -318,22 +318,25 @@ void finetune(FinetuneModel& model, std::shared_ptr<const Dataset> train,
   loader_options.shuffle = true;
   loader_options.drop_last = train->size() >= loader_options.batch_size;
   Loader loader(std::move(train), {options.recipe}, loader_options);
+  const std::int64_t steps =
+      options.epochs > 0 ? options.epochs * loader.batches_per_epoch() : options.steps;
   const double pi = std::acos(-1.0);
-  const auto total = static_cast<double>(std::max<std::int64_t>(1, options.steps));
+  const auto total = static_cast<double>(std::max<std::int64_t>(1, steps));
   std::int64_t step = 0, epoch = 0;
   model.train(true);
-  while (step < options.steps) {
+  while (step < steps) {
     loader.start_epoch(epoch++);
     bool any = false;
-    while (step < options.steps) {
+    while (step < steps) {
       auto batch = loader.next();
       if (!batch) break;
       if (batch->size() < 2) continue;  // batch norm in a projection head needs two
       any = true;
       const Batch b = batch->to(device);
       RoutingContext rc;
-      rc.training = true;
-      rc.view = at::zeros({b.size()}, at::TensorOptions().dtype(at::kLong).device(device));
+      rc.training = options.route_as_training;
+      rc.view =
+          at::full({b.size()}, options.view, at::TensorOptions().dtype(at::kLong).device(device));
       rc.cluster = b.cluster;
       const at::Tensor logits = model.logits(model.model.backbone->forward(b.views[0], rc).cls);
       const at::Tensor loss = at::nll_loss(at::log_softmax(logits, 1), b.labels);
@@ -352,7 +355,8 @@ void finetune(FinetuneModel& model, std::shared_ptr<const Dataset> train,
 }
 
 std::pair<double, double> finetuned_accuracy(EvalContext& context, FinetuneModel& model,
-                                             std::shared_ptr<const Dataset> data) {
+                                             std::shared_ptr<const Dataset> data,
+                                             std::int64_t view) {
   LoaderOptions options = context.loader_options();
   options.shuffle = false;
   options.drop_last = false;
@@ -363,7 +367,7 @@ std::pair<double, double> finetuned_accuracy(EvalContext& context, FinetuneModel
   std::int64_t n = 0, top1 = 0, top5 = 0;
   while (auto batch = loader.next()) {
     const Batch b = batch->to(context.device());
-    const at::Tensor logits = model.logits(eval_forward(*model.model.backbone, b).cls);
+    const at::Tensor logits = model.logits(eval_forward_as(*model.model.backbone, b, view).cls);
     top1 += topk_correct(logits, b.labels, 1);
     top5 += topk_correct(logits, b.labels, 5);
     n += b.size();
