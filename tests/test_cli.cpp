@@ -2,31 +2,16 @@
 // workbench executable (the production binary has no benchmark code), and says clearly what is
 // missing when there is none.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
+
+#include "e2e_fixture.h"
 
 namespace fs = std::filesystem;
 
-namespace {
-
-// Exit code and output (stdout and stderr) of a shell command.
-std::pair<int, std::string> run(const std::string& command, const fs::path& scratch) {
-  const fs::path out = scratch / "out.txt";
-  const int status = std::system((command + " > " + out.string() + " 2>&1").c_str());
-  REQUIRE(WIFEXITED(status));
-  std::ifstream in(out);
-  std::stringstream text;
-  text << in.rdbuf();
-  return {WEXITSTATUS(status), text.str()};
-}
-
-}  // namespace
+using wbtest::run_shell;
 
 TEST_CASE("workbench bench: runs workbench-bench beside it, or names what is missing") {
   const fs::path scratch = fs::temp_directory_path() / ("wb_test_cli_" + std::to_string(getpid()));
@@ -35,11 +20,12 @@ TEST_CASE("workbench bench: runs workbench-bench beside it, or names what is mis
   REQUIRE(fs::exists(exe.parent_path() / "workbench-bench"));
 
   // The benchmark list comes from workbench-bench, with its exit status.
-  const auto [code, text] = run(exe.string() + " bench --help", scratch);
+  const auto [code, text] = run_shell(exe.string() + " bench --help", scratch);
   CHECK(code == 0);
   CHECK(text.find("usage: workbench-bench") != std::string::npos);
   CHECK(text.find("moe") != std::string::npos);
-  const auto [unknown, unknown_text] = run(exe.string() + " bench no_such_benchmark", scratch);
+  const auto [unknown, unknown_text] =
+      run_shell(exe.string() + " bench no_such_benchmark", scratch);
   CHECK(unknown == 2);
   CHECK(unknown_text.find("unknown benchmark 'no_such_benchmark'") != std::string::npos);
 
@@ -47,7 +33,8 @@ TEST_CASE("workbench bench: runs workbench-bench beside it, or names what is mis
   const fs::path lone = scratch / "bin";
   fs::create_directories(lone);
   fs::copy_file(exe, lone / "workbench");
-  const auto [missing, missing_text] = run((lone / "workbench").string() + " bench moe", scratch);
+  const auto [missing, missing_text] =
+      run_shell((lone / "workbench").string() + " bench moe", scratch);
   CHECK(missing == 2);
   CHECK(missing_text.find((lone / "workbench-bench").string() + " not found") != std::string::npos);
   CHECK(missing_text.find("--target workbench-bench") != std::string::npos);
