@@ -3,44 +3,29 @@
 // set's identity), a MoE run with the `cluster` gate and the `imbalance` loss trained on those
 // clusters, and a run on another subset refused with both identities named.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "built_plugins.h"
 #include "cluster/cluster_file.h"
 #include "cluster/trained_run.h"
 #include "config/run_config.h"
+#include "e2e_fixture.h"
 #include "h5/metrics.h"
 #include "store/status.h"
 #include "test_data_helpers.h"
 #include "train/data_access.h"
 
 namespace fs = std::filesystem;
+using wbtest::only_run;
+using wbtest::slurp;
+using wbtest::workbench;
 
 namespace {
-
-std::string slurp(const fs::path& file) {
-  std::ifstream in(file);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::pair<int, std::string> workbench(const std::string& args, const fs::path& scratch) {
-  const fs::path out = scratch / "out.txt";
-  const std::string command =
-      std::string(WB_WORKBENCH_EXE) + " " + args + " > " + out.string() + " 2>&1";
-  const int status = std::system(command.c_str());
-  REQUIRE(WIFEXITED(status));
-  return {WEXITSTATUS(status), slurp(out)};
-}
 
 // An experiment of one point on the first `limit` training images; `data` goes into
 // [base.data], `extra` is appended (backbone, gate, losses).
@@ -69,14 +54,6 @@ warmup_epochs = 0
   return file;
 }
 
-fs::path only_run(const fs::path& exp_dir) {
-  fs::path run;
-  for (const auto& e : fs::directory_iterator(exp_dir))
-    if (fs::exists(e.path() / "config.toml")) run = e.path();
-  REQUIRE_FALSE(run.empty());
-  return run;
-}
-
 const char* kVit = R"(
 [base.backbone]
 plugin = "vit"
@@ -90,7 +67,7 @@ patch = 7
 
 TEST_CASE(
     "workbench cluster, then a cluster-gated run on those clusters, another data set refused") {
-  REQUIRE_MESSAGE(fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
+  REQUIRE_MESSAGE(fs::exists(wbtest::kFashion),
                   "Fashion-MNIST (dataset-fashion-mnist) is not installed");
   wbtest::TempDir dir;
   const std::string runs = " --runs-dir " + (dir.path() / "runs").string() + " --no-report";

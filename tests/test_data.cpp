@@ -132,10 +132,13 @@ TEST_CASE("PNG and JPEG round trips, garbage and truncated files give errors nam
   for (std::size_t i = 0; i < img.pixels.size(); ++i)
     err += std::abs(int(jpg.pixels[i]) - int(img.pixels[i]));
   CHECK(err / static_cast<double>(img.pixels.size()) < 4.0);
-  // DCT scaling: a 64 x 64 JPEG decoded for 16 px comes out at 16 (1/4).
+  // DCT scaling: a 64 x 64 JPEG decoded for 16 px comes out at 16 (2/8), for 17 px at 24 (3/8:
+  // the smallest N/8 not under 17), for 8 px at 8 (1/8), for 57 px at full size.
   wb::data::write_jpeg(dir.file("big.jpg"), pattern(64, 64, 2));
   CHECK(wb::data::decode_image_file(dir.file("big.jpg"), 16).width == 16);
-  CHECK(wb::data::decode_image_file(dir.file("big.jpg"), 17).width == 32);
+  CHECK(wb::data::decode_image_file(dir.file("big.jpg"), 17).width == 24);
+  CHECK(wb::data::decode_image_file(dir.file("big.jpg"), 8).width == 8);
+  CHECK(wb::data::decode_image_file(dir.file("big.jpg"), 57).width == 64);
 
   write_raw(dir.file("garbage.jpg"), Bytes{0xFF, 0xD8, 0xFF, 0x00, 1, 2, 3, 4, 5, 6, 7, 8});
   CHECK_THROWS_WITH_AS(wb::data::decode_image_file(dir.file("garbage.jpg")),

@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -17,6 +18,7 @@
 
 #include "data/codec.h"
 #include "data/datasets.h"
+#include "data/image_ops.h"
 #include "test_data_files.h"
 #include "test_data_helpers.h"
 #include "workbench/draw.h"
@@ -44,6 +46,10 @@ wb::Params data_params(const std::string& dataset, const std::string& path) {
 std::string corpus(const std::string& name) {
   return std::string(WB_SOURCE_DIR) + "/fuzz/corpus/" + name;
 }
+
+// Every pixel of fuzz/corpus/image/large_8200x12296.jpg (96 = 128 - 2 x 16: its DC coefficient
+// is a multiple of the quantisation step, so the grey comes back exactly).
+constexpr std::uint8_t kLargeGrey = 96;
 
 // A fuzz seed of the image target without its leading min_side byte: an image file.
 Bytes corpus_image(const std::string& name) {
@@ -181,6 +187,14 @@ TEST_CASE("lying headers are refused before the allocation they announce (bounde
   // 10000 x 10000 grey pixels need at least 10000 x 10001 / 1032 -> 96909 bytes of deflate data.
   const Bytes tall_png = png_file(10000, 10000, 8, 0, Bytes(10001, 0));
   const Bytes huge_png = png_file(100000, 100000, 1, 0, Bytes(12501, 0));
+  // Under the header limit, over what one decode may give (2^26 pixels): 9000 x 9000.
+  const Bytes nine_jpeg = jpeg_claiming(dir, 9000, 9000);
+  // 9000 rows of 1 + 1125 bytes need 9820 bytes of deflate data: incompressible bytes give that.
+  Bytes noise(10001);
+  std::uint32_t state = 1;
+  for (auto& b : noise)
+    b = static_cast<std::uint8_t>((state = state * 1664525u + 1013904223u) >> 24);
+  const Bytes nine_png = png_file(9000, 9000, 1, 0, noise);
 
   auto idx = [&](const std::string& images, const std::string& labels) {
     return [&dir, images, labels] {
@@ -214,6 +228,13 @@ TEST_CASE("lying headers are refused before the allocation they announce (bounde
                std::to_string(tall_png.size())},
           {image(huge_png, "huge.png"),
            "huge.png: PNG of 100000 x 100000 pixels, more than the 178956970 accepted"},
+          {image(nine_jpeg, "nine.jpg"),
+           "nine.jpg: JPEG of 9000 x 9000 pixels would decode to 9000 x 9000 = 81000000 pixels, "
+           "more than the 67108864 (8192 x 8192) decoded at most; shrink the file, or read it "
+           "for a smaller image size"},
+          {image(nine_png, "nine.png"),
+           "nine.png: PNG of 9000 x 9000 pixels would decode to 9000 x 9000 = 81000000 pixels, "
+           "more than the 67108864 (8192 x 8192) decoded at most; shrink the file"},
       });
   CHECK(failed == 0);
 }
@@ -378,11 +399,12 @@ TEST_CASE("image decoders: what PNG and JPEG variants become, and the kinds refu
   CHECK(message_of([&] { wb::data::decode_image(cmyk.data(), cmyk.size(), "c.jpg"); }) ==
         "c.jpg: JPEG in CMYK with 4 components: only greyscale and colour (YCbCr / RGB) JPEGs "
         "are read; convert it to RGB");
-  // Every seed of the fuzz corpus decodes to a buffer matching its shape, except CMYK and the
-  // fuzzers' findings (tested where they are described).
+  // Every seed of the fuzz corpus decodes to a buffer matching its shape, except CMYK, the
+  // fuzzers' findings and the large JPEG (tested where they are described).
   for (const auto& entry : fs::directory_iterator(corpus("image"))) {
     const std::string name = entry.path().filename().string();
-    if (name.rfind("cmyk", 0) == 0 || name.rfind("finding", 0) == 0) continue;
+    if (name.rfind("cmyk", 0) == 0 || name.rfind("finding", 0) == 0 || name.rfind("large", 0) == 0)
+      continue;
     CAPTURE(name);
     const Bytes bytes = corpus_image(name);
     const wb::Image im = wb::data::decode_image(bytes.data(), bytes.size(), name);
@@ -400,6 +422,77 @@ TEST_CASE("image decoders: what PNG and JPEG variants become, and the kinds refu
   const Bytes early_end = jpeg_claiming(dir, 4000, 4000);
   CHECK(message_of([&] { wb::data::decode_image(early_end.data(), early_end.size(), "e.jpg"); }) ==
         "e.jpg: corrupt JPEG: Corrupt JPEG data: premature end of data segment");
+  // Like a JPEG fuzz_image timed out on: 8200 x 12296 pixels in 128 bytes (arithmetic coding of a
+  // constant grey). At full size it would be 100 Mpx decoded, then resized: refused; for 224 px
+  // it is decoded at 1/8, 1025 x 1537, and every pixel is the grey written.
+  const Bytes large = corpus_image("large_8200x12296.jpg");
+  CHECK(message_of([&] { wb::data::decode_image(large.data(), large.size(), "l.jpg"); }) ==
+        "l.jpg: JPEG of 8200 x 12296 pixels would decode to 8200 x 12296 = 100827200 pixels, "
+        "more than the 67108864 (8192 x 8192) decoded at most; shrink the file, or read it for a "
+        "smaller image size (a JPEG is then decoded at a reduced scale, down to 1/8)");
+  const wb::Image eighth = wb::data::decode_image(large.data(), large.size(), "l.jpg", 224);
+  CHECK(eighth.width == 1025);
+  CHECK(eighth.height == 1537);
+  const auto [lo, hi] = std::minmax_element(eighth.pixels.begin(), eighth.pixels.end());
+  CHECK(*lo == kLargeGrey);
+  CHECK(*hi == kLargeGrey);
+}
+
+TEST_CASE("large JPEGs: decoded at the smallest DCT scale N/8 for the side asked, as if resized") {
+  // A smooth grey 6000 x 6000 image, 128 + 60 sin(2 pi x / 1500) cos(2 pi y / 1000): smooth, so
+  // that the two paths below differ only by rounding, not by what their filters keep.
+  const std::int64_t n = 6000;
+  std::vector<double> across(n), down(n);
+  for (std::int64_t i = 0; i < n; ++i) {
+    across[i] = 60 * std::sin(2 * M_PI * static_cast<double>(i) / 1500);
+    down[i] = std::cos(2 * M_PI * static_cast<double>(i) / 1000);
+  }
+  wb::Image grey;
+  grey.channels = 1;
+  grey.height = grey.width = n;
+  grey.pixels.resize(static_cast<std::size_t>(n * n));
+  for (std::int64_t y = 0; y < n; ++y)
+    for (std::int64_t x = 0; x < n; ++x)
+      grey.pixels[y * n + x] = static_cast<std::uint8_t>(std::lround(128 + across[x] * down[y]));
+  TempDir dir;
+  wb::data::write_jpeg(dir.file("large.jpg"), grey, 90);
+  grey = {};
+  const Bytes file = wb::data::read_file(dir.file("large.jpg"));
+  auto decode = [&](std::int64_t min_side) {
+    return wb::data::decode_image(file.data(), file.size(), "large.jpg", min_side);
+  };
+  const wb::Image full = decode(0);
+  REQUIRE(full.width == n);
+  REQUIRE(full.height == n);
+  const wb::Image reference = wb::data::resize_center_square(full, 224);
+  const auto [lo, hi] = std::minmax_element(reference.pixels.begin(), reference.pixels.end());
+  CHECK(*hi - *lo > 100);  // the pattern survives the resize: the comparison is not of flat images
+
+  // For 224 px 1/8 is enough (750); for 2000 px 2/8 (1500) is too small and 3/8 (2250) is the
+  // smallest that is not.
+  for (const auto& [min_side, side] :
+       {std::pair<std::int64_t, std::int64_t>{224, 750}, {2000, 2250}}) {
+    CAPTURE(min_side);
+    const wb::Image scaled = decode(min_side);
+    CHECK(scaled.width == side);
+    CHECK(scaled.height == side);
+    // Resized to 224 it is the full decode resized to 224, up to rounding: the DCT scaling
+    // averages each 8 x 8 block into N x N pixels (rounded to integers, +-0.5) and the resize
+    // spreads its triangle over 3.3 to 27 of those; on this pattern (curvature below 0.004
+    // grey levels per pixel squared) the filters' different widths change the result by less
+    // than 0.05. With the rounding of the two outputs that is at most 2 grey levels anywhere.
+    const wb::Image resized = wb::data::resize_center_square(scaled, 224);
+    REQUIRE(resized.pixels.size() == reference.pixels.size());
+    int worst = 0;
+    double total = 0;
+    for (std::size_t i = 0; i < resized.pixels.size(); ++i) {
+      const int d = std::abs(int(resized.pixels[i]) - int(reference.pixels[i]));
+      worst = std::max(worst, d);
+      total += d;
+    }
+    CHECK(worst <= 2);
+    CHECK(total / static_cast<double>(resized.pixels.size()) < 0.5);
+  }
 }
 
 TEST_CASE("image folder: image_size 0 keeps the native size, mixed sizes then need one") {

@@ -4,88 +4,31 @@
 // while a point is in a long evaluator stops every process; MAE pre-training of a small TokenMoE
 // with its reconstruction and routing-map evaluators.
 #include <doctest/doctest.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
-#include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <functional>
-#include <map>
-#include <sstream>
 #include <thread>
 
 #include <ATen/ATen.h>
 
 #include "checkpoint_tensors.h"
+#include "e2e_fixture.h"
 #include "h5/metrics.h"
 #include "store/status.h"
 #include "test_data_helpers.h"
 
 namespace fs = std::filesystem;
+using wbtest::kFashion;
+using wbtest::kTestPlugins;
+using wbtest::point_with;
+using wbtest::slurp;
 
 namespace {
 
-const char* kFashion = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
-
-std::string slurp(const fs::path& file) {
-  std::ifstream in(file);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::string command(const std::string& args) {
-  return std::string(WB_WORKBENCH_EXE) + " " + args + " --plugin-path " + WB_E2E_PLUGIN_DIR;
-}
-
-std::pair<int, std::string> run(const std::string& args, const fs::path& scratch) {
-  const fs::path out = scratch / "out.txt";
-  const int status = std::system((command(args) + " > " + out.string() + " 2>&1").c_str());
-  REQUIRE(WIFEXITED(status));
-  return {WEXITSTATUS(status), slurp(out)};
-}
-
-// The point directories of an experiment, keyed by a word of their label.
-fs::path point_with(const fs::path& exp_dir, const std::string& label_word) {
-  for (const auto& e : fs::directory_iterator(exp_dir))
-    if (fs::exists(e.path() / "point.toml") &&
-        slurp(e.path() / "point.toml").find(label_word) != std::string::npos)
-      return e.path();
-  FAIL("no point labelled with " << label_word << " in " << exp_dir);
-  return {};
-}
-
-const char* kBase = R"(
-[base]
-threads = 1
-workers = 1
-[base.data]
-dataset = "fashion_mnist"
-train_limit = 256
-test_limit = 128
-[base.views]
-recipe = "train"
-[base.backbone]
-plugin = "vit"
-patch = 7
-dim = 16
-depth = 1
-heads = 2
-[[base.losses]]
-plugin = "classify"
-[[base.evaluators]]
-plugin = "accuracy"
-[base.train]
-batch = 32
-warmup_epochs = 0
-log_every = 1
-)";
+const std::string kBase =
+    wbtest::small_vit_base(128, "[[base.evaluators]]\nplugin = \"accuracy\"\n");
 
 }  // namespace
 
@@ -109,7 +52,7 @@ evaluators = []
 )";
   const std::string args = "run " + (dir.path() / "sweep.toml").string() + " --runs-dir " +
                            (dir.path() / "runs").string();
-  auto [code, out] = run(args, dir.path());
+  auto [code, out] = wbtest::workbench(args, dir.path(), kTestPlugins);
   INFO(out);
   CHECK(code == 1);  // some point failed
   const fs::path exp = dir.path() / "runs" / "e2e";
@@ -138,7 +81,7 @@ evaluators = []
 
   // Rerun: the finished point is skipped (its pid and end time are unchanged), the failed
   // ones run again and fail again.
-  auto [code2, out2] = run(args, dir.path());
+  auto [code2, out2] = wbtest::workbench(args, dir.path(), kTestPlugins);
   INFO(out2);
   CHECK(code2 == 1);
   const wb::RunStatus again = wb::read_status(good / "status.toml");
@@ -201,9 +144,9 @@ stats_every = 1
 [[point]]
 losses = [ { plugin = "mae", mask_ratio = 0.5 }, { plugin = "mae", mask_ratio = 0.75 } ]
 )";
-  auto [code, out] = run(
+  auto [code, out] = wbtest::workbench(
       "run " + (dir.path() / "mae.toml").string() + " --runs-dir " + (dir.path() / "runs").string(),
-      dir.path());
+      dir.path(), kTestPlugins);
   INFO(out);
   CHECK(code == 1);  // the point with two mask ratios fails
   const fs::path exp = dir.path() / "runs" / "mae";
@@ -248,39 +191,24 @@ checkpoint_every = 4
 )";
   const std::string args = "run " + (dir.path() / "long.toml").string() + " --runs-dir " +
                            (dir.path() / "runs").string();
-  const pid_t parent = fork();
-  REQUIRE(parent >= 0);
-  if (parent == 0) {
-    const std::string c = command(args) + " > " + (dir.path() / "first.txt").string() + " 2>&1";
-    execl("/bin/sh", "sh", "-c", c.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  const pid_t parent =
+      wbtest::start(wbtest::workbench_command(args, kTestPlugins), dir.path() / "first.txt");
   // Wait for a checkpoint, let training go on a little, then kill the point's process.
-  const fs::path exp = dir.path() / "runs" / "resume";
-  fs::path point;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (fs::exists(exp))
-      for (const auto& e : fs::directory_iterator(exp))
-        if (fs::exists(e.path() / "checkpoints" / "last.pt")) point = e.path();
-    if (!point.empty()) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const fs::path point = wbtest::wait_for_checkpoint(dir.path() / "runs" / "resume", 120);
   REQUIRE_MESSAGE(!point.empty(), "no checkpoint appeared");
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   const wb::RunStatus running = wb::read_status(point / "status.toml");
   REQUIRE(running.state == wb::RunState::Running);
   REQUIRE(running.pid > 0);
   REQUIRE(kill(static_cast<pid_t>(running.pid), SIGKILL) == 0);
-  int wstatus = 0;
-  waitpid(parent, &wstatus, 0);
+  wbtest::finish(parent);
   const wb::RunStatus killed = wb::read_status(point / "status.toml");
   CHECK(killed.state == wb::RunState::Failed);
   CHECK(killed.error.find("SIGKILL") != std::string::npos);
   // The metrics file the killed process left is readable.
   CHECK(wb::MetricsReader(point / "metrics.h5").series_names().size() > 0);
 
-  auto [code, out] = run(args, dir.path());
+  auto [code, out] = wbtest::workbench(args, dir.path(), kTestPlugins);
   INFO(out);
   CHECK(code == 0);
   const std::string log = slurp(point / "run.log");
@@ -296,24 +224,6 @@ checkpoint_every = 4
   for (std::size_t i = 0; i < loss.steps.size(); ++i)
     CHECK(loss.steps[i] == static_cast<std::int64_t>(i + 1));
 }
-
-namespace {
-
-// Polls `done` every 50 ms until it holds or `seconds` pass; returns whether it held.
-bool wait_until(const std::function<bool()>& done, double seconds) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return true;
-}
-
-bool process_exists(pid_t pid) {
-  return kill(pid, 0) == 0 || errno == EPERM;
-}
-
-}  // namespace
 
 TEST_CASE("workbench run: Ctrl-C while a point fine-tunes in an evaluator stops every process") {
   REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
@@ -332,21 +242,13 @@ steps = 1000000
 batch = 8
 repeats = 1
 )";
-  // Everything the child needs is built before fork: after it only exec's calls.
-  const std::string out = (dir.path() / "out.txt").string(), runs = (dir.path() / "runs").string();
-  const std::string file_arg = file.string();
-  const pid_t launcher = fork();
-  REQUIRE(launcher >= 0);
-  if (launcher == 0) {
-    const int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    execl(WB_WORKBENCH_EXE, WB_WORKBENCH_EXE, "run", file_arg.c_str(), "--runs-dir", runs.c_str(),
-          "--no-report", "--plugin-path", WB_E2E_PLUGIN_DIR, static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  const pid_t launcher =
+      wbtest::start(wbtest::workbench_command("run " + file.string() + " --runs-dir " +
+                                                  (dir.path() / "runs").string() + " --no-report",
+                                              kTestPlugins),
+                    dir.path() / "out.txt");
   fs::path point;
-  const bool evaluating = wait_until(
+  const bool evaluating = wbtest::wait_until(
       [&] {
         const fs::path exp = dir.path() / "runs" / "interrupt";
         if (fs::exists(exp))
@@ -362,15 +264,16 @@ repeats = 1
   bool ended = false;
   if (evaluating && trainer > 0) {
     REQUIRE(kill(launcher, SIGINT) == 0);
-    ended = wait_until([&] { return waitpid(launcher, &wstatus, WNOHANG) == launcher; }, 60) &&
-            wait_until([&] { return !process_exists(trainer); }, 10);
+    ended =
+        wbtest::wait_until([&] { return waitpid(launcher, &wstatus, WNOHANG) == launcher; }, 60) &&
+        wbtest::wait_until([&] { return !wbtest::alive(trainer); }, 10);
   }
   if (!ended) {  // leave nothing running behind a failed check
     if (trainer > 0) kill(trainer, SIGKILL);
     kill(launcher, SIGKILL);
     waitpid(launcher, &wstatus, 0);
   }
-  INFO(slurp(out));
+  INFO(slurp(dir.path() / "out.txt"));
   REQUIRE(evaluating);
   REQUIRE(trainer > 0);
   REQUIRE_MESSAGE(ended, "the launcher or its point outlived the interrupt");
@@ -399,7 +302,7 @@ steps = 2
 )";
   const std::string args = "run " + (dir.path() / "short.toml").string() + " --runs-dir " +
                            (dir.path() / "runs").string();
-  auto [code, out] = run(args, dir.path());
+  auto [code, out] = wbtest::workbench(args, dir.path(), kTestPlugins);
   INFO(out);
   REQUIRE(code == 0);
   const fs::path point = point_with(dir.path() / "runs" / "seconds", "seed=0");
@@ -415,7 +318,7 @@ steps = 2
   failed.error = "killed by SIGKILL";
   failed.elapsed_seconds = 1000;
   wb::write_status(status_file, failed);
-  auto [code2, out2] = run(args, dir.path());
+  auto [code2, out2] = wbtest::workbench(args, dir.path(), kTestPlugins);
   INFO(out2);
   REQUIRE(code2 == 0);
   const wb::RunStatus resumed = wb::read_status(status_file);
@@ -427,7 +330,7 @@ steps = 2
   // Without the checkpoint the point starts over: the earlier seconds are not its cost.
   wb::write_status(status_file, failed);
   fs::remove(point / "checkpoints" / "last.pt");
-  auto [code3, out3] = run(args, dir.path());
+  auto [code3, out3] = wbtest::workbench(args, dir.path(), kTestPlugins);
   INFO(out3);
   REQUIRE(code3 == 0);
   const wb::RunStatus fresh = wb::read_status(status_file);
@@ -445,9 +348,10 @@ seeds = [0]
 )" << kBase << R"(
 steps = 6
 )";
-  auto [code, out] = run("run " + (dir.path() / "ddp.toml").string() + " --runs-dir " +
-                             (dir.path() / "runs").string() + " --nproc 2 --threads 2",
-                         dir.path());
+  auto [code, out] =
+      wbtest::workbench("run " + (dir.path() / "ddp.toml").string() + " --runs-dir " +
+                            (dir.path() / "runs").string() + " --nproc 2 --threads 2",
+                        dir.path(), kTestPlugins);
   INFO(out);
   REQUIRE(code == 0);
   const fs::path point = point_with(dir.path() / "runs" / "ddp", "seed=0");

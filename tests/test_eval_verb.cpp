@@ -2,15 +2,13 @@
 // one epoch) trained by `workbench run`, then evaluated again from its checkpoint: missing
 // evaluators only, --add with schema validation, --evaluator with --force, bad names.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "config/run_config.h"
+#include "e2e_fixture.h"
 #include "h5/metrics.h"
 #include "plugin/loader.h"
 #include "store/status.h"
@@ -19,39 +17,24 @@
 #include "workbench/registry.h"
 
 namespace fs = std::filesystem;
+using wbtest::count;
+using wbtest::slurp;
 
 namespace {
 
 const std::string kPlugin = std::string(WB_E2E_PLUGIN_DIR) + "/test_tiny_moe.so";
 
-std::string slurp(const fs::path& file) {
-  std::ifstream in(file);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// Runs the workbench with `args` (shell words); returns the exit code and the output.
+// Runs the workbench with `args` (shell words) and the test backbone; returns the exit code and
+// the output.
 std::pair<int, std::string> workbench(const std::string& args, const fs::path& scratch) {
-  const fs::path out = scratch / "out.txt";
-  const std::string command = std::string(WB_WORKBENCH_EXE) + " " + args + " --plugin-path " +
-                              kPlugin + " > " + out.string() + " 2>&1";
-  const int status = std::system(command.c_str());
-  REQUIRE(WIFEXITED(status));
-  return {WEXITSTATUS(status), slurp(out)};
-}
-
-std::size_t count(const std::string& text, const std::string& what) {
-  std::size_t n = 0;
-  for (auto p = text.find(what); p != std::string::npos; p = text.find(what, p + 1)) ++n;
-  return n;
+  return wbtest::workbench(args, scratch, kPlugin);
 }
 
 }  // namespace
 
 TEST_CASE("workbench eval: missing evaluators, --add, --evaluator --force, errors") {
   // The set-up installs dataset-fashion-mnist: its absence is a failure, not a skip.
-  REQUIRE_MESSAGE(fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
+  REQUIRE_MESSAGE(fs::exists(wbtest::kFashion),
                   "Fashion-MNIST (dataset-fashion-mnist) is not installed");
   wbtest::TempDir dir;
   // A transfer set as an image folder: 3 classes of class-coloured 12 px RGB squares.
@@ -110,10 +93,7 @@ warmup_epochs = 0
                                    (dir.path() / "runs").string() + " --no-report",
                                dir.path());
   REQUIRE_MESSAGE(code == 0, out);
-  fs::path run;
-  for (const auto& e : fs::directory_iterator(dir.path() / "runs" / "evaltest"))
-    if (fs::exists(e.path() / "config.toml")) run = e.path();
-  REQUIRE_FALSE(run.empty());
+  const fs::path run = wbtest::only_run(dir.path() / "runs" / "evaltest");
   const double knn_top1 = wb::MetricsReader(run / "metrics.h5").eval().at("knn").at("top1").at(0);
 
   {  // --add runs extra evaluators, records them in metrics.h5, status and config.toml

@@ -10,6 +10,7 @@
 
 #include "built_plugins.h"
 #include "workbench/loss.h"
+#include "workbench/loss_terms.h"
 #include "workbench/registry.h"
 
 namespace {
@@ -123,4 +124,31 @@ TEST_CASE("imbalance: its gradient makes the gates sharper") {
     CHECK((entropy(last) < entropy(first)).all().item<bool>());
     CHECK(at::equal(last.argmax(1), first.argmax(1)));
   }
+}
+
+TEST_CASE(
+    "sum_over_layers_mean_over_views (workbench/loss_terms.h): the form distill and imbalance "
+    "share") {
+  // A routing's term is its tokens_per_image here: views (1, 2) and (3, 4) of two layers give
+  // (1 + 3) / 2 + (2 + 4) / 2 = 5.
+  auto tagged = [](std::int64_t t) {
+    wb::Routing r;
+    r.tokens_per_image = t;
+    return r;
+  };
+  std::vector<std::int64_t> seen;
+  const auto term = [&](const wb::Routing& r) {
+    seen.push_back(r.tokens_per_image);
+    return at::scalar_tensor(static_cast<double>(r.tokens_per_image), at::kDouble);
+  };
+  const at::Tensor total = wb::sum_over_layers_mean_over_views(
+      state_of({{tagged(1), tagged(2)}, {tagged(3), tagged(4)}}), "test", term);
+  CHECK(total.item<double>() == doctest::Approx(5.0).epsilon(1e-15));
+  CHECK((total.scalar_type() == at::kDouble));  // the features' type
+  CHECK(seen == std::vector<std::int64_t>{1, 2, 3, 4});
+  // A dense backbone: an exact zero; no online output: an error naming the loss.
+  CHECK(wb::sum_over_layers_mean_over_views(state_of({{}, {}}), "test", term).item<double>() ==
+        0.0);
+  CHECK_THROWS_WITH_AS(wb::sum_over_layers_mean_over_views(wb::StepState{}, "imbalance", term),
+                       "loss imbalance: no online output", std::logic_error);
 }

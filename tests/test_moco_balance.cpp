@@ -26,7 +26,9 @@ std::shared_ptr<wb::Loss> make_moco(double weight = 1.0, bool freeze = true) {
 }
 
 Mat param(const wb::Loss& loss, const std::string& name) {
-  const at::Tensor* t = loss.named_parameters().find(name);
+  // find() points into the dict named_parameters() returns: it must outlive the pointer.
+  const auto params = loss.named_parameters();
+  const at::Tensor* t = params.find(name);
   REQUIRE_MESSAGE(t != nullptr, "no parameter " << name);
   return t->dim() == 2 ? rows(*t) : Mat{rows(t->unsqueeze(0))[0]};
 }

@@ -5,17 +5,15 @@
 // profile or --set; `workbench run --dry-run` refuses them and trains nothing.
 #include <ATen/Context.h>
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 
 #include "built_plugins.h"
 #include "config/experiment.h"
+#include "e2e_fixture.h"
 #include "run/host_environment.h"
 #include "test_data_files.h"
 
@@ -260,21 +258,15 @@ TEST_CASE("point checks: workbench run --dry-run refuses an impossible point and
   const fs::path file = dir.path / "checks.toml";
   std::ofstream(file) << replaced(kBase, "k = 2", "k = 17");
   const fs::path runs = dir.path / "runs";
-  const fs::path out = dir.path / "out.txt";
   const std::string command =
-      std::string(WB_WORKBENCH_EXE) + " run " + file.string() + " --runs-dir " + runs.string();
+      wbtest::workbench_command("run " + file.string() + " --runs-dir " + runs.string());
   for (const std::string& mode : {std::string(" --dry-run"), std::string()}) {
     CAPTURE(mode);
-    const int status = std::system((command + mode + " > " + out.string() + " 2>&1").c_str());
-    REQUIRE(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 2);
-    std::stringstream text;
-    text << std::ifstream(out).rdbuf();
-    CHECK(contains(text.str(), file.string() + ":19:5: gate.k = 17"));
+    const auto [code, text] = wbtest::run_shell(command + mode, dir.path);
+    CHECK(code == 2);
+    CHECK(contains(text, file.string() + ":19:5: gate.k = 17"));
     CHECK_FALSE(fs::exists(runs));  // no point directory, no training
   }
   std::ofstream(file, std::ios::trunc) << kBase;
-  const int status = std::system((command + " --dry-run > " + out.string() + " 2>&1").c_str());
-  REQUIRE(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(wbtest::run_shell(command + " --dry-run", dir.path).first == 0);
 }

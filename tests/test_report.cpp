@@ -15,6 +15,7 @@
 
 #include "config/experiment.h"
 #include "config_test_registry.h"
+#include "e2e_fixture.h"
 #include "h5/metrics.h"
 #include "process/spawn.h"
 #include "report/gnuplot.h"
@@ -27,6 +28,7 @@
 #include "workbench/format.h"
 
 namespace fs = std::filesystem;
+using wbtest::slurp;
 
 namespace {
 
@@ -42,11 +44,6 @@ struct TempDir {
     fs::remove_all(path, ec);
   }
 };
-
-std::string slurp(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;

@@ -6,15 +6,12 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <thread>
 
 #include <ATen/ATen.h>
@@ -22,60 +19,26 @@
 #include "checkpoint_tensors.h"
 #include "config/experiment.h"
 #include "dist/rendezvous.h"
+#include "e2e_fixture.h"
 #include "h5/metrics.h"
 #include "store/point_lock.h"
 #include "store/status.h"
 #include "test_data_helpers.h"
 
 namespace fs = std::filesystem;
+using wbtest::alive;
+using wbtest::count;
+using wbtest::finish;
+using wbtest::kFashion;
+using wbtest::kTestPlugins;
+using wbtest::point_dirs;
+using wbtest::slurp;
+using wbtest::start;
 
 namespace {
 
-const char* kFashion = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
-
-std::string slurp(const fs::path& file) {
-  std::ifstream in(file);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 std::string command(const std::string& args) {
-  return std::string(WB_WORKBENCH_EXE) + " " + args + " --plugin-path " + WB_E2E_PLUGIN_DIR;
-}
-
-// Starts `sh -c CMD` as a child; its output goes to `out`.
-pid_t start(const std::string& cmd, const fs::path& out) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const std::string c = cmd + " > " + out.string() + " 2>&1";
-    execl("/bin/sh", "sh", "-c", ("exec " + c).c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  return pid;
-}
-
-int finish(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-bool alive(pid_t pid) {
-  return kill(pid, 0) == 0;
-}
-
-int count(const std::string& text, const std::string& what) {
-  int n = 0;
-  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-  return n;
-}
-
-std::vector<fs::path> point_dirs(const fs::path& exp) {
-  std::vector<fs::path> out;
-  for (const auto& e : fs::directory_iterator(exp))
-    if (fs::exists(e.path() / "point.toml")) out.push_back(e.path());
-  return out;
+  return wbtest::workbench_command(args, kTestPlugins);
 }
 
 int free_port() {
@@ -96,29 +59,29 @@ std::string host_name() {
   return name;
 }
 
-const char* kBase = R"(
-[base]
-threads = 1
-workers = 1
-[base.data]
-dataset = "fashion_mnist"
-train_limit = 256
-test_limit = 64
-[base.views]
-recipe = "train"
-[base.backbone]
-plugin = "vit"
-patch = 7
-dim = 16
-depth = 1
-heads = 2
-[[base.losses]]
-plugin = "classify"
-[base.train]
-batch = 32
-warmup_epochs = 0
-log_every = 1
-)";
+const std::string kBase = wbtest::small_vit_base(64);
+
+// Starts the 2 ranks of a prepared point as torchrun --no-python would (its environment
+// variables, a free port on this host); true when both succeed. Their output goes to
+// logs/TAG0.txt and logs/TAG1.txt, printed when a rank fails.
+bool two_ranks(const fs::path& point, const fs::path& logs, const std::string& tag) {
+  const int port = free_port();
+  std::vector<pid_t> ranks;
+  for (int r = 0; r < 2; ++r) {
+    const std::string env = "env RANK=" + std::to_string(r) + " LOCAL_RANK=" + std::to_string(r) +
+                            " WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+                            std::to_string(port) + " WB_RENDEZVOUS_TIMEOUT=120 ";
+    ranks.push_back(start(env + command("_point " + point.string() + " --threads 1"),
+                          logs / (tag + std::to_string(r) + ".txt")));
+  }
+  bool ok = true;
+  for (std::size_t r = 0; r < ranks.size(); ++r) {
+    const int code = finish(ranks[r]);
+    if (code != 0) MESSAGE(slurp(logs / (tag + std::to_string(r) + ".txt")));
+    ok = ok && code == 0;
+  }
+  return ok;
+}
 
 }  // namespace
 
@@ -283,19 +246,11 @@ checkpoint_every = 4
                            (dir.path() / "runs").string() + " --no-report";
   const pid_t launcher = start(command(args), dir.path() / "first.txt");
   const fs::path exp = dir.path() / "runs" / "long";
-  fs::path point;
   wb::RunStatus running;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(180);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (fs::exists(exp))
-      for (const auto& e : fs::directory_iterator(exp))
-        if (fs::exists(e.path() / "checkpoints" / "last.pt")) point = e.path();
-    if (!point.empty()) {
-      running = wb::read_status(point / "status.toml");
-      if (running.state == wb::RunState::Running && running.pid > 0) break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const fs::path point = wbtest::wait_for_checkpoint(exp, 180, [&](const fs::path& p) {
+    running = wb::read_status(p / "status.toml");
+    return running.state == wb::RunState::Running && running.pid > 0;
+  });
   REQUIRE_MESSAGE(!point.empty(), "no checkpoint appeared");
   REQUIRE(running.pid > 0);
   const pid_t trainer = static_cast<pid_t>(running.pid);
@@ -359,19 +314,7 @@ steps = 6
   REQUIRE(finish(prepare) == 0);
   const fs::path point = point_dirs(dir.path() / "launched" / "ddp").at(0);
   CHECK(slurp(dir.path() / "prepare.txt").find(point.string()) != std::string::npos);
-  const int port = free_port();
-  std::vector<pid_t> ranks;
-  for (int r = 0; r < 2; ++r) {
-    const std::string env = "env RANK=" + std::to_string(r) + " LOCAL_RANK=" + std::to_string(r) +
-                            " WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
-                            std::to_string(port) + " WB_RENDEZVOUS_TIMEOUT=120 ";
-    ranks.push_back(start(env + command("_point " + point.string() + " --threads 1"),
-                          dir.path() / ("rank" + std::to_string(r) + ".txt")));
-  }
-  for (std::size_t r = 0; r < ranks.size(); ++r) {
-    INFO(slurp(dir.path() / ("rank" + std::to_string(r) + ".txt")));
-    CHECK(finish(ranks[r]) == 0);
-  }
+  CHECK(two_ranks(point, dir.path(), "rank"));
   CHECK(wb::read_status(point / "status.toml").state == wb::RunState::Done);
   const auto single_weights = wbtest::backbone_tensors(one / "checkpoints" / "last.pt");
   const auto rank0 = wbtest::backbone_tensors(point / "checkpoints" / "last.pt");
@@ -418,26 +361,6 @@ steps = 2
 }
 
 namespace {
-
-// Starts the 2 ranks of a prepared point as torchrun --no-python would; true when both succeed.
-bool two_ranks(const fs::path& point, const fs::path& logs, const std::string& tag) {
-  const int port = free_port();
-  std::vector<pid_t> ranks;
-  for (int r = 0; r < 2; ++r) {
-    const std::string env = "env RANK=" + std::to_string(r) + " LOCAL_RANK=" + std::to_string(r) +
-                            " WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
-                            std::to_string(port) + " WB_RENDEZVOUS_TIMEOUT=120 ";
-    ranks.push_back(start(env + command("_point " + point.string() + " --threads 1"),
-                          logs / (tag + std::to_string(r) + ".txt")));
-  }
-  bool ok = true;
-  for (std::size_t r = 0; r < ranks.size(); ++r) {
-    const int code = finish(ranks[r]);
-    if (code != 0) MESSAGE(slurp(logs / (tag + std::to_string(r) + ".txt")));
-    ok = ok && code == 0;
-  }
-  return ok;
-}
 
 fs::path prepare_point(const fs::path& dir, const std::string& name, const std::string& train) {
   std::ofstream(dir / (name + ".toml")) << "[experiment]\nname = \"" << name << R"("

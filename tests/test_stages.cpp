@@ -4,43 +4,27 @@
 // id, an unknown stage or a cycle is refused at the line; end to end, a dense MAE, its
 // clustering, a MoCE started from both and its deployment chain from one file.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
-#include <cstdlib>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include <ATen/ATen.h>
 
 #include "built_plugins.h"
 #include "checkpoint_tensors.h"
 #include "config/experiment.h"
+#include "e2e_fixture.h"
 #include "h5/metrics.h"
 #include "store/status.h"
 #include "test_data_helpers.h"
 
 namespace fs = std::filesystem;
+using wbtest::kFashion;
+using wbtest::slurp;
+using wbtest::workbench;
 
 namespace {
-
-const char* kFashion = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
-
-std::string slurp(const fs::path& file) {
-  std::ifstream in(file);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::pair<int, std::string> run(const std::string& args, const fs::path& scratch) {
-  const fs::path out = scratch / "out.txt";
-  const std::string cmd =
-      std::string(WB_WORKBENCH_EXE) + " " + args + " > " + out.string() + " 2>&1";
-  const int status = std::system(cmd.c_str());
-  REQUIRE(WIFEXITED(status));
-  return {WEXITSTATUS(status), slurp(out)};
-}
 
 int line_of(const std::string& text, const std::string& needle) {
   const std::size_t at = text.find(needle);
@@ -244,7 +228,7 @@ TEST_CASE("workbench run: MAE -> clustering -> MoCE -> deployment from one file,
   const fs::path runs = dir.path() / "runs";
   const std::string args =
       "run " + (dir.path() / "chain.toml").string() + " --runs-dir " + runs.string();
-  auto [code, out] = run(args, dir.path());
+  auto [code, out] = workbench(args, dir.path());
   INFO(out);
   REQUIRE(code == 0);
   const wb::Experiment e = [&] {
@@ -295,7 +279,7 @@ TEST_CASE("workbench run: MAE -> clustering -> MoCE -> deployment from one file,
 
   // A rerun skips every finished point.
   const wb::RunStatus before = wb::read_status(moce / "status.toml");
-  auto [code2, out2] = run(args, dir.path());
+  auto [code2, out2] = workbench(args, dir.path());
   INFO(out2);
   CHECK(code2 == 0);
   CHECK(wb::read_status(moce / "status.toml").finished == before.finished);
@@ -314,9 +298,9 @@ TEST_CASE(
       text.find("dataset = \"fashion_mnist\"\ntrain_limit = 128\ntest_limit = 64\n[base.datasets"),
       26, "dataset = \"fashion_mnist\"\npath = \"/nonexistent/fashion\"\n");
   std::ofstream(dir.path() / "chain.toml") << text;
-  auto [code, out] = run("run " + (dir.path() / "chain.toml").string() + " --runs-dir " +
-                             (dir.path() / "runs").string() + " --no-report",
-                         dir.path());
+  auto [code, out] = workbench("run " + (dir.path() / "chain.toml").string() + " --runs-dir " +
+                                   (dir.path() / "runs").string() + " --no-report",
+                               dir.path());
   INFO(out);
   CHECK(code == 1);
   wb::ExperimentOptions o;

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "e2e_fixture.h"
 #include "process/scheduler.h"
 #include "run/progress.h"
 #include "run/sweep.h"
@@ -22,6 +23,7 @@
 #include "store/status.h"
 
 namespace fs = std::filesystem;
+using wbtest::slurp;
 
 namespace {
 
@@ -37,11 +39,6 @@ struct TempDir {
     fs::remove_all(path, ec);
   }
 };
-
-std::string slurp(const fs::path& file) {
-  std::ifstream in(file);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 wb::Command shell(const std::string& name, const std::string& script) {
   return {name, {"/bin/sh", "-c", script}, {}};
@@ -446,11 +443,7 @@ TEST_CASE("workbench _point without a usable config.toml fails and says so in st
   TempDir dir;
   const fs::path point = dir.path / "p";
   fs::create_directories(point);
-  const std::string command = std::string(WB_WORKBENCH_EXE) + " _point " + point.string() +
-                              " --threads 1 > " + (dir.path / "out").string() + " 2>&1";
-  const int status = std::system(command.c_str());
-  REQUIRE(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 1);
+  CHECK(wbtest::workbench("_point " + point.string() + " --threads 1", dir.path).first == 1);
   const auto s = wb::read_status(point / "status.toml");
   CHECK(s.state == wb::RunState::Failed);
   CHECK_FALSE(s.error.empty());

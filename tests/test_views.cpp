@@ -65,6 +65,29 @@ TEST_CASE("resample: same size is exact, 2x downscale uses the widened triangle 
                        doctest::Contains("does not fit"), std::invalid_argument);
 }
 
+TEST_CASE("resize_center_square: a shorter side at the size already is the resampler's crop") {
+  // 3 channels, 7 x 11 and 11 x 7, pixels that differ everywhere.
+  for (const auto& [h, w] : {std::pair<std::int64_t, std::int64_t>{7, 11}, {11, 7}}) {
+    CAPTURE(h);
+    wb::Image img;
+    img.channels = 3;
+    img.height = h;
+    img.width = w;
+    for (std::int64_t i = 0; i < 3 * h * w; ++i)
+      img.pixels.push_back(static_cast<std::uint8_t>((i * 37 + i / 5) % 256));
+    // The copy taken when the side is kept equals resampling the central square at scale 1.
+    const PixelCrop centre{(w - 7) / 2, (h - 7) / 2, 7, 7};
+    const wb::Image copied = resize_center_square(img, 7);
+    CHECK(copied.height == 7);
+    CHECK(copied.width == 7);
+    CHECK(copied.pixels == resize_image(img, centre, 7, 7).pixels);
+    for (std::int64_t y = 0; y < 7; ++y)
+      for (std::int64_t x = 0; x < 7; ++x)
+        CHECK(copied.pixels[(y * 7 + x) * 3 + 2] ==
+              img.pixels[((centre.y + y) * w + centre.x + x) * 3 + 2]);
+  }
+}
+
 TEST_CASE("colour operations match hand-computed pixels") {
   SUBCASE("brightness scales and clamps") {
     float p[3] = {0.2f, 0.5f, 0.9f};

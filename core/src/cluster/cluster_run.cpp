@@ -10,6 +10,7 @@
 #include "plugin/loader.h"
 #include "process/logging.h"
 #include "process/threads.h"
+#include "process/verb_exit.h"
 #include "store/run_dir.h"
 #include "train/model.h"
 #include "workbench/layers.h"
@@ -75,12 +76,8 @@ int cluster_run(const ClusterRequest& request, std::ostream& err) {
     write_cluster_file(out, file);
     log.info("wrote {}", out.string());
     return 0;
-  } catch (const std::invalid_argument& e) {
-    log.error("{}", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    log.error("{}", e.what());
-    return 1;
+  } catch (...) {
+    return verb_exit_code(log);
   }
 }
 

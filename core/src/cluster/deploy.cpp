@@ -16,6 +16,7 @@
 #include "plugin/loader.h"
 #include "process/logging.h"
 #include "process/threads.h"
+#include "process/verb_exit.h"
 #include "store/atomic_file.h"
 #include "store/run_dir.h"
 #include "store/status.h"
@@ -241,12 +242,8 @@ int deploy_run(const DeployRequest& request, std::ostream& err) {
     write_status(target.status, status);
     log.info("deploy: wrote {}", out.string());
     return 0;
-  } catch (const std::invalid_argument& e) {
-    log.error("{}", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    log.error("{}", e.what());
-    return 1;
+  } catch (...) {
+    return verb_exit_code(log);
   }
 }
 

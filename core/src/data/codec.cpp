@@ -66,6 +66,12 @@ void guarded(JpegError& err, const std::string& name, const char* doing, F&& cal
 // decompression-bomb limit (2 x MAX_IMAGE_PIXELS = 2 x 2^30 / 4 / 3), 537 MB as 8-bit RGB.
 constexpr std::uint64_t kMaxImagePixels = 178956970;
 
+// What one decode may produce: 2^26 pixels (8192 x 8192, 192 MiB as 8-bit RGB). Decoding and
+// then resizing cost time in proportion to the decoded pixels (the resize reads each of them
+// about twice per channel); a JPEG above it is still read when DCT scaling (min_side) brings
+// its output under it.
+constexpr std::uint64_t kMaxDecodedPixels = std::uint64_t{1} << 26;
+
 void check_pixels(const std::string& name, const char* format, std::uint64_t width,
                   std::uint64_t height) {
   if (width == 0 || height == 0) fail(name, std::string("corrupt ") + format + ": no pixels");
@@ -73,6 +79,21 @@ void check_pixels(const std::string& name, const char* format, std::uint64_t wid
     fail(name, std::string(format) + " of " + std::to_string(width) + " x " +
                    std::to_string(height) + " pixels, more than the " +
                    std::to_string(kMaxImagePixels) + " accepted (a decompression bomb?)");
+}
+
+// `size` is what the header says ("JPEG of 9000 x 9000 pixels"), width x height what the
+// decode would give.
+void check_decoded(const std::string& name, const std::string& size, std::uint64_t width,
+                   std::uint64_t height, const char* remedy) {
+  if (width * height <= kMaxDecodedPixels) return;
+  fail(name, size + " would decode to " + std::to_string(width) + " x " + std::to_string(height) +
+                 " = " + std::to_string(width * height) + " pixels, more than the " +
+                 std::to_string(kMaxDecodedPixels) + " (8192 x 8192) decoded at most; " + remedy);
+}
+
+std::string dimensions(const char* format, std::uint64_t width, std::uint64_t height) {
+  return std::string(format) + " of " + std::to_string(width) + " x " + std::to_string(height) +
+         " pixels";
 }
 
 // Grows `buf` to hold at least `need` of `total` bytes, geometrically: a file whose data
@@ -92,6 +113,20 @@ const char* jpeg_space_name(J_COLOR_SPACE space) {
       return "YCCK";
     default:
       return "an unknown colour space";
+  }
+}
+
+// Sets the smallest DCT scale N/8 (N = 1..8: libjpeg-turbo's inverse DCT outputs 1 to 8 pixels
+// per 8 x 8 block, which is much faster than decoding everything and resizing afterwards)
+// whose output keeps the shorter side >= min_side; full size when min_side is 0 or no smaller
+// scale reaches it. output_width and output_height are then the decoded size.
+void choose_scale(jpeg_decompress_struct& cinfo, std::int64_t min_side) {
+  cinfo.scale_denom = 8;
+  for (unsigned n = min_side > 0 ? 1 : 8; n <= 8; ++n) {
+    cinfo.scale_num = n;
+    jpeg_calc_output_dimensions(&cinfo);
+    if (std::min(cinfo.output_width, cinfo.output_height) >= static_cast<std::uint64_t>(min_side))
+      return;
   }
 }
 
@@ -124,15 +159,11 @@ Image decode_jpeg(const std::uint8_t* data, std::size_t size, const std::string&
                    " components: only greyscale and colour (YCbCr / RGB) JPEGs are read; "
                    "convert it to RGB");
   cinfo.out_color_space = JCS_RGB;
-  if (min_side > 0) {
-    const auto shorter = std::min(cinfo.image_width, cinfo.image_height);
-    for (unsigned denom : {8u, 4u, 2u})
-      if ((shorter + denom - 1) / denom >= static_cast<unsigned>(min_side)) {
-        cinfo.scale_num = 1;
-        cinfo.scale_denom = denom;
-        break;
-      }
-  }
+  guarded(err, name, "corrupt JPEG", [&] { choose_scale(cinfo, min_side); });
+  check_decoded(name, dimensions("JPEG", cinfo.image_width, cinfo.image_height), cinfo.output_width,
+                cinfo.output_height,
+                "shrink the file, or read it for a smaller image size (a JPEG is then decoded at "
+                "a reduced scale, down to 1/8)");
   guarded(err, name, "corrupt JPEG", [&] { jpeg_start_decompress(&cinfo); });
   Image image;
   image.channels = 3;
@@ -182,6 +213,8 @@ Image decode_png(const std::uint8_t* data, std::size_t size, const std::string& 
   } free_png{&png};
   check_pixels(name, "PNG", png.width, png.height);
   check_png_holds(data, size, name, png.width, png.height);
+  check_decoded(name, dimensions("PNG", png.width, png.height), png.width, png.height,
+                "shrink the file (a PNG is always decoded at full size)");
   png.format = PNG_FORMAT_RGB;  // grey, palette, 16-bit and alpha all converted
   Image image;
   image.channels = 3;

@@ -15,8 +15,10 @@ namespace wb::data {
 std::vector<std::uint8_t> read_file(const std::string& path);
 
 // Decodes a JPEG or PNG (recognised by its first bytes, not its name) to 8-bit RGB.
-// min_side > 0 lets the JPEG decoder shrink by 1/2, 1/4 or 1/8 in the DCT (much faster)
-// as long as the shorter side stays >= min_side.
+// min_side > 0 lets the JPEG decoder shrink in the DCT (much faster) to the smallest of 1/8,
+// 2/8, ..., 7/8 of the size that keeps the shorter side >= min_side. A header claiming more
+// than 178 956 970 pixels is refused before anything is read, and so is a decode that would
+// give more than 2^26 (8192 x 8192) pixels: the error names the file and both sizes.
 Image decode_image(const std::uint8_t* data, std::size_t size, const std::string& name,
                    std::int64_t min_side = 0);
 Image decode_image_file(const std::string& path, std::int64_t min_side = 0);

@@ -7,6 +7,7 @@
 #include "cluster/cluster_run.h"
 #include "cluster/deploy.h"
 #include "eval/on_demand.h"
+#include "process/verb_exit.h"
 #include "store/atomic_file.h"
 #include "store/run_dir.h"
 #include "store/status.h"
@@ -101,9 +102,8 @@ int stage_main(const PointOptions& options, std::ostream& err) {
     if (kind == "deploy") return run_deploy(t, file, options, err);
     err << file.string() << ": unknown kind '" << kind << "' (cluster or deploy)\n";
     return 2;
-  } catch (const std::exception& e) {
-    err << "error: " << e.what() << "\n";
-    return 1;
+  } catch (...) {
+    return verb_exit_code(err);
   }
 }
 

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "workbench/loss.h"
+#include "workbench/loss_terms.h"
 #include "workbench/plugin.h"
 
 namespace {
@@ -63,11 +64,8 @@ class Distill final : public wb::Loss {
   }
 
   wb::LossResult compute(const wb::StepState& state) override {
-    if (state.online.empty()) throw std::logic_error("loss distill: no online output");
-    const auto views = static_cast<double>(state.online.size());
-    at::Tensor total = at::zeros({}, state.online.front().cls.options());
-    for (const auto& out : state.online)
-      for (const auto& r : out.routings) total = total + layer_term(r) / views;
+    const at::Tensor total = wb::sum_over_layers_mean_over_views(
+        state, "distill", [&](const wb::Routing& r) { return layer_term(r); });
     wb::LossResult result;
     result.value = weight_ * total;
     result.metrics["distill"] = total.item<double>();

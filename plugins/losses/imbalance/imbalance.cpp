@@ -27,6 +27,7 @@
 #include <tuple>
 
 #include "workbench/loss.h"
+#include "workbench/loss_terms.h"
 #include "workbench/plugin.h"
 
 namespace {
@@ -56,22 +57,18 @@ class Imbalance final : public wb::Loss {
   }
 
   wb::LossResult compute(const wb::StepState& state) override {
-    if (state.online.empty()) throw std::logic_error("loss imbalance: no online output");
-    const auto views = static_cast<double>(state.online.size());
-    at::Tensor total = at::zeros({}, state.online.front().cls.options());
     double confidence = 0;
     std::size_t layers = 0;
-    for (const auto& out : state.online) {
-      for (const auto& r : out.routings) {
-        const at::Tensor& v = dense_ ? r.probs : r.gates;
-        const std::int64_t tpi = r.tokens_per_image > 0 ? r.tokens_per_image : 1;
-        const at::Tensor g = v.slice(0, 0, v.size(0), tpi);  // [B, E]: each image's first token
-        total = total + term(g) / views;
-        confidence +=
-            std::get<0>(r.probs.slice(0, 0, r.probs.size(0), tpi).max(1)).mean().item<double>();
-        ++layers;
-      }
-    }
+    const at::Tensor total =
+        wb::sum_over_layers_mean_over_views(state, "imbalance", [&](const wb::Routing& r) {
+          const at::Tensor& v = dense_ ? r.probs : r.gates;
+          const std::int64_t tpi = r.tokens_per_image > 0 ? r.tokens_per_image : 1;
+          const at::Tensor g = v.slice(0, 0, v.size(0), tpi);  // [B, E]: each image's first token
+          confidence +=
+              std::get<0>(r.probs.slice(0, 0, r.probs.size(0), tpi).max(1)).mean().item<double>();
+          ++layers;
+          return term(g);
+        });
     wb::LossResult result;
     result.value = weight_ * total;
     result.metrics["imbalance"] = total.item<double>();

@@ -167,10 +167,32 @@ Image resize_image(const Image& image, const PixelCrop& crop, std::int64_t out_h
   return out;
 }
 
+namespace {
+
+// The pixels of `crop`, copied: what resampling it at scale 1 gives (each output pixel's filter
+// then has its one non-zero tap on the source pixel under it), without the arithmetic.
+Image crop_image(const Image& image, const PixelCrop& crop) {
+  check_crop(image, crop);
+  const std::int64_t C = image.channels;
+  Image out;
+  out.channels = C;
+  out.height = crop.h;
+  out.width = crop.w;
+  out.pixels.resize(static_cast<std::size_t>(C * crop.h * crop.w));
+  const auto row = static_cast<std::size_t>(C * crop.w);
+  for (std::int64_t y = 0; y < crop.h; ++y)
+    std::memcpy(out.pixels.data() + y * crop.w * C,
+                image.pixels.data() + ((crop.y + y) * image.width + crop.x) * C, row);
+  return out;
+}
+
+}  // namespace
+
 Image resize_center_square(const Image& image, std::int64_t side) {
   const std::int64_t s = std::min(image.height, image.width);
   PixelCrop crop{(image.width - s) / 2, (image.height - s) / 2, s, s};
   if (s == side && image.height == image.width) return image;
+  if (s == side) return crop_image(image, crop);
   return resize_image(image, crop, side, side);
 }
 

@@ -27,7 +27,8 @@ void resample(const Image& image, const PixelCrop& crop, std::int64_t out_h, std
 Image resize_image(const Image& image, const PixelCrop& crop, std::int64_t out_h,
                    std::int64_t out_w);
 
-// Shorter side to `side`, then the central side x side square (keeps the aspect ratio).
+// Shorter side to `side`, then the central side x side square (keeps the aspect ratio); a
+// copy of the central square when the shorter side is `side` already.
 Image resize_center_square(const Image& image, std::int64_t side);
 
 // Colour operations; `c` channels of `hw` pixels each, values clamped to [0, 1] afterwards
