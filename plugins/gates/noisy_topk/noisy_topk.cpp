@@ -18,6 +18,11 @@
 //   all tokens of the layer, not per group and averaged as in V-MoE (equal for one group).
 // - Routing::gates keeps the probabilities of the top-k choices even where the capacity dropped
 //   an assignment (it is the routing decision); weights are 0 there.
+//
+// Speed, not a choice of method: on float32/float64 CPU tensors everything after the logits runs
+// fused (topk_step.cpp: one autograd node, one pass per token forward and backward beside
+// vectorised softmax / erfc / exp); fused_cpu = false, and every other device or dtype, run the
+// same function op by op.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -26,7 +31,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "workbench/balance.h"
+#include "topk_step.h"
 #include "workbench/gate.h"
 #include "workbench/layers.h"
 #include "workbench/plugin.h"
@@ -101,7 +106,8 @@ class NoisyTopK : public wb::Gate {
         eval_capacity_factor_(p.maybe_real("eval_capacity_factor")),
         group_size_(p.integer("group_size")),
         bpr_(p.boolean("bpr")),
-        clean_importance_(p.text("importance") == "clean") {
+        clean_importance_(p.text("importance") == "clean"),
+        fused_cpu_(p.boolean("fused_cpu")) {
     if (const std::string problem = k_problem(k_, experts_); !problem.empty())
       throw std::invalid_argument("gate noisy_topk: " + problem);
     if (!eval_capacity_factor_) eval_capacity_factor_ = capacity_factor_;
@@ -113,30 +119,25 @@ class NoisyTopK : public wb::Gate {
     const double sigma = in.training ? noise_std_ / static_cast<double>(experts_) : 0.0;
     // fp32 logits under bf16 autocast: the probabilities, the top-k and the aux losses need them.
     const at::Tensor logits = wb::at_least_fp32(x.mm(weight_.t()));
-    const at::Tensor noisy = wb::add_noise(logits, sigma);
-    const at::Tensor probs = at::softmax(noisy, 1);
-    // Top-k of the noisy logits = top-k of the probabilities; their k-th value is also the
-    // threshold of the load loss. Sorted: first choice first.
-    auto [top_logit, top_e] = noisy.topk(k_, 1);
-    const at::Tensor top_p = probs.gather(1, top_e);
-
+    const bool fused = fused_cpu_ && noisy_topk::fused_applies(logits);
+    const noisy_topk::TopK t = fused ? noisy_topk::topk_fused(logits, sigma, k_, clean_importance_)
+                                     : noisy_topk::topk_ops(logits, sigma, k_, clean_importance_);
     wb::Routing r;
-    r.experts = top_e;
-    r.probs = probs;
-    r.logits = noisy;
-    r.gates = at::zeros_like(probs).scatter(1, top_e, top_p);
+    r.experts = t.experts;
+    r.probs = t.probs;
+    r.logits = t.noisy;
+    r.gates = t.gates;
     const auto factor = in.training ? capacity_factor_ : eval_capacity_factor_;
     if (factor) {
-      r.kept = keep_within_capacity(top_e, top_p.select(1, 0).detach(), experts_, group_size_,
-                                    *factor, bpr_);
-      r.weights = top_p.masked_fill(r.kept.logical_not(), 0);
+      r.kept = keep_within_capacity(t.experts, t.top_probs.select(1, 0).detach(), experts_,
+                                    group_size_, *factor, bpr_);
+      r.weights = t.top_probs.masked_fill(r.kept.logical_not(), 0);
     } else {
-      r.kept = at::ones_like(top_e, top_e.options().dtype(at::kBool));
-      r.weights = top_p;
+      r.kept = at::ones_like(t.experts, t.experts.options().dtype(at::kBool));
+      r.weights = t.top_probs;
     }
-    r.aux["importance"] =
-        wb::importance_loss(clean_importance_ && sigma > 0 ? at::softmax(logits, 1) : probs);
-    if (sigma > 0) r.aux["load"] = wb::load_loss(logits, top_logit.narrow(1, k_ - 1, 1), sigma);
+    r.aux["importance"] = t.importance;
+    if (t.load.defined()) r.aux["load"] = t.load;
     r.tokens = x;
     r.tokens_per_image = in.tokens_per_image;
     return r;
@@ -150,7 +151,7 @@ class NoisyTopK : public wb::Gate {
   double noise_std_;
   std::optional<double> capacity_factor_, eval_capacity_factor_;
   std::int64_t group_size_;
-  bool bpr_, clean_importance_;
+  bool bpr_, clean_importance_, fused_cpu_;
 };
 
 }  // namespace
@@ -192,6 +193,11 @@ WORKBENCH_PLUGIN("gate noisy_topk: the V-MoE noisy top-k router") {
                               "std of the normal initialisation of W; unset = 1/sqrt(dim) (LeCun "
                               "normal, the flax Dense default of V-MoE's router); 0 = zeros")
               .at_least(0),
+          ParamSpec::boolean(
+              "fused_cpu", true,
+              "float32/float64 CPU logits: noise, softmax, top-k, combine weights and both "
+              "losses as one autograd node with a hand-written backward; false = the same "
+              "function op by op (what other devices and dtypes run)"),
       },
       [](const wb::Params& p, const wb::GateShape& s) {
         return std::make_shared<NoisyTopK>(p, s);
