@@ -9,14 +9,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <iostream>
 
-#include "bench.h"
+#include "common.h"
 #include "dist/communicator.h"
 #include "plugin/loader.h"
 #include "process/threads.h"
@@ -78,38 +76,19 @@ class TimedComm final : public Communicator {
   Communicator& inner_;
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 }  // namespace
 
 int bench_expert_parallel(const Args& args) {
-  int threads = 1, repeats = 20, warmup = 3;
-  std::int64_t batch = 64, tokens = 65, dim = 192, experts = 16, k = 2;
-  std::vector<std::string> plugin_paths;
+  LayerOptions o;
+  o.threads = 1, o.repeats = 20, o.warmup = 3, o.batch = 64, o.tokens = 65;
   po::options_description opts("workbench bench ep [options]");
-  opts.add_options()("help,h", "show this help")("threads", po::value(&threads)->default_value(1),
-                                                 "intra-op threads per rank")(
-      "repeats", po::value(&repeats)->default_value(20), "timed repetitions (median reported)")(
-      "warmup", po::value(&warmup)->default_value(3), "untimed repetitions first")(
-      "batch", po::value(&batch)->default_value(64), "images per rank")(
-      "tokens", po::value(&tokens)->default_value(65), "tokens per image")(
-      "dim", po::value(&dim)->default_value(192), "token width d")(
-      "experts", po::value(&experts)->default_value(16), "experts E (even)")(
-      "k", po::value(&k)->default_value(2), "experts per token")(
-      "plugin-path", po::value(&plugin_paths)->composing(), "extra plugin folder or file");
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(opts).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << opts;
-    return 0;
-  }
-  if (repeats < 1 || batch < 1 || tokens < 1 || dim < 1 || experts < 2 || experts % 2 || k < 1 ||
-      k > experts)
-    throw std::invalid_argument("bench ep: sizes must be positive, experts even, k <= experts");
+  opts.add_options()("help,h", "show this help");
+  add_layer_options(opts, o, {"intra-op threads per rank", "images per rank", "experts E (even)"});
+  if (!parse_options(opts, args)) return 0;
+  check_layer_options(o, "ep");
+  if (o.experts % 2) throw std::invalid_argument("bench ep: --experts must be even");
+  const int threads = o.threads, repeats = o.repeats, warmup = o.warmup;
+  const std::int64_t batch = o.batch, tokens = o.tokens, dim = o.dim, experts = o.experts, k = o.k;
 
   const std::filesystem::path store =
       std::filesystem::temp_directory_path() / ("wb_bench_ep_" + std::to_string(getpid()));
@@ -120,7 +99,7 @@ int bench_expert_parallel(const Args& args) {
   const int rank = child == 0 ? 1 : 0;
   use_threads(threads);
   Registry registry;
-  load_plugins(registry, plugin_paths);
+  load_plugins(registry, o.plugin_paths);
   Params gate_params = registry.defaults(Kind::Gate, "noisy_topk");
   gate_params.set("k", k);
   at::manual_seed(1);  // the same layer on both ranks

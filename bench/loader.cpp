@@ -18,7 +18,7 @@
 
 #include <unistd.h>
 
-#include "bench.h"
+#include "common.h"
 #include "data/codec.h"
 #include "data/datasets.h"
 #include "data/view_pipeline.h"
@@ -169,12 +169,7 @@ int bench_loader(const Args& args) {
       "dir", po::value(&dir), "folder for the JPEGs (default: a temporary one, removed after)")(
       "skip-fmnist", "only the JPEG folder")("skip-folder", "only Fashion-MNIST");
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(opts).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << opts;
-    return 0;
-  }
+  if (!parse_options(opts, args, &vm)) return 0;
   if (workers_list.empty()) workers_list = {1, 2};
 
   std::vector<std::pair<std::string, std::shared_ptr<const Dataset>>> sets;

@@ -3,9 +3,11 @@
 // mode) against the FLOP-matched dense MLP of hidden 4d on the same tokens, written plainly
 // (nn::Linear, GELU, nn::Linear under autograd) and as the vit backbone runs it (blocked_mlp),
 // plus two slower dispatches for contrast: the same grouping recorded by plain autograd, and
-// every expert on every token (masked). --profile adds the thread time of each phase of the
-// expert kernel, MoE layer against the dense MLP through the same kernel; --precision bf16 runs
-// the forwards under autocast; --device cuda runs it all on the GPU.
+// every expert on every token (masked). The gate is timed alone too, and the layer and the gate
+// again with the gate's op-by-op step (fused_cpu = false) in place of its fused CPU step;
+// --gate-only times just the gate rows (for valgrind's instruction counts). --profile adds the
+// thread time of each phase of the expert kernel, MoE layer against the dense MLP through the same
+// kernel; --precision bf16 runs the forwards under autocast; --device cuda runs it all on the GPU.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -18,10 +20,9 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
-#include <iostream>
 #include <thread>
 
-#include "bench.h"
+#include "common.h"
 #include "compat/torch_compat.h"
 #include "moe/dispatch.h"
 #include "plugin/loader.h"
@@ -50,12 +51,6 @@ struct Candidate {
   std::string name;
   std::function<void()> forward, backward;
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const auto n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 // Runs the candidates round-robin, so that a change in machine load hits all of them alike;
 // forward and forward + backward are timed separately, medians over the repeats. On a GPU each
@@ -116,42 +111,35 @@ std::vector<std::vector<double>> profile_phases(int repeats,
 }  // namespace
 
 int bench_moe(const std::vector<std::string>& args) {
-  int threads = 0, repeats = 10, warmup = 2;
-  std::int64_t batch = 256, tokens = 50, dim = 192, experts = 16, k = 2;
+  LayerOptions o;  // the defaults: 256 images x 50 tokens, d 192, 16 experts, top-2
   std::int64_t block = 0;
   bool naive = true, profile = false;
-  std::string precision = "fp32", device_name = "cpu";
-  std::vector<std::string> plugin_paths;
+  std::string precision = "fp32", device_name = "cpu", gate_only;
   po::options_description opts("workbench bench moe [options]");
-  opts.add_options()("help,h", "show this help")("threads", po::value(&threads)->default_value(0),
-                                                 "intra-op threads; 0 = all cores")(
-      "repeats", po::value(&repeats)->default_value(10), "timed repetitions (median reported)")(
-      "warmup", po::value(&warmup)->default_value(2), "untimed repetitions first")(
-      "batch", po::value(&batch)->default_value(256), "images")(
-      "tokens", po::value(&tokens)->default_value(50), "tokens per image")(
-      "dim", po::value(&dim)->default_value(192), "token width d")(
-      "experts", po::value(&experts)->default_value(16), "experts E")(
-      "k", po::value(&k)->default_value(2), "experts per token")(
-      "naive", po::value(&naive)->default_value(true), "also time the masked loop (slow)")(
+  opts.add_options()("help,h", "show this help");
+  add_layer_options(opts, o);
+  opts.add_options()("naive", po::value(&naive)->default_value(true),
+                     "also time the masked loop (slow)")(
       "block", po::value(&block)->default_value(0),
       "rows per block of expert work on the CPU; 0 = the library default")(
       "profile", po::bool_switch(&profile),
       "also print the thread time of each phase of the expert kernel (CPU), MoE against dense")(
+      "gate-only", po::value(&gate_only),
+      "time only the gate: fused, ops (op by op) or both (e.g. for valgrind's counts)")(
       "precision", po::value(&precision)->default_value("fp32"),
       "fp32, or bf16: the forwards under autocast (matrix products in bf16)")(
       "device", po::value(&device_name)->default_value("cpu"),
-      "cpu or cuda (an error where this LibTorch sees no GPU)")(
-      "plugin-path", po::value(&plugin_paths)->composing(), "extra plugin folder or file");
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(opts).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << opts;
-    return 0;
-  }
+      "cpu or cuda (an error where this LibTorch sees no GPU)");
+  if (!parse_options(opts, args)) return 0;
+  check_layer_options(o, "moe");
+  if (!gate_only.empty() && gate_only != "fused" && gate_only != "ops" && gate_only != "both")
+    throw std::invalid_argument("bench moe: --gate-only must be fused, ops or both, not '" +
+                                gate_only + "'");
+  const bool all = gate_only.empty();
+  int threads = o.threads;
+  const int repeats = o.repeats, warmup = o.warmup;
+  const std::int64_t batch = o.batch, tokens = o.tokens, dim = o.dim, experts = o.experts, k = o.k;
   threads = resolve_threads(threads, 0);
-  if (repeats < 1 || batch < 1 || tokens < 1 || dim < 1 || experts < 1 || k < 1 || k > experts)
-    throw std::invalid_argument("bench moe: sizes and --repeats must be positive, k <= experts");
   if (precision != "fp32" && precision != "bf16")
     throw std::invalid_argument("bench moe: --precision must be fp32 or bf16, not '" + precision +
                                 "'");
@@ -167,7 +155,7 @@ int bench_moe(const std::vector<std::string>& args) {
   use_threads(threads);
 
   Registry registry;
-  load_plugins(registry, plugin_paths);
+  load_plugins(registry, o.plugin_paths);
   if (!registry.find(Kind::Gate, "noisy_topk"))
     throw std::runtime_error("bench moe: gate plugin 'noisy_topk' not found in the plugin path");
   Params gate_params = registry.defaults(Kind::Gate, "noisy_topk");
@@ -182,8 +170,19 @@ int bench_moe(const std::vector<std::string>& args) {
   torch::nn::Linear fc1(dim, 4 * dim), fc2(4 * dim, dim);
   MoeLayer layer(dim, hidden, experts,
                  registry.make_gate("noisy_topk", gate_params, {dim, experts, 0}));
-  fc1->to(device), fc2->to(device), layer.to(device);
+  // The same gate op by op (fused_cpu = false) with the same router weight: the gate's cost with
+  // and without the fused CPU step, in the same run.
+  Params ops_params = gate_params;
+  ops_params.set("fused_cpu", false);
+  const std::shared_ptr<Gate> ops_gate =
+      registry.make_gate("noisy_topk", ops_params, {dim, experts, 0});
+  fc1->to(device), fc2->to(device), layer.to(device), ops_gate->to(device);
+  {
+    at::NoGradGuard no_grad;
+    ops_gate->named_parameters()["weight"].copy_(layer.gate().named_parameters()["weight"]);
+  }
   std::vector<at::Tensor> params = layer.parameters();
+  for (const auto& p : ops_gate->parameters()) params.push_back(p);
   for (const auto& p : {x, fc1->weight, fc1->bias, fc2->weight, fc2->bias}) params.push_back(p);
 
   at::Tensor y, aux;
@@ -210,12 +209,21 @@ int bench_moe(const std::vector<std::string>& args) {
     for (const auto& item : r.aux) s = s + item.second;
     return s;
   };
-  auto route = [&] {
+  auto route_with = [&](Gate& gate) {
     GateInput in;
     in.image = at::arange(batch, x.options().dtype(at::kLong)).repeat_interleave(tokens);
     in.tokens_per_image = tokens;
     in.training = true;
-    return layer.gate().route(x.reshape({T, dim}), in);
+    return gate.route(x.reshape({T, dim}), in);
+  };
+  // The layer's experts on a routing, as MoeLayer::forward runs them after its gate.
+  auto experts_on = [&](const Routing& r) {
+    const at::Tensor flat = x.reshape({T, dim});
+    y = (block == 0 ? dispatch_combine(flat, r, layer.w1_, layer.b1_, layer.w2_, layer.b2_)
+                    : moe::dispatch_combine_blocked(flat, r, layer.w1_, layer.b1_, layer.w2_,
+                                                    layer.b2_, block))
+            .view({batch, tokens, dim});
+    aux = aux_sum(r);
   };
   auto moe_forward = [&] {
     if (block == 0) {  // the layer itself
@@ -224,11 +232,7 @@ int bench_moe(const std::vector<std::string>& args) {
       aux = aux_sum(out.second);
       return;
     }
-    const Routing r = route();
-    y = moe::dispatch_combine_blocked(x.reshape({T, dim}), r, layer.w1_, layer.b1_, layer.w2_,
-                                      layer.b2_, block)
-            .view({batch, tokens, dim});
-    aux = aux_sum(r);
+    experts_on(route_with(layer.gate()));
   };
   auto moe_backward = [&] {
     torch::autograd::backward({y, aux}, {probe, at::ones({}, aux.options())});
@@ -239,36 +243,47 @@ int bench_moe(const std::vector<std::string>& args) {
                                   const at::Tensor&, const at::Tensor&, const at::Tensor&);
   auto variant = [&](Dispatch dispatch) {
     return [&, dispatch] {
-      const Routing r = route();
+      const Routing r = route_with(layer.gate());
       y = dispatch(x.reshape({T, dim}), r, layer.w1_, layer.b1_, layer.w2_, layer.b2_)
               .view({batch, tokens, dim});
       aux = aux_sum(r);
     };
   };
-
-  std::vector<Candidate> candidates = {
-      {"dense MLP, plain autograd", autocast(dense_forward), dense_backward},
-      {"dense MLP, blocked (as in vit)", autocast(blocked_forward), dense_backward},
-      {"MoE layer (grouped, blocked)", autocast(moe_forward), moe_backward},
-      {"MoE, grouped, plain autograd", autocast(variant(&moe::dispatch_combine_autograd)),
-       moe_backward},
-      {"  of which the gate alone", autocast([&] {
-         const Routing r = route();
-         y = r.weights;
-         aux = aux_sum(r);
-       }),
-       [&] {
-         torch::autograd::backward({y, aux}, {at::ones_like(y), at::ones({}, aux.options())});
-         clear_grads(params);
-       }},
+  // The gate alone: its combine weights and aux losses, forward and backward.
+  auto gate_alone = [&](std::string name, Gate* gate) {
+    return Candidate{
+        std::move(name), autocast([&, gate] {
+          const Routing r = route_with(*gate);
+          y = r.weights;
+          aux = aux_sum(r);
+        }),
+        [&] {
+          torch::autograd::backward({y, aux}, {at::ones_like(y), at::ones({}, aux.options())});
+          clear_grads(params);
+        }};
   };
-  if (naive)
+
+  std::vector<Candidate> candidates;
+  if (all)
+    candidates = {
+        {"dense MLP, plain autograd", autocast(dense_forward), dense_backward},
+        {"dense MLP, blocked (as in vit)", autocast(blocked_forward), dense_backward},
+        {"MoE layer (grouped, blocked)", autocast(moe_forward), moe_backward},
+        {"MoE layer, op-by-op gate", autocast([&] { experts_on(route_with(*ops_gate)); }),
+         moe_backward},
+        {"MoE, grouped, plain autograd", autocast(variant(&moe::dispatch_combine_autograd)),
+         moe_backward},
+    };
+  if (gate_only != "ops")
+    candidates.push_back(gate_alone("  of which the gate alone", &layer.gate()));
+  if (gate_only != "fused")
+    candidates.push_back(gate_alone("  the gate alone, op by op", ops_gate.get()));
+  if (naive && all)
     candidates.push_back(
         {"MoE, naive masked loop", autocast(variant(&moe::dispatch_combine_masked)), moe_backward});
   const std::vector<Timing> times = measure(warmup, repeats, candidates, device.is_cuda());
 
-  const double dropped =
-      1.0 - layer.forward(x, context).second.kept.to(at::kFloat).mean().item<double>();
+  const double dropped = 1.0 - route_with(layer.gate()).kept.to(at::kFloat).mean().item<double>();
   std::printf(
       "bench moe: %lld images x %lld tokens = %lld tokens, d = %lld; MoE: %lld experts, top-%lld, "
       "expert hidden %lld, noisy_topk gate in training mode (dropped %.3f); dense MLP hidden "
@@ -277,13 +292,20 @@ int bench_moe(const std::vector<std::string>& args) {
       (long long)batch, (long long)tokens, (long long)T, (long long)dim, (long long)experts,
       (long long)k, (long long)hidden, dropped, (long long)(4 * dim),
       bf16 ? "bf16 autocast" : "float32", device.str().c_str(), threads, repeats, warmup);
-  std::printf("%-32s %11s %11s %9s %11s %12s\n", "", "forward ms", "fwd+bwd ms", "vs plain",
-              "vs blocked", "page faults");
+  // Ratios against the first two rows: the dense MLPs (with --gate-only, the fused gate).
+  const std::size_t second = all ? 1 : 0;
+  std::printf("%-32s %11s %11s %9s %11s %12s\n", "", "forward ms", "fwd+bwd ms",
+              all ? "vs plain" : "vs first", all ? "vs blocked" : "", "page faults");
   for (std::size_t c = 0; c < candidates.size(); ++c)
     std::printf("%-32s %11.1f %11.1f %8.2fx %10.2fx %12.0f\n", candidates[c].name.c_str(),
                 times[c].forward_ms, times[c].total_ms, times[c].total_ms / times[0].total_ms,
-                times[c].total_ms / times[1].total_ms, times[c].page_faults);
-  if (profile) {
+                times[c].total_ms / times[second].total_ms, times[c].page_faults);
+  if (all) {
+    const double best_dense = std::min(times[0].total_ms, times[1].total_ms);
+    std::printf("\nMoE layer / best dense MLP: %.3fx; with the op-by-op gate: %.3fx\n",
+                times[2].total_ms / best_dense, times[3].total_ms / best_dense);
+  }
+  if (profile && all) {
     // The same kernel runs both: the dense MLP is one expert over all rows in order.
     const std::vector<Candidate> profiled = {candidates[1], candidates[2]};
     const auto ms = profile_phases(repeats, profiled);

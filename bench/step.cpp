@@ -27,8 +27,8 @@
 #include <stdexcept>
 #include <thread>
 
-#include "bench.h"
 #include "cluster/cluster_file.h"
+#include "common.h"
 #include "config/experiment.h"
 #include "dist/communicator.h"
 #include "plugin/loader.h"
@@ -94,11 +94,6 @@ double timed_forward(Model& model, const Batch& batch) {
 }
 
 namespace po = boost::program_options;
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const auto n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 // A RandomResizedCrop box as torchvision samples it (area scale 0.08-1, log-uniform aspect
 // 3/4-4/3, ten tries, then the whole image), in normalised coordinates.
@@ -299,13 +294,7 @@ int bench_step(const Args& args) {
       "blocks", po::value(&blocks), "--loader: alternating blocks of --steps steps each (3)")(
       "device", po::value(&device_name),
       "cpu or cuda (default: the configuration's device; auto = cuda when available)");
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(opts).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << opts;
-    return 0;
-  }
+  if (!parse_options(opts, args)) return 0;
   if (file.empty()) {
     std::cerr << "error: bench step needs --config FILE\n" << opts;
     return 2;

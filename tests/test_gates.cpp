@@ -326,3 +326,132 @@ TEST_CASE("cluster: one routing per image from the clustering's centroids") {
   CHECK_THROWS_WITH_AS(gate->route(x, in), doctest::Contains("cluster id 3 is outside"),
                        std::invalid_argument);
 }
+
+namespace {
+
+// One routing of x through a gate and the gradients, at x and at the router weight, of a fixed
+// random combination of every differentiable output (weights, gates, probs, logits and the aux
+// losses). The seeds make both paths draw the same noise and the same combination.
+struct Routed {
+  wb::Routing r;
+  at::Tensor grad_x, grad_w;
+};
+
+Routed route_with_grads(wb::Gate& gate, const at::Tensor& x, bool training) {
+  Routed out;
+  const at::Tensor xg = x.detach().clone().requires_grad_(true);
+  at::manual_seed(7);
+  out.r = gate.route(xg, input_for(x.size(0), 1, training));
+  const wb::Routing& r = out.r;
+  at::manual_seed(8);
+  at::Tensor loss = (r.weights * at::randn_like(r.weights)).sum() +
+                    (r.gates * at::randn_like(r.gates)).sum() +
+                    (r.probs * at::randn_like(r.probs)).sum() +
+                    (r.logits * at::randn_like(r.logits)).sum() + 0.7 * r.aux.at("importance");
+  if (r.aux.count("load")) loss = loss + 1.3 * r.aux.at("load");
+  gate.zero_grad();
+  loss.backward();
+  out.grad_x = xg.grad();
+  out.grad_w = gate.named_parameters()["weight"].grad().clone();
+  return out;
+}
+
+// The same routing through the fused CPU step and the op-by-op step, compared output by output;
+// the router weight is W (its dtype is the gates').
+void check_fused_equals_ops(wb::Params p, const at::Tensor& W, const at::Tensor& x, bool training,
+                            double tol) {
+  const auto E = W.size(0), D = W.size(1);
+  p.set("fused_cpu", true);
+  auto fused = make_gate("noisy_topk", p, D, E);
+  p.set("fused_cpu", false);
+  auto ops = make_gate("noisy_topk", p, D, E);
+  for (auto* g : {fused.get(), ops.get()}) {
+    g->to(W.scalar_type());
+    set_param(*g, "weight", W);
+  }
+  const Routed a = route_with_grads(*fused, x, training);
+  const Routed b = route_with_grads(*ops, x, training);
+  // Each side ran the path it names (the fused one is a single autograd node).
+  REQUIRE(a.r.probs.grad_fn());
+  CHECK(a.r.probs.grad_fn()->name().find("FusedTopK") != std::string::npos);
+  CHECK(b.r.probs.grad_fn()->name().find("FusedTopK") == std::string::npos);
+
+  CHECK(at::equal(a.r.experts, b.r.experts));
+  CHECK(at::equal(a.r.kept, b.r.kept));
+  auto close = [tol](const at::Tensor& u, const at::Tensor& v) {
+    return u.sizes() == v.sizes() && at::allclose(u, v, tol, tol);
+  };
+  CHECK(close(a.r.logits, b.r.logits));
+  CHECK(close(a.r.probs, b.r.probs));
+  CHECK(close(a.r.gates, b.r.gates));
+  CHECK(close(a.r.weights, b.r.weights));
+  REQUIRE(a.r.aux.size() == b.r.aux.size());
+  for (const auto& [name, value] : b.r.aux) {
+    INFO(name);
+    REQUIRE(a.r.aux.count(name) == 1);
+    CHECK(close(a.r.aux.at(name), value));
+  }
+  CHECK(close(a.grad_x, b.grad_x));
+  CHECK(close(a.grad_w, b.grad_w));
+  CHECK(b.grad_w.abs().sum().item<double>() > 0);
+}
+
+}  // namespace
+
+TEST_CASE("noisy_topk: the fused CPU step equals the op-by-op step, values and gradients") {
+  const std::int64_t T = 600, D = 6, E = 8;  // more tokens than one chunk of the fused pass
+  at::manual_seed(5);
+  const at::Tensor W = at::randn({E, D}, at::kDouble) * 0.8;
+  const at::Tensor x = at::randn({T, D}, at::kDouble);
+  const double tol = 1e-11;  // float64
+  wb::Params p = defaults("noisy_topk");
+  SUBCASE("training, top-2, noisy importance") {
+    check_fused_equals_ops(p, W, x, true, tol);
+  }
+  SUBCASE("training, clean importance") {
+    p.set("importance", std::string("clean"));
+    check_fused_equals_ops(p, W, x, true, tol);
+  }
+  SUBCASE("large noise: the load loss's threshold moves with the k-th noisy logit") {
+    p.set("noise_std", 40.0);
+    check_fused_equals_ops(p, W, x, true, tol);
+  }
+  SUBCASE("k = 1 and k = E, training") {
+    p.set("k", std::int64_t{1});
+    check_fused_equals_ops(p, W, x, true, tol);
+    p.set("k", E);
+    check_fused_equals_ops(p, W, x, true, tol);
+  }
+  SUBCASE("k = 5, above the selection loop's limit") {
+    p.set("k", std::int64_t{5});
+    check_fused_equals_ops(p, W, x, true, tol);
+  }
+  SUBCASE("evaluation: no noise, no load loss") {
+    check_fused_equals_ops(p, W, x, false, tol);
+  }
+  SUBCASE("capacity drops assignments (with BPR)") {
+    p.set("capacity_factor", 0.6);
+    p.set("bpr", true);
+    check_fused_equals_ops(p, W, x, true, tol);
+  }
+  SUBCASE("float32") {
+    check_fused_equals_ops(p, W.to(at::kFloat), x.to(at::kFloat), true, 1e-5);
+  }
+}
+
+TEST_CASE("noisy_topk: the fused CPU step breaks ties as at::topk does") {
+  const std::int64_t T = 50, D = 5, E = 6;
+  at::manual_seed(9);
+  // Small integers: the logits are exact, so equal router rows give exactly equal logits.
+  const at::Tensor x = at::randint(-3, 4, {T, D}, at::kDouble);
+  wb::Params p = defaults("noisy_topk");
+  for (const std::int64_t k : {std::int64_t{1}, std::int64_t{2}, std::int64_t{3}, E}) {
+    p.set("k", k);
+    INFO("k = " << k);
+    // Equal router rows give every token pairs of equal logits, at every rank.
+    const at::Tensor half = at::randint(-2, 3, {E / 2, D}, at::kDouble);
+    check_fused_equals_ops(p, at::cat({half, half}), x, false, 1e-11);
+    // All logits equal (init_std = 0): the order is at::topk's alone.
+    check_fused_equals_ops(p, at::zeros({E, D}, at::kDouble), x, false, 1e-11);
+  }
+}
