@@ -3,11 +3,9 @@
 // mode) against the FLOP-matched dense MLP of hidden 4d on the same tokens, written plainly
 // (nn::Linear, GELU, nn::Linear under autograd) and as the vit backbone runs it (blocked_mlp),
 // plus two slower dispatches for contrast: the same grouping recorded by plain autograd, and
-// every expert on every token (masked). The gate is timed alone too, and the layer and the gate
-// again with the gate's op-by-op step (fused_cpu = false) in place of its fused CPU step;
-// --gate-only times just the gate rows (for valgrind's instruction counts). --profile adds the
-// thread time of each phase of the expert kernel, MoE layer against the dense MLP through the same
-// kernel; --precision bf16 runs the forwards under autocast; --device cuda runs it all on the GPU.
+// every expert on every token (masked). --profile adds the thread time of each phase of the
+// expert kernel, MoE layer against the dense MLP through the same kernel; --precision bf16 runs
+// the forwards under autocast; --device cuda runs it all on the GPU.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -114,7 +112,7 @@ int bench_moe(const std::vector<std::string>& args) {
   LayerOptions o;  // the defaults: 256 images x 50 tokens, d 192, 16 experts, top-2
   std::int64_t block = 0;
   bool naive = true, profile = false;
-  std::string precision = "fp32", device_name = "cpu", gate_only;
+  std::string precision = "fp32", device_name = "cpu";
   po::options_description opts("workbench bench moe [options]");
   opts.add_options()("help,h", "show this help");
   add_layer_options(opts, o);
@@ -124,18 +122,12 @@ int bench_moe(const std::vector<std::string>& args) {
       "rows per block of expert work on the CPU; 0 = the library default")(
       "profile", po::bool_switch(&profile),
       "also print the thread time of each phase of the expert kernel (CPU), MoE against dense")(
-      "gate-only", po::value(&gate_only),
-      "time only the gate: fused, ops (op by op) or both (e.g. for valgrind's counts)")(
       "precision", po::value(&precision)->default_value("fp32"),
       "fp32, or bf16: the forwards under autocast (matrix products in bf16)")(
       "device", po::value(&device_name)->default_value("cpu"),
       "cpu or cuda (an error where this LibTorch sees no GPU)");
   if (!parse_options(opts, args)) return 0;
   check_layer_options(o, "moe");
-  if (!gate_only.empty() && gate_only != "fused" && gate_only != "ops" && gate_only != "both")
-    throw std::invalid_argument("bench moe: --gate-only must be fused, ops or both, not '" +
-                                gate_only + "'");
-  const bool all = gate_only.empty();
   int threads = o.threads;
   const int repeats = o.repeats, warmup = o.warmup;
   const std::int64_t batch = o.batch, tokens = o.tokens, dim = o.dim, experts = o.experts, k = o.k;
@@ -170,19 +162,8 @@ int bench_moe(const std::vector<std::string>& args) {
   torch::nn::Linear fc1(dim, 4 * dim), fc2(4 * dim, dim);
   MoeLayer layer(dim, hidden, experts,
                  registry.make_gate("noisy_topk", gate_params, {dim, experts, 0}));
-  // The same gate op by op (fused_cpu = false) with the same router weight: the gate's cost with
-  // and without the fused CPU step, in the same run.
-  Params ops_params = gate_params;
-  ops_params.set("fused_cpu", false);
-  const std::shared_ptr<Gate> ops_gate =
-      registry.make_gate("noisy_topk", ops_params, {dim, experts, 0});
-  fc1->to(device), fc2->to(device), layer.to(device), ops_gate->to(device);
-  {
-    at::NoGradGuard no_grad;
-    ops_gate->named_parameters()["weight"].copy_(layer.gate().named_parameters()["weight"]);
-  }
+  fc1->to(device), fc2->to(device), layer.to(device);
   std::vector<at::Tensor> params = layer.parameters();
-  for (const auto& p : ops_gate->parameters()) params.push_back(p);
   for (const auto& p : {x, fc1->weight, fc1->bias, fc2->weight, fc2->bias}) params.push_back(p);
 
   at::Tensor y, aux;
@@ -209,21 +190,12 @@ int bench_moe(const std::vector<std::string>& args) {
     for (const auto& item : r.aux) s = s + item.second;
     return s;
   };
-  auto route_with = [&](Gate& gate) {
+  auto route = [&] {
     GateInput in;
     in.image = at::arange(batch, x.options().dtype(at::kLong)).repeat_interleave(tokens);
     in.tokens_per_image = tokens;
     in.training = true;
-    return gate.route(x.reshape({T, dim}), in);
-  };
-  // The layer's experts on a routing, as MoeLayer::forward runs them after its gate.
-  auto experts_on = [&](const Routing& r) {
-    const at::Tensor flat = x.reshape({T, dim});
-    y = (block == 0 ? dispatch_combine(flat, r, layer.w1_, layer.b1_, layer.w2_, layer.b2_)
-                    : moe::dispatch_combine_blocked(flat, r, layer.w1_, layer.b1_, layer.w2_,
-                                                    layer.b2_, block))
-            .view({batch, tokens, dim});
-    aux = aux_sum(r);
+    return layer.gate().route(x.reshape({T, dim}), in);
   };
   auto moe_forward = [&] {
     if (block == 0) {  // the layer itself
@@ -232,7 +204,11 @@ int bench_moe(const std::vector<std::string>& args) {
       aux = aux_sum(out.second);
       return;
     }
-    experts_on(route_with(layer.gate()));
+    const Routing r = route();
+    y = moe::dispatch_combine_blocked(x.reshape({T, dim}), r, layer.w1_, layer.b1_, layer.w2_,
+                                      layer.b2_, block)
+            .view({batch, tokens, dim});
+    aux = aux_sum(r);
   };
   auto moe_backward = [&] {
     torch::autograd::backward({y, aux}, {probe, at::ones({}, aux.options())});
@@ -243,47 +219,36 @@ int bench_moe(const std::vector<std::string>& args) {
                                   const at::Tensor&, const at::Tensor&, const at::Tensor&);
   auto variant = [&](Dispatch dispatch) {
     return [&, dispatch] {
-      const Routing r = route_with(layer.gate());
+      const Routing r = route();
       y = dispatch(x.reshape({T, dim}), r, layer.w1_, layer.b1_, layer.w2_, layer.b2_)
               .view({batch, tokens, dim});
       aux = aux_sum(r);
     };
   };
-  // The gate alone: its combine weights and aux losses, forward and backward.
-  auto gate_alone = [&](std::string name, Gate* gate) {
-    return Candidate{
-        std::move(name), autocast([&, gate] {
-          const Routing r = route_with(*gate);
-          y = r.weights;
-          aux = aux_sum(r);
-        }),
-        [&] {
-          torch::autograd::backward({y, aux}, {at::ones_like(y), at::ones({}, aux.options())});
-          clear_grads(params);
-        }};
-  };
 
-  std::vector<Candidate> candidates;
-  if (all)
-    candidates = {
-        {"dense MLP, plain autograd", autocast(dense_forward), dense_backward},
-        {"dense MLP, blocked (as in vit)", autocast(blocked_forward), dense_backward},
-        {"MoE layer (grouped, blocked)", autocast(moe_forward), moe_backward},
-        {"MoE layer, op-by-op gate", autocast([&] { experts_on(route_with(*ops_gate)); }),
-         moe_backward},
-        {"MoE, grouped, plain autograd", autocast(variant(&moe::dispatch_combine_autograd)),
-         moe_backward},
-    };
-  if (gate_only != "ops")
-    candidates.push_back(gate_alone("  of which the gate alone", &layer.gate()));
-  if (gate_only != "fused")
-    candidates.push_back(gate_alone("  the gate alone, op by op", ops_gate.get()));
-  if (naive && all)
+  std::vector<Candidate> candidates = {
+      {"dense MLP, plain autograd", autocast(dense_forward), dense_backward},
+      {"dense MLP, blocked (as in vit)", autocast(blocked_forward), dense_backward},
+      {"MoE layer (grouped, blocked)", autocast(moe_forward), moe_backward},
+      {"MoE, grouped, plain autograd", autocast(variant(&moe::dispatch_combine_autograd)),
+       moe_backward},
+      {"  of which the gate alone", autocast([&] {
+         const Routing r = route();
+         y = r.weights;
+         aux = aux_sum(r);
+       }),
+       [&] {
+         torch::autograd::backward({y, aux}, {at::ones_like(y), at::ones({}, aux.options())});
+         clear_grads(params);
+       }},
+  };
+  if (naive)
     candidates.push_back(
         {"MoE, naive masked loop", autocast(variant(&moe::dispatch_combine_masked)), moe_backward});
   const std::vector<Timing> times = measure(warmup, repeats, candidates, device.is_cuda());
 
-  const double dropped = 1.0 - route_with(layer.gate()).kept.to(at::kFloat).mean().item<double>();
+  const double dropped =
+      1.0 - layer.forward(x, context).second.kept.to(at::kFloat).mean().item<double>();
   std::printf(
       "bench moe: %lld images x %lld tokens = %lld tokens, d = %lld; MoE: %lld experts, top-%lld, "
       "expert hidden %lld, noisy_topk gate in training mode (dropped %.3f); dense MLP hidden "
@@ -292,20 +257,13 @@ int bench_moe(const std::vector<std::string>& args) {
       (long long)batch, (long long)tokens, (long long)T, (long long)dim, (long long)experts,
       (long long)k, (long long)hidden, dropped, (long long)(4 * dim),
       bf16 ? "bf16 autocast" : "float32", device.str().c_str(), threads, repeats, warmup);
-  // Ratios against the first two rows: the dense MLPs (with --gate-only, the fused gate).
-  const std::size_t second = all ? 1 : 0;
-  std::printf("%-32s %11s %11s %9s %11s %12s\n", "", "forward ms", "fwd+bwd ms",
-              all ? "vs plain" : "vs first", all ? "vs blocked" : "", "page faults");
+  std::printf("%-32s %11s %11s %9s %11s %12s\n", "", "forward ms", "fwd+bwd ms", "vs plain",
+              "vs blocked", "page faults");
   for (std::size_t c = 0; c < candidates.size(); ++c)
     std::printf("%-32s %11.1f %11.1f %8.2fx %10.2fx %12.0f\n", candidates[c].name.c_str(),
                 times[c].forward_ms, times[c].total_ms, times[c].total_ms / times[0].total_ms,
-                times[c].total_ms / times[second].total_ms, times[c].page_faults);
-  if (all) {
-    const double best_dense = std::min(times[0].total_ms, times[1].total_ms);
-    std::printf("\nMoE layer / best dense MLP: %.3fx; with the op-by-op gate: %.3fx\n",
-                times[2].total_ms / best_dense, times[3].total_ms / best_dense);
-  }
-  if (profile && all) {
+                times[c].total_ms / times[1].total_ms, times[c].page_faults);
+  if (profile) {
     // The same kernel runs both: the dense MLP is one expert over all rows in order.
     const std::vector<Candidate> profiled = {candidates[1], candidates[2]};
     const auto ms = profile_phases(repeats, profiled);
