@@ -85,11 +85,11 @@ at::Tensor nearest_centroids(TrainedRun& source, std::shared_ptr<const Dataset> 
 }
 
 std::shared_ptr<const Dataset> with_clusters(std::shared_ptr<const Dataset> data,
-                                             std::vector<std::int64_t> clusters) {
-  if (static_cast<std::int64_t>(clusters.size()) != data->size())
-    throw std::logic_error("with_clusters: " + std::to_string(clusters.size()) +
+                                             const at::Tensor& clusters) {
+  if (clusters.dim() != 1 || clusters.numel() != data->size())
+    throw std::logic_error("with_clusters: " + std::to_string(clusters.numel()) +
                            " cluster ids for " + data->describe());
-  return std::make_shared<ClusteredDataset>(std::move(data), std::move(clusters));
+  return std::make_shared<ClusteredDataset>(std::move(data), to_vector(clusters));
 }
 
 EvalClusters::EvalClusters(const std::string& setting, const Registry& registry,
@@ -109,7 +109,7 @@ std::shared_ptr<const Dataset> EvalClusters::assign(std::shared_ptr<const Datase
   if (same_data(clusters_.data, data_identity(*data, settings))) {
     log_.info("cluster ids of {}: the assignment stored in {} (Sinkhorn-balanced)",
               data->describe(), file_.string());
-    return with_clusters(std::move(data), to_vector(clusters_.assignment));
+    return with_clusters(std::move(data), clusters_.assignment);
   }
   if (!source_) {
     source_ = std::make_unique<TrainedRun>(open_cluster_source(clusters_, file_, registry_));
@@ -121,7 +121,7 @@ std::shared_ptr<const Dataset> EvalClusters::assign(std::shared_ptr<const Datase
   const std::int64_t m = clusters_.centroids.size(0);
   log_.info("cluster ids of {}: nearest centroid, {} of {} clusters used", data->describe(),
             at::bincount(nearest, {}, m).gt(0).sum().item<std::int64_t>(), m);
-  return with_clusters(std::move(data), to_vector(nearest));
+  return with_clusters(std::move(data), nearest);
 }
 
 }  // namespace wb

@@ -35,9 +35,10 @@ TrainedRun open_cluster_source(const ClusterFile& clusters, const std::filesyste
 at::Tensor nearest_centroids(TrainedRun& source, std::shared_ptr<const Dataset> data,
                              const at::Tensor& centroids);
 
-// `data` with every item's cluster id (Dataset::cluster); subsets of it keep them.
+// `data` with every item's cluster id (Dataset::cluster), `clusters` [N] int64 by item index;
+// subsets of it keep them, and a Loader over it puts them into Batch::cluster.
 std::shared_ptr<const Dataset> with_clusters(std::shared_ptr<const Dataset> data,
-                                             std::vector<std::int64_t> clusters);
+                                             const at::Tensor& clusters);
 
 // The cluster ids of the data sets a cluster-gated run's evaluators read. The clustered
 // training set itself (the same identity as the cluster file's) keeps its stored, Sinkhorn-

@@ -9,7 +9,7 @@
 #include <ctime>
 #include <stdexcept>
 
-#include "cluster/cluster_file.h"
+#include "cluster/assign.h"
 #include "dist/communicator.h"
 #include "h5/metrics.h"
 #include "train/data_access.h"
@@ -63,10 +63,9 @@ TrainedPoint train_point(const TrainContext& context) {
 
   auto train_data = open_data(settings.data, Split::Train);
   // MoCE: every image's cluster id, refused unless the clustering was made from this data set.
-  at::Tensor cluster_of;
   if (!settings.data.clusters.empty()) {
     const ClusterFile clusters = load_run_clusters(settings.data, *train_data);
-    cluster_of = clusters.assignment;
+    train_data = with_clusters(train_data, clusters.assignment);
     log.info("clusters: {} ({} clusters of {})", cluster_file_path(settings.data.clusters).string(),
              clusters.centroids.size(0), clusters.data.description);
   }
@@ -127,7 +126,6 @@ TrainedPoint train_point(const TrainContext& context) {
   options.workers = settings.run.workers;
   options.seed = seed;
   options.pin_memory = device.is_cuda();
-  options.cluster_of = cluster_of;
   options.interruptible = false;  // the trainer checks after each step, checkpoint first
   Loader loader(train_data, recipes, options);
   // Gate noise and other random draws differ between ranks, as they would across GPUs.

@@ -57,10 +57,6 @@ struct LoaderOptions {
   // seed, the epoch and the image's position in the epoch, so the ranks' slices put together
   // are exactly the batch that one process (world = 1) sees.
   int rank = 0, world = 1;
-  // MoCE: [N] int64 cluster id of every image of the data set, by its index; when defined,
-  // every batch carries Batch::cluster. Undefined = the data set's own (Dataset::cluster) when
-  // it has them, else no cluster ids.
-  at::Tensor cluster_of{};
   // next() throws Interrupted when a stop was requested (workbench/stop.h), so that evaluators
   // end at their next batch. The trainer turns it off: it checks the request after each step,
   // where it can write a checkpoint first.

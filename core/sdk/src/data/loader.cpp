@@ -93,6 +93,9 @@ struct Loader::Impl {
   std::shared_ptr<const Dataset> data;
   std::vector<ViewRecipe> recipes;  // resolved
   LoaderOptions options;
+  // [N] int64 cluster id of every item (Dataset::cluster, MoCE), CPU and contiguous: read
+  // through a raw pointer by the workers. Undefined when the data set has none.
+  at::Tensor cluster_of;
   std::shared_ptr<BufferPool> pool;
 
   std::int64_t epoch = -1;  // -1: no epoch started yet
@@ -157,12 +160,12 @@ Batch Loader::Impl::build(std::int64_t b) const {
   batch.index = at::empty({n}, at::kLong);
   auto* labels = batch.labels.data_ptr<std::int64_t>();
   auto* index = batch.index.data_ptr<std::int64_t>();
-  const std::int64_t* cluster_of = nullptr;
+  const std::int64_t* cluster_ids = nullptr;
   std::int64_t* cluster = nullptr;
-  if (options.cluster_of.defined()) {
+  if (cluster_of.defined()) {
     batch.cluster = at::empty({n}, at::kLong);
     cluster = batch.cluster.data_ptr<std::int64_t>();
-    cluster_of = options.cluster_of.data_ptr<std::int64_t>();
+    cluster_ids = cluster_of.data_ptr<std::int64_t>();
   }
   for (std::int64_t i = 0; i < n; ++i) {
     const std::int64_t position = start + i;
@@ -174,7 +177,7 @@ Batch Loader::Impl::build(std::int64_t b) const {
                                std::to_string(C));
     labels[i] = data->label(item);
     index[i] = item;
-    if (cluster) cluster[i] = cluster_of[item];
+    if (cluster) cluster[i] = cluster_ids[item];
     for (std::size_t v = 0; v < recipes.size(); ++v) {
       const std::int64_t S = recipes[v].size;
       std::mt19937_64 rng(
@@ -227,15 +230,7 @@ Loader::Loader(std::shared_ptr<const Dataset> data, std::vector<ViewRecipe> view
   if (options.world < 1 || options.rank < 0 || options.rank >= options.world)
     throw std::invalid_argument("Loader: rank must lie in [0, world)");
   for (auto& r : views) impl_->recipes.push_back(data::resolve_recipe(std::move(r), *data));
-  if (!options.cluster_of.defined() && data->has_clusters())
-    options.cluster_of = clusters_of(*data);
-  if (options.cluster_of.defined()) {
-    if (options.cluster_of.dim() != 1 || options.cluster_of.size(0) != data->size())
-      throw std::invalid_argument("Loader: cluster_of must hold one cluster id per image (" +
-                                  std::to_string(data->size()) + " for " + data->describe() + ")");
-    // Read through a raw pointer by the worker threads: CPU, int64, contiguous.
-    options.cluster_of = options.cluster_of.to(at::kCPU, at::kLong).contiguous();
-  }
+  if (data->has_clusters()) impl_->cluster_of = clusters_of(*data);
   impl_->data = std::move(data);
   impl_->options = options;
   // Batches in flight, plus a few held by the trainer, for each view.
