@@ -90,7 +90,8 @@ void clear_grads(const std::vector<at::Tensor>& tensors) {
 // Thread time per phase of the expert kernel for each candidate, ms per forward + backward: the
 // candidates run round-robin `repeats` times each with the kernel's phase clocks on.
 std::vector<std::vector<double>> profile_phases(int repeats,
-                                                const std::vector<Candidate>& candidates) {
+                                                const std::vector<Candidate>& candidates,
+                                                int& block_threads) {
   const auto phases = static_cast<int>(moe::Phase::count);
   std::vector<moe::PhaseTimes> times(candidates.size());
   for (int i = 0; i < repeats; ++i)
@@ -101,6 +102,8 @@ std::vector<std::vector<double>> profile_phases(int repeats,
       moe::set_phase_times(nullptr);
     }
   std::vector<std::vector<double>> ms(candidates.size(), std::vector<double>(phases));
+  block_threads = 0;
+  for (const auto& t : times) block_threads = std::max(block_threads, t.threads.load());
   for (std::size_t c = 0; c < candidates.size(); ++c)
     for (int p = 0; p < phases; ++p) ms[c][p] = 1e-6 * double(times[c].ns[p]) / repeats;
   return ms;
@@ -266,13 +269,14 @@ int bench_moe(const std::vector<std::string>& args) {
   if (profile) {
     // The same kernel runs both: the dense MLP is one expert over all rows in order.
     const std::vector<Candidate> profiled = {candidates[1], candidates[2]};
-    const auto ms = profile_phases(repeats, profiled);
+    int block_threads = 0;
+    const auto ms = profile_phases(repeats, profiled, block_threads);
     std::printf(
         "\nprofile: thread time per phase of the expert kernel, ms per forward + backward (mean "
-        "of %d);\nthe blocks' phases add up the time of all %d threads, the others (plan, "
-        "combine) are the\ncalling thread's (their operations use every thread); the gate is its "
-        "own row above\n\n%-34s %12s %12s %12s\n",
-        repeats, threads, "phase", "dense blocked", "MoE layer", "MoE - dense");
+        "of %d);\nthe blocks' phases add up the time of the %d threads that ran them, the others "
+        "(plan, combine)\nare the calling thread's (their operations use every thread); the gate "
+        "is its own row above\n\n%-34s %12s %12s %12s\n",
+        repeats, block_threads, "phase", "dense blocked", "MoE layer", "MoE - dense");
     double sum_dense = 0, sum_moe = 0;
     for (int p = 0; p < static_cast<int>(moe::Phase::count); ++p) {
       std::printf("%-34s %12.1f %12.1f %+12.1f\n", moe::phase_name(static_cast<moe::Phase>(p)),

@@ -342,3 +342,23 @@ TEST_CASE("dispatch phase clocks: same results, every phase recorded, off when u
   (void)run();  // off again: nothing more is added
   for (int p = 0; p < static_cast<int>(wb::moe::Phase::count); ++p) CHECK(times.ns[p] == seen[p]);
 }
+
+// The CPU kernel's blocks run on the intra-op threads: with two threads both take blocks. Fails
+// where the kernel's at::parallel_for was compiled without OpenMP (it then runs its range on the
+// calling thread alone, whatever at::set_num_threads says).
+TEST_CASE("dispatch: the blocks of a pass run on every intra-op thread") {
+  const int threads = at::get_num_threads();
+  const at::Tensor x = at::randn({64, 4}, at::kDouble).requires_grad_(true);
+  const at::Tensor w1 = at::randn({4, 6}, at::kDouble), b1 = at::randn({6}, at::kDouble);
+  const at::Tensor w2 = at::randn({6, 4}, at::kDouble), b2 = at::randn({4}, at::kDouble);
+  for (int n : {1, 2}) {
+    CAPTURE(n);
+    at::set_num_threads(n);
+    wb::moe::PhaseTimes times;
+    wb::moe::set_phase_times(&times);
+    wb::blocked_mlp(x, w1, b1, w2, b2, 8).sum().backward();  // 8 blocks of 8 rows
+    wb::moe::set_phase_times(nullptr);
+    CHECK(times.threads == n);
+  }
+  at::set_num_threads(threads);
+}

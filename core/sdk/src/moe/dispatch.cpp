@@ -133,7 +133,9 @@ template <class F>
 void run_items(const at::Tensor& like, const std::vector<Item>& items, F f) {
   const auto n = static_cast<std::int64_t>(items.size());
   const std::int64_t threads = std::min<std::int64_t>(at::get_num_threads(), n);
+  PhaseTimes* const times = g_phase_times.load(std::memory_order_relaxed);
   if (!like.is_cpu() || threads < 2 || at::in_parallel_region()) {
+    if (times && times->threads < 1) times->threads = 1;
     for (std::int64_t i = 0; i < n; ++i) f(i);
     return;
   }
@@ -142,10 +144,13 @@ void run_items(const at::Tensor& like, const std::vector<Item>& items, F f) {
   std::stable_sort(order.begin(), order.end(),
                    [&](std::int64_t a, std::int64_t b) { return items[a].rows > items[b].rows; });
   std::atomic<std::int64_t> next{0};
+  std::atomic<int> started{0};
   at::parallel_for(0, threads, 1, [&](std::int64_t, std::int64_t) {
+    ++started;
     at::NoGradGuard no_grad;  // grad mode is per thread; the caller's is off already
     for (auto i = next++; i < n; i = next++) f(order[i]);
   });
+  if (times && times->threads < started) times->threads = started.load();
 }
 
 // out[t] = Σ_j weight[r]·rows[r] over r = back[t·k + j], j < k, for every token t (weight 1 when

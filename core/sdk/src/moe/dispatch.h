@@ -48,6 +48,9 @@ const char* phase_name(Phase phase);
 // Thread time spent in each phase, summed over all threads and calls, in nanoseconds.
 struct PhaseTimes {
   std::array<std::atomic<std::int64_t>, static_cast<int>(Phase::count)> ns{};
+  // The most threads that ran one pass's blocks together: 1 where the blocks ran one after the
+  // other (one intra-op thread, or a build whose loops LibTorch cannot run in parallel).
+  std::atomic<int> threads{0};
 };
 
 // Starts (a non-null pointer) or stops (nullptr) adding the kernel's phase times to `times`. Off
