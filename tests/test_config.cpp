@@ -2,6 +2,8 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <set>
 #include <utility>
 #include <vector>
@@ -9,6 +11,7 @@
 #include "config/run_config.h"
 #include "config/schema.h"
 #include "config_test_registry.h"
+#include "test_data_helpers.h"
 
 namespace {
 
@@ -409,4 +412,28 @@ TEST_CASE("a nested plugin that defaults to none stays none through the canonica
   Caught e = config_error(
       [&] { f.parse("backbone = \"vit\"\nlosses = [{ plugin = \"ogar\", matcher = \"\" }]\n"); });
   CHECK(contains(e.message, "unknown matcher plugin ''"));
+}
+
+// A path that a run's files name, looked up from a run directory of the same runs folder.
+TEST_CASE(
+    "locate_referenced_run: the same experiment's point in the anchor's folder, else as written") {
+  wbtest::TempDir dir;
+  const std::filesystem::path folder = dir.path() / "new" / "exp";
+  std::filesystem::create_directories(folder / "aaa");
+  std::filesystem::create_directories(folder / "bbb");
+  std::ofstream(folder / "aaa" / "clusters.h5") << "x";
+  const std::filesystem::path anchor = folder / "bbb";
+  // A point of the same experiment, relative or absolute, with or without a file in it.
+  CHECK(wb::locate_referenced_run("runs/exp/aaa", anchor) == (folder / "aaa").string());
+  CHECK(wb::locate_referenced_run("/old/place/exp/aaa", anchor) == (folder / "aaa").string());
+  CHECK(wb::locate_referenced_run("runs/exp/aaa/clusters.h5", anchor) ==
+        (folder / "aaa" / "clusters.h5").string());
+  CHECK(wb::locate_referenced_run("runs/exp/aaa", anchor.string() + "/") ==
+        (folder / "aaa").string());
+  // Not in the anchor's folder, another experiment, no point after the experiment, empty:
+  // unchanged.
+  CHECK(wb::locate_referenced_run("runs/exp/ccc", anchor) == "runs/exp/ccc");
+  CHECK(wb::locate_referenced_run("runs/other/aaa", anchor) == "runs/other/aaa");
+  CHECK(wb::locate_referenced_run("runs/exp", anchor) == "runs/exp");
+  CHECK(wb::locate_referenced_run("", anchor).empty());
 }

@@ -287,6 +287,23 @@ TEST_CASE("workbench run: MAE -> clustering -> MoCE -> deployment from one file,
 
   // The report shows each stage's points.
   CHECK(slurp(exp / "report" / "index.html").find("deploy") != std::string::npos);
+
+  // The runs folder moved, read from another working directory: the MoCE point's data.clusters
+  // and its cluster file's source run (both written as paths of the old folder) are found in
+  // the new one; the old folder is gone, so nothing else could serve them.
+  const fs::path moved = dir.path() / "moved" / "runs";
+  fs::create_directories(moved.parent_path());
+  fs::rename(runs, moved);
+  fs::create_directories(dir.path() / "elsewhere");
+  const fs::path moce_moved = moved / "chain" / e.points[2].id;
+  auto [code3, out3] =
+      workbench("eval " + moce_moved.string() + " --threads 1 --add '{ plugin = \"routing_map\" }'",
+                dir.path() / "elsewhere");
+  INFO(out3);
+  CHECK(code3 == 0);
+  CHECK(out3.find((moved / "chain" / e.points[1].id / "clusters.h5").string()) !=
+        std::string::npos);
+  CHECK(wb::MetricsReader(moce_moved / "metrics.h5").eval().count("routing_map") == 1);
 }
 
 TEST_CASE(

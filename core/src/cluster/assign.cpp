@@ -60,7 +60,8 @@ std::vector<std::int64_t> to_vector(const at::Tensor& t) {
 TrainedRun open_cluster_source(const ClusterFile& clusters, const fs::path& file,
                                const Registry& registry) {
   try {
-    return open_trained_run(clusters.source_run, registry);
+    return open_trained_run(locate_referenced_run(clusters.source_run, file.parent_path()),
+                            registry);
   } catch (const std::exception& e) {
     throw std::runtime_error(
         file.string() + " was made from the features of the run " + clusters.source_run +

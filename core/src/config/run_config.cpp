@@ -1,6 +1,7 @@
 #include "config/run_config.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -195,6 +196,29 @@ void migrate_moved_keys(config::Node& root, const Registry& registry,
 
 }  // namespace
 
+std::string locate_referenced_run(const std::string& written, const std::filesystem::path& anchor) {
+  namespace fs = std::filesystem;
+  if (written.empty()) return written;
+  fs::path run = anchor.lexically_normal();
+  if (run.filename().empty()) run = run.parent_path();  // a trailing slash
+  const fs::path folder = run.parent_path();            // <runs>/<experiment>
+  const fs::path experiment = folder.filename();
+  // What follows the last "<experiment>" component: the point (and maybe a file in it).
+  fs::path tail;
+  bool found = false;
+  for (const fs::path& part : fs::path(written).lexically_normal()) {
+    if (found) tail /= part;
+    if (!experiment.empty() && part == experiment) {
+      tail.clear();
+      found = true;
+    }
+  }
+  if (!found || tail.empty()) return written;
+  std::error_code ec;
+  const fs::path own = folder / tail;
+  return fs::exists(own, ec) ? own.string() : written;
+}
+
 RunConfig load_run_config(const std::filesystem::path& file, const Registry& registry) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw ConfigError(file.string(), 0, 0, "cannot read the configuration file");
@@ -206,6 +230,7 @@ RunConfig load_run_config(const std::filesystem::path& file, const Registry& reg
   RunConfig rc = config::validate_run(root, registry, "the configuration");
   rc.toml = canonical_toml(rc);
   rc.id = config_id(rc);
+  rc.settings.data.clusters = locate_referenced_run(rc.settings.data.clusters, file.parent_path());
   for (const auto& note : notes) rc.migrated.push_back(file.string() + ": " + note);
   return rc;
 }

@@ -60,10 +60,20 @@ std::string config_id(const RunConfig& config);
 
 // Errors of the two functions below are ConfigError (config/error.h) naming file, line, column.
 
+// A run directory that a run's files name ("@stage" references, resolved by the launcher to
+// "<runs>/<experiment>/<id>" relative to its working directory; a cluster file's source run),
+// looked up from `anchor`, a run directory of the same runs folder: where the reference names a
+// point of anchor's experiment ("<experiment>/<id>[/more]") and anchor's folder holds it, that
+// point; else the reference as written. So a runs folder that moved, was copied, or is read
+// from another working directory finds its own points. Empty stays empty.
+std::string locate_referenced_run(const std::string& written, const std::filesystem::path& anchor);
+
 // Reads a resolved configuration back (config.toml of a run directory). Validates it against
 // the registry's schemas again: a plugin may have changed since the point was queued. A key a
 // plugin declares as moved (ParamSpec::moved) is carried to its new place, with a note in
 // `migrated`; two plugins that held different values for the same new key are an error.
+// settings.data.clusters is located from the run directory (locate_referenced_run); the
+// configuration itself, and so the id, keeps what was written.
 RunConfig load_run_config(const std::filesystem::path& file, const Registry& registry);
 
 // Parses and validates a configuration given as TOML text (e.g. tests); `origin` names it in
