@@ -3,6 +3,10 @@
 // evaluators only, --add with schema validation, --evaluator with --force, bad names.
 #include <doctest/doctest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +15,7 @@
 #include "e2e_fixture.h"
 #include "h5/metrics.h"
 #include "plugin/loader.h"
+#include "store/point_lock.h"
 #include "store/status.h"
 #include "test_data_helpers.h"
 #include "workbench/draw.h"
@@ -169,5 +174,53 @@ warmup_epochs = 0
     std::tie(code, out) = workbench("eval " + (dir.path() / "nowhere").string(), dir.path());
     CHECK(code == 2);
     CHECK(out.find("not a run directory") != std::string::npos);
+  }
+
+  {  // the point's lock held by another process (here: this one): refused, nothing written
+    const wb::PointLock lock = wb::PointLock::try_acquire(run);
+    REQUIRE(lock.held());
+    const std::string log_before = slurp(run / "run.log");
+    std::tie(code, out) =
+        workbench("eval " + run.string() + " --evaluator knn --force", dir.path());
+    CHECK(code == 2);
+    CHECK_MESSAGE(out.find("is in use by pid " + std::to_string(getpid())) != std::string::npos,
+                  out);
+    CHECK(slurp(run / "run.log") == log_before);
+  }
+
+  {  // Ctrl-C while an added evaluator fine-tunes: it stops at its next batch, the process
+     // exits (not killed by the signal), and metrics.h5 keeps what was there
+    const int evaluations = count(slurp(run / "run.log"), "evaluating: ");
+    const pid_t eval = wbtest::start(
+        wbtest::workbench_command("eval " + run.string() +
+                                      " --add '{ plugin = \"finetune\", lrs = [0.1], steps = "
+                                      "1000000, batch = 8, repeats = 1 }'",
+                                  kPlugin),
+        dir.path() / "eval_out.txt");
+    const bool tuning = wbtest::wait_until(
+        [&] {
+          return count(slurp(run / "run.log"), "evaluating: finetune") == 1 &&
+                 count(slurp(run / "run.log"), "evaluating: ") > evaluations;
+        },
+        120);
+    int status = 0;
+    bool ended = false;
+    if (tuning) {
+      REQUIRE(kill(eval, SIGINT) == 0);
+      ended = wbtest::wait_until([&] { return waitpid(eval, &status, WNOHANG) == eval; }, 60);
+    }
+    if (!ended) {
+      kill(eval, SIGKILL);
+      waitpid(eval, &status, 0);
+    }
+    INFO(slurp(dir.path() / "eval_out.txt"));
+    REQUIRE(tuning);
+    REQUIRE(ended);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 130);
+    CHECK(slurp(run / "run.log").find("interrupted") != std::string::npos);
+    const auto eval_metrics = wb::MetricsReader(run / "metrics.h5").eval();
+    CHECK(eval_metrics.count("finetune") == 0);
+    CHECK(eval_metrics.at("knn").at("top1").at(0) == knn_top1);
   }
 }

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <csignal>
 #include <set>
 
 #include "config/tree.h"
@@ -15,12 +16,14 @@
 #include "process/logging.h"
 #include "process/threads.h"
 #include "store/atomic_file.h"
+#include "store/point_lock.h"
 #include "store/run_dir.h"
 #include "store/status.h"
 #include "train/checkpoint.h"
 #include "train/data_access.h"
 #include "train/model.h"
 #include "workbench/registry.h"
+#include "workbench/stop.h"
 
 namespace wb {
 
@@ -65,6 +68,12 @@ void add_unique(std::vector<std::string>& list, const std::string& name) {
   if (std::find(list.begin(), list.end(), name) == list.end()) list.push_back(name);
 }
 
+// Ctrl-C or SIGTERM: the running evaluator stops at its next batch (workbench/stop.h), so the
+// process ends with metrics.h5 closed, not killed halfway through a write.
+void on_stop_signal(int) {
+  request_stop();
+}
+
 bool process_alive(std::int64_t pid) {
   return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) == 0;
 }
@@ -88,6 +97,13 @@ int evaluate_on_demand(const EvaluationRequest& request, std::ostream& err) {
   if (status.state == RunState::Running && process_alive(status.pid)) {
     err << "error: " << paths.dir.string() << " is running (pid " << status.pid
         << "); evaluate it when it has finished\n";
+    return 2;
+  }
+  // The point's lock, as a trainer holds it: one writer of metrics.h5 and status.toml at a time.
+  const PointLock lock = PointLock::try_acquire(paths.dir);
+  if (!lock.held()) {
+    err << "error: " << paths.dir.string() << " is in use by " << lock.holder()
+        << " (a trainer, or another 'workbench eval'); evaluate it when that has ended\n";
     return 2;
   }
 
@@ -172,10 +188,15 @@ int evaluate_on_demand(const EvaluationRequest& request, std::ostream& err) {
       add_unique(status.evaluators_done, name);
       write_status(paths.status, status);
     };
+    std::signal(SIGINT, on_stop_signal);
+    std::signal(SIGTERM, on_stop_signal);
     const auto ran = evaluate_point(evaluation, model, device);
     metrics.flush();
     log->info("evaluated: {}", config::join(ran));
     return 0;
+  } catch (const Interrupted& e) {
+    log->error("{}; the evaluators that finished before are in metrics.h5", e.what());
+    return 130;
   } catch (const std::exception& e) {
     log->error("{}", e.what());
     return 1;
