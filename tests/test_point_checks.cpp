@@ -16,6 +16,7 @@
 #include "built_plugins.h"
 #include "config/experiment.h"
 #include "e2e_fixture.h"
+#include "fixture_temp_dir.h"
 #include "run/host_environment.h"
 #include "test_data_files.h"
 #include "test_ogar_helpers.h"  // loss_context
@@ -101,14 +102,7 @@ std::string two_masks(const std::string& first, const std::string& second) {
                       "\n\n[[base.losses]]\nplugin = \"mae\"\nmask_ratio = " + second);
 }
 
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("wb_point_checks_" + std::to_string(getpid()));
-  TempDir() { fs::create_directories(path); }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using wbtest::TempDir;
 
 }  // namespace
 
@@ -148,12 +142,13 @@ TEST_CASE("point checks: a patch that does not divide the image size") {
   CHECK(contains(set.message, "image size 30 is not a multiple of patch = 4"));
 
   // image_size = 0: the native size, read from the IDX header (10 x 10 here).
-  TempDir dir;
-  wbtest::write_raw((dir.path / "train-images-idx3-ubyte").string(), wbtest::idx_images(2, 10, 10));
-  wbtest::write_raw((dir.path / "train-labels-idx1-ubyte").string(), wbtest::idx_labels({0, 1}));
+  TempDir dir("point_checks");
+  wbtest::write_raw((dir.path() / "train-images-idx3-ubyte").string(),
+                    wbtest::idx_images(2, 10, 10));
+  wbtest::write_raw((dir.path() / "train-labels-idx1-ubyte").string(), wbtest::idx_labels({0, 1}));
   const std::string native =
       replaced(replaced(kBase, "image_size = 28", "image_size = 0"), "dataset = \"fashion_mnist\"",
-               "dataset = \"idx\"\npath = \"" + dir.path.string() + "\"");
+               "dataset = \"idx\"\npath = \"" + dir.path().string() + "\"");
   const wb::ConfigError e = refusal(native);
   CHECK(contains(e.message, "image size 10 is not a multiple of patch = 4"));
   CHECK_NOTHROW(accept(replaced(native, "patch = 4", "patch = 5")));
@@ -164,7 +159,7 @@ TEST_CASE("point checks: a patch that does not divide the image size") {
                  "image size 8 is not a multiple of patch = 3"));
   CHECK_NOTHROW(accept(digits));
   // Without the files the native size is not known: the check is left to the point's start.
-  fs::remove_all(dir.path);
+  fs::remove_all(dir.path());
   CHECK_NOTHROW(accept(native));
 }
 
@@ -365,32 +360,32 @@ namespace {
 // and the output.
 std::pair<int, std::string> run_file(const TempDir& dir, const std::string& text,
                                      const std::string& mode = " --dry-run") {
-  const fs::path file = dir.path / "checks.toml";
+  const fs::path file = dir.path() / "checks.toml";
   std::ofstream(file, std::ios::trunc) << text;
-  const fs::path runs = dir.path / "runs";
+  const fs::path runs = dir.path() / "runs";
   return wbtest::run_shell(
       wbtest::workbench_command("run " + file.string() + " --runs-dir " + runs.string()) + mode,
-      dir.path);
+      dir.path());
 }
 
 }  // namespace
 
 TEST_CASE("point checks: workbench run --dry-run refuses an impossible point and trains nothing") {
-  TempDir dir;
-  const std::string file = (dir.path / "checks.toml").string();
+  TempDir dir("point_checks");
+  const std::string file = (dir.path() / "checks.toml").string();
   for (const std::string& mode : {std::string(" --dry-run"), std::string()}) {
     CAPTURE(mode);
     const auto [code, text] = run_file(dir, replaced(kBase, "k = 2", "k = 17"), mode);
     CHECK(code == 2);
     CHECK(contains(text, file + ":19:5: gate.k = 17"));
-    CHECK_FALSE(fs::exists(dir.path / "runs"));  // no point directory, no training
+    CHECK_FALSE(fs::exists(dir.path() / "runs"));  // no point directory, no training
   }
   CHECK(run_file(dir, kBase).first == 0);
 }
 
 TEST_CASE("point checks: --dry-run names the fixed gate, an unrouted view, a second mask ratio") {
-  TempDir dir;
-  const std::string file = (dir.path / "checks.toml").string();
+  TempDir dir("point_checks");
+  const std::string file = (dir.path() / "checks.toml").string();
   const std::pair<std::string, std::string> refused[] = {
       {fixed_gate(1), ":17:1: gate: the losses ask for 2 views per image"},
       {probing(fixed_gate(2), "[0, 2]"), ":25:9: evaluators.linear_probe.views = [0, 2]"},
@@ -403,5 +398,5 @@ TEST_CASE("point checks: --dry-run names the fixed gate, an unrouted view, a sec
   }
   for (const std::string& text : {probing(fixed_gate(2), "[0, 1]"), two_masks("0.6", "0.6")})
     CHECK(run_file(dir, text).first == 0);
-  CHECK_FALSE(fs::exists(dir.path / "runs"));
+  CHECK_FALSE(fs::exists(dir.path() / "runs"));
 }
