@@ -180,7 +180,7 @@ TEST_CASE("point checks: the fixed gate needs an expert for every view the losse
   const wb::ConfigError e = refusal(fixed_gate(1));
   CHECK(e.line == 17);  // the gate's table: the gate has no key of its own
   CHECK(contains(e.message, "the losses ask for 2 views per image"));
-  CHECK(contains(e.message, "MoE layers have 1 experts, one per view"));
+  CHECK(contains(e.message, "MoE layers have 1 expert (view i uses expert i)"));
   CHECK(contains(e.message, "gate 'fixed'"));
   // mae asks for one view: one expert serves it.
   CHECK_NOTHROW(accept(replaced(fixed_gate(1), "plugin = \"moco\"", "plugin = \"mae\"")));

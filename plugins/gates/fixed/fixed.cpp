@@ -28,7 +28,8 @@ void check(const wb::Params&, const wb::ValidationContext& c, wb::ValidationRepo
   if (c.experts > 0 && c.views > c.experts)
     r.error("", "the losses ask for " + std::to_string(c.views) +
                     " views per image, but the backbone's MoE layers have " +
-                    std::to_string(c.experts) + " experts, one per view");
+                    std::to_string(c.experts) + (c.experts == 1 ? " expert" : " experts") +
+                    " (view i uses expert i)");
 }
 
 class FixedGate : public wb::Gate {
