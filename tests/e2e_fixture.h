@@ -1,6 +1,6 @@
 // Helpers of the end-to-end tests, which run the real `workbench` executable (WB_WORKBENCH_EXE)
 // on small experiments: its command line, its exit code and output, processes started and
-// waited for, the point directories a run leaves, and the small dense ViT most of them train.
+// waited for, the point directories a run leaves (and the experiment texts of fixture_toml.h).
 #pragma once
 
 #include <doctest/doctest.h>
@@ -20,10 +20,9 @@
 #include <utility>
 #include <vector>
 
-namespace wbtest {
+#include "fixture_toml.h"  // the experiments they run
 
-// The Fashion-MNIST training images (the dataset-fashion-mnist package) the runs train on.
-inline const char* const kFashion = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
+namespace wbtest {
 
 // The test plugins' folder (tiny_moe, nan_at), for --plugin-path.
 inline const std::string kTestPlugins = WB_E2E_PLUGIN_DIR;
@@ -140,38 +139,6 @@ inline std::filesystem::path wait_for_checkpoint(
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return {};
-}
-
-// [base] of a dense ViT (patch 7, width 16, one block, 2 heads) classifying the first 256
-// Fashion-MNIST training images, one thread and one worker, every step logged. `tables` (e.g.
-// evaluators) comes before [base.train], which is last, so that a test appends its own train
-// keys (epochs or steps, checkpoint_every).
-inline std::string small_vit_base(int test_limit, const std::string& tables = "") {
-  return R"(
-[base]
-threads = 1
-workers = 1
-[base.data]
-dataset = "fashion_mnist"
-train_limit = 256
-test_limit = )" +
-         std::to_string(test_limit) + R"(
-[base.views]
-recipe = "train"
-[base.backbone]
-plugin = "vit"
-patch = 7
-dim = 16
-depth = 1
-heads = 2
-[[base.losses]]
-plugin = "classify"
-)" + tables +
-         R"([base.train]
-batch = 32
-warmup_epochs = 0
-log_every = 1
-)";
 }
 
 }  // namespace wbtest

@@ -29,39 +29,15 @@ namespace {
 
 // An experiment of one point on the first `limit` training images; `data` goes into
 // [base.data], `extra` is appended (backbone, gate, losses).
-fs::path experiment(const fs::path& dir, const std::string& name, std::int64_t limit,
+fs::path experiment(const fs::path& dir, const std::string& name, int limit,
                     const std::string& data, const std::string& extra) {
-  const fs::path file = dir / (name + ".toml");
-  std::ofstream(file) << R"([experiment]
-name = ")" << name << R"("
-seeds = [0]
-
-[base]
-threads = 1
-workers = 1
-
-[base.data]
-dataset = "fashion_mnist"
-train_limit = )" << limit
-                      << R"(
-test_limit = 50
-)" << data << R"(
-[base.train]
-epochs = 1
-batch = 50
-warmup_epochs = 0
-)" << extra;
-  return file;
+  return wbtest::write_experiment(dir, name,
+                                  wbtest::fashion_base(limit, 50, data) +
+                                      "[base.train]\nepochs = 1\nbatch = 50\nwarmup_epochs = 0\n",
+                                  extra);
 }
 
-const char* kVit = R"(
-[base.backbone]
-plugin = "vit"
-dim = 16
-depth = 2
-heads = 2
-patch = 7
-)";
+const std::string kVit = wbtest::small_vit("base.backbone", 2);
 
 }  // namespace
 
@@ -72,7 +48,7 @@ TEST_CASE(
   wbtest::TempDir dir;
   const std::string runs = " --runs-dir " + (dir.path() / "runs").string() + " --no-report";
   auto [code, out] = workbench("run " +
-                                   experiment(dir.path(), "dense", 200, "", std::string(kVit) + R"(
+                                   experiment(dir.path(), "dense", 200, "", kVit + R"(
 [[base.losses]]
 plugin = "classify"
 )")
@@ -106,7 +82,7 @@ plugin = "classify"
   // The features came through the evaluation cache of the run.
   CHECK(fs::exists(dense / "eval" / "features_train_data_train_step4.pt"));
 
-  const std::string moce = std::string(kVit) + R"(experts = 2
+  const std::string moce = kVit + R"(experts = 2
 moe_blocks = [1]
 expert_ratio = 4.0
 

@@ -10,49 +10,14 @@
 
 #include "config/run_config.h"
 #include "config/schema.h"
-#include "config_test_registry.h"
-#include "test_data_helpers.h"
+#include "fixture_config.h"
+#include "fixture_temp_dir.h"
 
 namespace {
 
-// A configuration error as the tests inspect it.
-struct Caught {
-  std::string what, file, message;
-  int line = -1, column = -1;
-};
+using namespace wb::test;  // FakePlugins, Caught, config_error, contains, position
 
-template <class F>
-Caught config_error(F f) {
-  try {
-    f();
-  } catch (const wb::ConfigError& e) {
-    return Caught{e.what(), e.file, e.message, e.line, e.column};
-  }
-  FAIL("expected a ConfigError");
-  return {};
-}
-
-// Line and column (1-based) of the first occurrence of `needle`, found independently of TOML++.
-std::pair<int, int> position(const std::string& text, const std::string& needle) {
-  std::size_t at = text.find(needle);
-  REQUIRE(at != std::string::npos);
-  int line = 1;
-  std::size_t line_start = 0;
-  for (std::size_t i = 0; i < at; ++i)
-    if (text[i] == '\n') {
-      ++line;
-      line_start = i + 1;
-    }
-  return {line, static_cast<int>(at - line_start) + 1};
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
-struct Fixture {
-  wb::Registry registry;
-  Fixture() { wb::test::add_fake_plugins(registry); }
+struct Fixture : FakePlugins {
   wb::RunConfig parse(const std::string& text) {
     return wb::parse_run_config(text, "cfg.toml", registry);
   }

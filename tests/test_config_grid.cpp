@@ -9,48 +9,13 @@
 #include <tuple>
 
 #include "config/experiment.h"
-#include "config_test_registry.h"
+#include "fixture_config.h"
 
 namespace {
 
-struct Caught {
-  std::string what, file, message;
-  int line = -1, column = -1;
-};
+using namespace wb::test;  // FakePlugins, Caught, config_error, contains, position
 
-template <class F>
-Caught config_error(F f) {
-  try {
-    f();
-  } catch (const wb::ConfigError& e) {
-    return Caught{e.what(), e.file, e.message, e.line, e.column};
-  }
-  FAIL("expected a ConfigError");
-  return {};
-}
-
-// Line and column (1-based) of the first occurrence of `needle` at or after `from`.
-std::pair<int, int> position(const std::string& text, const std::string& needle,
-                             std::size_t from = 0) {
-  std::size_t at = text.find(needle, from);
-  REQUIRE(at != std::string::npos);
-  int line = 1;
-  std::size_t line_start = 0;
-  for (std::size_t i = 0; i < at; ++i)
-    if (text[i] == '\n') {
-      ++line;
-      line_start = i + 1;
-    }
-  return {line, static_cast<int>(at - line_start) + 1};
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
-struct Fixture {
-  wb::Registry registry;
-  Fixture() { wb::test::add_fake_plugins(registry); }
+struct Fixture : FakePlugins {
   wb::Experiment parse(const std::string& text, const wb::ExperimentOptions& options = {}) {
     return wb::parse_experiment(text, "exp.toml", registry, options);
   }

@@ -1,17 +1,15 @@
-// Shared fixtures of the data, views and loader tests: a synthetic in-memory data set and a
-// temporary directory that removes itself.
+// Shared fixtures of the data, views and loader tests: a synthetic in-memory data set (and the
+// temporary directory of fixture_temp_dir.h).
 #pragma once
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "fixture_temp_dir.h"  // TempDir, which the data tests share
 #include "workbench/data.h"
 
 namespace wbtest {
@@ -73,26 +71,5 @@ inline std::int64_t item_id(const wb::Dataset& data, std::int64_t i) {
   const wb::Image img = data.image(i);
   return img.pixels[0] + 256 * img.pixels[1];
 }
-
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = std::filesystem::temp_directory_path() /
-            ("wb_test_data_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 }  // namespace wbtest

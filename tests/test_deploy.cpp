@@ -10,6 +10,7 @@
 #include "cluster/cluster_file.h"
 #include "cluster/deploy.h"
 #include "dist/communicator.h"
+#include "fixture_toml.h"
 #include "test_data_helpers.h"
 
 namespace fs = std::filesystem;
@@ -55,14 +56,8 @@ patch = 4
 experts = 3
 moe_blocks = [1, 2]
 expert_ratio = 4.0
-[gate]
-plugin = "cluster"
-init_std = 3.0
-[[losses]]
-plugin = "classify"
-[[losses]]
-plugin = "imbalance"
-)";
+)" + wbtest::kClusterGateClassify +
+                           "[[losses]]\nplugin = \"imbalance\"\n";
   const wb::RunConfig config = wb::parse_run_config(toml, "test", plugins());
   auto comm = wb::make_single_process_communicator();
   const wb::DataShape shape{1, 8, 10};

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <string>
 
+#include "fixture_temp_dir.h"
 #include "store/atomic_file.h"
 #include "store/disk_space.h"
 
@@ -19,20 +20,13 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("wb_disk_full_" + std::to_string(getpid()));
-  TempDir() { fs::create_directories(path); }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using wbtest::TempDir;
 
 }  // namespace
 
 TEST_CASE("disk space: the errors of a full disk are named, others are not") {
-  TempDir dir;
-  const fs::path file = dir.path / "status.toml";
+  TempDir dir("disk_full");
+  const fs::path file = dir.path() / "status.toml";
   CHECK(wb::out_of_space(file, ENOSPC) == "no space left on device");
   CHECK(wb::out_of_space(file, EDQUOT).rfind("no space left: disk quota exceeded", 0) == 0);
   CHECK(wb::out_of_space(file, EFBIG).rfind("no space left for the file", 0) == 0);
@@ -45,8 +39,8 @@ TEST_CASE("disk space: the errors of a full disk are named, others are not") {
 }
 
 TEST_CASE("disk space: an atomic write that runs out of space names the file, keeps the old one") {
-  TempDir dir;
-  const fs::path file = dir.path / "status.toml";
+  TempDir dir("disk_full");
+  const fs::path file = dir.path() / "status.toml";
   wb::write_file_atomic(file, "state = \"running\"\n");
   const pid_t pid = fork();
   REQUIRE(pid >= 0);
@@ -77,6 +71,6 @@ TEST_CASE("disk space: an atomic write that runs out of space names the file, ke
   CHECK(WEXITSTATUS(status) == 0);
   CHECK(wb::read_file(file) == "state = \"running\"\n");
   std::size_t files = 0;
-  for (const auto& entry : fs::directory_iterator(dir.path)) files += entry.is_regular_file();
+  for (const auto& entry : fs::directory_iterator(dir.path())) files += entry.is_regular_file();
   CHECK(files == 1);  // the temporary is gone
 }

@@ -22,6 +22,7 @@
 #include "cluster/cluster_file.h"
 #include "dist/communicator.h"
 #include "eval/context.h"
+#include "fixture_toml.h"
 #include "test_data_helpers.h"
 #include "train/checkpoint.h"
 #include "train/data_access.h"
@@ -33,7 +34,7 @@ namespace {
 
 using wb_test::plugins;
 
-const char* kFashion = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
+using wbtest::kFashion;
 
 const char* kData = R"(
 threads = 1
@@ -125,16 +126,9 @@ struct MoceFixture {
   MoceFixture() {
     source_dir = dir.path() / "source";
     fs::create_directories(source_dir / "checkpoints");
-    const std::string source_toml = std::string(kData) + kTransfer + R"(
-[backbone]
-plugin = "vit"
-dim = 16
-depth = 2
-heads = 2
-patch = 7
-[[losses]]
-plugin = "classify"
-)";
+    const std::string source_toml = std::string(kData) + kTransfer + "\n" +
+                                    wbtest::small_vit("backbone", 2) +
+                                    "[[losses]]\nplugin = \"classify\"\n";
     std::ofstream(source_dir / "config.toml") << source_toml;
     source_config = wb::parse_run_config(source_toml, "source", plugins());
     const auto train = wb::open_data(source_config.settings.data, wb::Split::Train);
@@ -175,22 +169,9 @@ plugin = "classify"
   // gate with large logits (every cluster has a clear expert).
   wb::RunConfig moce_on(const fs::path& file) const {
     const std::string toml =
-        std::string(kData) + "clusters = \"" + file.string() + "\"\n" + kTransfer + R"(
-[backbone]
-plugin = "vit"
-dim = 16
-depth = 2
-heads = 2
-patch = 7
-experts = 3
-moe_blocks = [1]
-expert_ratio = 4.0
-[gate]
-plugin = "cluster"
-init_std = 3.0
-[[losses]]
-plugin = "classify"
-)";
+        std::string(kData) + "clusters = \"" + file.string() + "\"\n" + kTransfer + "\n" +
+        wbtest::small_vit("backbone", 2, "experts = 3\nmoe_blocks = [1]\nexpert_ratio = 4.0\n") +
+        wbtest::kClusterGateClassify;
     return wb::parse_run_config(toml, "moce", plugins());
   }
 

@@ -58,24 +58,11 @@ TEST_CASE("workbench eval: missing evaluators, --add, --evaluator --force, error
             img);
       }
     }
-  const fs::path experiment = dir.path() / "tiny.toml";
-  std::ofstream(experiment) << R"(
-[experiment]
-name = "evaltest"
-seeds = [0]
-
-[base]
-threads = 1
-workers = 1
-
-[base.data]
-dataset = "fashion_mnist"
-train_limit = 200
-test_limit = 100
-
-[base.datasets.transfer]
-dataset = "folder"
-path = ")" + folder.string() + R"("
+  const fs::path experiment = wbtest::write_experiment(
+      dir.path(), "evaltest",
+      wbtest::fashion_base(
+          200, 100,
+          "[base.datasets.transfer]\ndataset = \"folder\"\npath = \"" + folder.string() + R"("
 channels = 1      # RGB folder -> the grey backbone
 image_size = 16   # the eval recipe resizes to the backbone's 28 px
 
@@ -93,7 +80,7 @@ k = 5
 epochs = 1
 batch = 50
 warmup_epochs = 0
-)";
+)"));
   auto [code, out] = workbench("run " + experiment.string() + " --runs-dir " +
                                    (dir.path() / "runs").string() + " --no-report",
                                dir.path());

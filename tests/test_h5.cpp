@@ -13,6 +13,7 @@
 #include <random>
 #include <thread>
 
+#include "fixture_temp_dir.h"
 #include "h5/h5.h"
 #include "h5/metrics.h"
 #include "store/atomic_file.h"
@@ -28,19 +29,7 @@ bool has_temporary(const std::filesystem::path& dir) {
   return false;
 }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "wb_test_h5_XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path, ec);
-  }
-};
+using wbtest::TempDir;
 
 std::vector<std::int64_t> iota(std::int64_t n) {
   std::vector<std::int64_t> v(static_cast<std::size_t>(n));
@@ -55,8 +44,8 @@ double loss_at(std::int64_t step) {
 }  // namespace
 
 TEST_CASE("metrics file round trip: series, eval results, config, provenance") {
-  TempDir dir;
-  const fs::path file = dir.path / "metrics.h5";
+  TempDir dir("h5");
+  const fs::path file = dir.path() / "metrics.h5";
   {
     wb::MetricsFile m(file);
     m.set_config("[train]\nbatch = 64\n");
@@ -107,12 +96,12 @@ TEST_CASE("metrics file round trip: series, eval results, config, provenance") {
   CHECK(raw.open_dataset("series/train/loss/step").shape() == std::vector<std::int64_t>{6});
   CHECK(raw.open_dataset("series/routing/moe1/expert_load/value").shape() ==
         std::vector<std::int64_t>{5, 3});
-  CHECK_FALSE(has_temporary(dir.path));
+  CHECK_FALSE(has_temporary(dir.path()));
 }
 
 TEST_CASE("metrics file: a reopened file keeps its rows, eval results are replaced") {
-  TempDir dir;
-  const fs::path file = dir.path / "metrics.h5";
+  TempDir dir("h5");
+  const fs::path file = dir.path() / "metrics.h5";
   {
     wb::MetricsFile m(file);
     m.scalar("train/lr", 1, 0.1);
@@ -135,8 +124,8 @@ TEST_CASE("metrics file: a reopened file keeps its rows, eval results are replac
 }
 
 TEST_CASE("metrics file: truncate_after drops rows past a step, in the file and in the buffer") {
-  TempDir dir;
-  const fs::path file = dir.path / "metrics.h5";
+  TempDir dir("h5");
+  const fs::path file = dir.path() / "metrics.h5";
   {
     wb::MetricsFile m(file);
     for (std::int64_t s = 0; s < 10; ++s) {
@@ -166,8 +155,8 @@ TEST_CASE("metrics file: truncate_after drops rows past a step, in the file and 
 }
 
 TEST_CASE("metrics file: bad names, widths and foreign files are refused with their names") {
-  TempDir dir;
-  wb::MetricsFile m(dir.path / "metrics.h5");
+  TempDir dir("h5");
+  wb::MetricsFile m(dir.path() / "metrics.h5");
   CHECK_THROWS_AS(m.scalar("", 0, 1.0), std::invalid_argument);
   CHECK_THROWS_AS(m.scalar("/train/loss", 0, 1.0), std::invalid_argument);
   CHECK_THROWS_AS(m.scalar("train//loss", 0, 1.0), std::invalid_argument);
@@ -179,20 +168,20 @@ TEST_CASE("metrics file: bad names, widths and foreign files are refused with th
   CHECK_THROWS_AS(m.eval_array("knn", "m", {1.0, 2.0}, {3}), std::invalid_argument);
   CHECK_THROWS_AS(m.eval_scalar("a/b", "m", 1.0), std::invalid_argument);
 
-  const fs::path text = dir.path / "notes.h5";
+  const fs::path text = dir.path() / "notes.h5";
   std::ofstream(text) << "not an HDF5 file\n";
   CHECK_THROWS_WITH_AS(wb::MetricsFile{text}, doctest::Contains("notes.h5"), std::runtime_error);
-  CHECK_THROWS_WITH_AS(wb::MetricsReader{dir.path / "missing.h5"}, doctest::Contains("missing.h5"),
-                       std::runtime_error);
+  CHECK_THROWS_WITH_AS(wb::MetricsReader{dir.path() / "missing.h5"},
+                       doctest::Contains("missing.h5"), std::runtime_error);
   // A valid HDF5 file that is not a metrics file.
-  wb::h5::File::create(dir.path / "other.h5").close_checked();
-  CHECK_THROWS_WITH_AS(wb::MetricsReader{dir.path / "other.h5"},
+  wb::h5::File::create(dir.path() / "other.h5").close_checked();
+  CHECK_THROWS_WITH_AS(wb::MetricsReader{dir.path() / "other.h5"},
                        doctest::Contains("not a workbench metrics file"), std::runtime_error);
 }
 
 TEST_CASE("h5 layer: errors name the file and object and carry HDF5's message") {
-  TempDir dir;
-  wb::h5::File f = wb::h5::File::create(dir.path / "x.h5");
+  TempDir dir("h5");
+  wb::h5::File f = wb::h5::File::create(dir.path() / "x.h5");
   f.require_group("a/b/c").set_string_attribute("note", "héllo");
   CHECK(f.exists("a/b/c"));
   CHECK_FALSE(f.exists("a/x/c"));
@@ -215,8 +204,8 @@ TEST_CASE("h5 layer: errors name the file and object and carry HDF5's message") 
 }
 
 TEST_CASE("metrics file: a failed flush throws naming the file and keeps the previous one") {
-  TempDir dir;
-  const fs::path file = dir.path / "metrics.h5";
+  TempDir dir("h5");
+  const fs::path file = dir.path() / "metrics.h5";
   wb::MetricsFile m(file);
   m.scalar("train/loss", 0, 1.0);
   m.flush();
@@ -239,16 +228,16 @@ TEST_CASE("metrics file: a failed flush throws naming the file and keeps the pre
 
   if (geteuid() != 0) {  // a read-only directory only stops a process that is not root
     m.scalar("train/loss", 2, 3.0);
-    fs::permissions(dir.path, fs::perms::owner_write, fs::perm_options::remove);
+    fs::permissions(dir.path(), fs::perms::owner_write, fs::perm_options::remove);
     CHECK_THROWS_WITH_AS(m.flush(), doctest::Contains(file.string().c_str()), std::runtime_error);
-    fs::permissions(dir.path, fs::perms::owner_write, fs::perm_options::add);
+    fs::permissions(dir.path(), fs::perms::owner_write, fs::perm_options::add);
     CHECK(wb::MetricsReader(file).series("train/loss").steps == std::vector<std::int64_t>{0, 1});
   }
 }
 
 TEST_CASE("metrics file: a full disk (file size limit) fails the flush and keeps the file") {
-  TempDir dir;
-  const fs::path file = dir.path / "metrics.h5";
+  TempDir dir("h5");
+  const fs::path file = dir.path() / "metrics.h5";
   {
     wb::MetricsFile m(file);
     for (std::int64_t s = 0; s < 100; ++s) m.scalar("train/loss", s, loss_at(s));
@@ -286,14 +275,14 @@ TEST_CASE("metrics file: a full disk (file size limit) fails the flush and keeps
   wb::MetricsReader r(file);
   CHECK(r.series_names() == std::vector<std::string>{"train/loss"});
   CHECK(r.series("train/loss").steps == iota(100));
-  CHECK_FALSE(has_temporary(dir.path));
+  CHECK_FALSE(has_temporary(dir.path()));
 }
 
 TEST_CASE("metrics file: after SIGKILL the file opens and holds a prefix of the rows") {
   std::mt19937 rng(std::random_device{}());
   for (int round = 0; round < 3; ++round) {
-    TempDir dir;
-    const fs::path file = dir.path / "metrics.h5";
+    TempDir dir("h5");
+    const fs::path file = dir.path() / "metrics.h5";
     constexpr std::int64_t kFirst = 40;
     int ready[2];
     REQUIRE(pipe(ready) == 0);

@@ -9,8 +9,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
+#include "e2e_fixture.h"  // run_shell
+#include "fixture_temp_dir.h"
 #include "plugin/loader.h"
 #include "plugin/loader_elf.h"
 #include "plugin/loader_probe.h"
@@ -38,18 +39,7 @@ bool contains(const std::string& text, const std::string& part) {
 }
 
 // A fresh folder of this test process, removed at the end.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("wb_test_" + name + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using wbtest::TempDir;
 
 // Probing as the host does, with a cache file of the test's own.
 wb::ProbeOptions probing(const fs::path& cache_file) {
@@ -62,24 +52,6 @@ wb::ProbeOptions in_process() {
   wb::ProbeOptions o;
   o.enabled = false;
   return o;
-}
-
-struct Shell {
-  int status = -1;  // the command's exit code; -1 if it did not exit normally
-  std::string output;
-};
-
-// Runs a shell command with stdout and stderr captured together.
-Shell shell(const std::string& command, const fs::path& scratch) {
-  const fs::path out = scratch / "output.txt";
-  const int raw = std::system((command + " > " + out.string() + " 2>&1").c_str());
-  Shell r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  std::ifstream in(out);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  r.output = ss.str();
-  return r;
 }
 
 // Replaces `target` by a copy of `source` the way an install does (a new file renamed over the
@@ -172,25 +144,25 @@ TEST_CASE("the symbol check reads what workbench_plugin_info is from the file") 
   std::ifstream in(kDir / "test_good_gate.so", std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   REQUIRE(bytes.size() > 4096);
-  std::ofstream(tmp.path / "header_only.so", std::ios::binary) << bytes.substr(0, 64);
-  const wb::SymbolCheck cut = wb::check_function_symbol(tmp.path / "header_only.so", sym);
+  std::ofstream(tmp.path() / "header_only.so", std::ios::binary) << bytes.substr(0, 64);
+  const wb::SymbolCheck cut = wb::check_function_symbol(tmp.path() / "header_only.so", sym);
   CHECK(cut.verdict == V::NotElf);
   CHECK(contains(cut.reason, "beyond the end of the file"));
   std::string far = bytes;
   for (int i = 0; i < 8; ++i) far[0x28 + i] = '\x7f';  // e_shoff: far past the end
-  std::ofstream(tmp.path / "far_sections.so", std::ios::binary) << far;
-  CHECK(wb::check_function_symbol(tmp.path / "far_sections.so", sym).verdict == V::NotElf);
+  std::ofstream(tmp.path() / "far_sections.so", std::ios::binary) << far;
+  CHECK(wb::check_function_symbol(tmp.path() / "far_sections.so", sym).verdict == V::NotElf);
   std::string exe = bytes;
   exe[16] = ET_EXEC;  // e_type
-  std::ofstream(tmp.path / "executable.so", std::ios::binary) << exe;
-  CHECK(contains(wb::check_function_symbol(tmp.path / "executable.so", sym).reason,
+  std::ofstream(tmp.path() / "executable.so", std::ios::binary) << exe;
+  CHECK(contains(wb::check_function_symbol(tmp.path() / "executable.so", sym).reason,
                  "not a shared library"));
 }
 
 TEST_CASE("hostile libraries fail in their probes and the host lives on") {
   TempDir tmp("hostile");
   wb::Registry registry;
-  wb::PluginLoader loader(registry, probing(tmp.path / "probes.toml"));
+  wb::PluginLoader loader(registry, probing(tmp.path() / "probes.toml"));
   CHECK(loader.load_directory(kDir) == 1);  // only the good one
   // The data symbol and the library that is no plugin are refused from their files alone.
   CHECK(loader.probes_run() == kLibraries - 2);
@@ -214,14 +186,14 @@ TEST_CASE("hostile libraries fail in their probes and the host lives on") {
 
 TEST_CASE("probe verdicts are cached and a touched or rewritten library is probed again") {
   TempDir tmp("cache");
-  const fs::path cache = tmp.path / "probes.toml";
-  const fs::path a = tmp.path / "a.so", b = tmp.path / "b.so";
+  const fs::path cache = tmp.path() / "probes.toml";
+  const fs::path a = tmp.path() / "a.so", b = tmp.path() / "b.so";
   fs::copy_file(kDir / "test_good_gate.so", a);
   fs::copy_file(kDir / "test_abort_constructor.so", b);
   auto load = [&](int loaded, int probed, int cached) {
     wb::Registry registry;
     wb::PluginLoader loader(registry, probing(cache));
-    CHECK(loader.load_directory(tmp.path) == loaded);
+    CHECK(loader.load_directory(tmp.path()) == loaded);
     CHECK(loader.probes_run() == probed);
     CHECK(loader.probes_cached() == cached);
     return reason_for(loader, "a.so") + "|" + reason_for(loader, "b.so");
@@ -249,9 +221,9 @@ TEST_CASE("probe verdicts are cached and a touched or rewritten library is probe
 
 TEST_CASE("the probe cache keeps other hosts' sections while their core is unchanged") {
   TempDir tmp("hosts");
-  const fs::path cache = tmp.path / "probes.toml";
+  const fs::path cache = tmp.path() / "probes.toml";
   // Two other workbench builds: one whose libworkbench_core is as recorded, one rebuilt since.
-  const fs::path current = tmp.path / "current_core.so", rebuilt = tmp.path / "rebuilt_core.so";
+  const fs::path current = tmp.path() / "current_core.so", rebuilt = tmp.path() / "rebuilt_core.so";
   std::ofstream(current) << "a core library";
   std::ofstream(rebuilt) << "a core library, rebuilt";
   const auto stamp = [](const fs::path& f, std::int64_t shift) {
@@ -275,8 +247,8 @@ TEST_CASE("the probe cache keeps other hosts' sections while their core is uncha
 
 TEST_CASE("a probe cache that cannot be written only costs probes") {
   TempDir tmp("nocache");
-  std::ofstream(tmp.path / "a_file") << "not a folder";
-  const fs::path cache = tmp.path / "a_file" / "probes.toml";
+  std::ofstream(tmp.path() / "a_file") << "not a folder";
+  const fs::path cache = tmp.path() / "a_file" / "probes.toml";
   for (int round = 0; round < 2; ++round) {
     wb::Registry registry;
     wb::PluginLoader loader(registry, probing(cache));
@@ -287,7 +259,7 @@ TEST_CASE("a probe cache that cannot be written only costs probes") {
 
 TEST_CASE("without a working probe program nothing is loaded and nothing is cached") {
   TempDir tmp("no_program");
-  const fs::path cache = tmp.path / "probes.toml";
+  const fs::path cache = tmp.path() / "probes.toml";
   wb::ProbeOptions broken = probing(cache);
   broken.program = "/bin/false";  // exits 1 without a report
   {
@@ -315,7 +287,7 @@ TEST_CASE("without a working probe program nothing is loaded and nothing is cach
 
 TEST_CASE("a probe that never finishes is killed at the timeout") {
   TempDir tmp("timeout");
-  wb::ProbeOptions options = probing(tmp.path / "probes.toml");
+  wb::ProbeOptions options = probing(tmp.path() / "probes.toml");
   options.timeout_seconds = 1;
   wb::Registry registry;
   wb::PluginLoader loader(registry, options);
@@ -326,12 +298,12 @@ TEST_CASE("a probe that never finishes is killed at the timeout") {
 
 TEST_CASE("workbench _probe reports the manifest and every entry's parameters") {
   TempDir tmp("probe_verb");
-  const Shell r =
-      shell(std::string(WB_WORKBENCH_EXE) + " _probe " + (kDir / "test_good_gate.so").string() +
-                " " + (kDir / "test_torch_mismatch.so").string() + " 2>/dev/null",
-            tmp.path);
-  REQUIRE(r.status == 0);
-  const toml::table report = toml::parse(r.output);
+  const auto [status, output] = wbtest::run_shell(
+      std::string(WB_WORKBENCH_EXE) + " _probe " + (kDir / "test_good_gate.so").string() + " " +
+          (kDir / "test_torch_mismatch.so").string() + " 2>/dev/null",
+      tmp.path());
+  REQUIRE(status == 0);
+  const toml::table report = toml::parse(output);
   const toml::node_view good = report["library"][0];
   CHECK(good["ok"].value_or(false));
   CHECK(good["path"].value_or(std::string()) == (kDir / "test_good_gate.so").string());
@@ -353,67 +325,68 @@ const char* const kHostile[] = {"test_abort_constructor.so", "test_segv_registra
 
 TEST_CASE("workbench plugins lists hostile libraries as failures and exits normally") {
   TempDir tmp("plugins_verb");
-  const fs::path dir = tmp.path / "plugins";
+  const fs::path dir = tmp.path() / "plugins";
   fs::create_directories(dir);
   for (const char* file : kHostile) fs::copy_file(kDir / file, dir / file);
   fs::copy_file(kDir / "test_good_gate.so", dir / "test_good_gate.so");
   const std::string command = std::string(WB_WORKBENCH_EXE) + " plugins --plugin-path " +
                               dir.string() + " --plugin-path " +
                               (dir / "test_good_gate.so").string();  // loaded once all the same
-  const Shell first = shell(command, tmp.path);
-  CHECK(first.status == 0);
-  CHECK(contains(first.output, "gate first_expert  (" + (dir / "test_good_gate.so").string()));
-  CHECK(contains(first.output, "backbone vit"));
+  const auto [first_status, first] = wbtest::run_shell(command, tmp.path());
+  CHECK(first_status == 0);
+  CHECK(contains(first, "gate first_expert  (" + (dir / "test_good_gate.so").string()));
+  CHECK(contains(first, "backbone vit"));
   for (const std::string line :
        {"test_abort_constructor.so: the probe was killed by SIGABRT",
         "test_segv_registration.so: the probe was killed by SIGSEGV",
         "test_exit_constructor.so: the probe exited with code 0 before it could report",
         "test_data_symbol.so: not a workbench plugin: workbench_plugin_info is not a function",
         "test_wrong_info_size.so: its plugin record (wb_plugin_info) is"})
-    CHECK_MESSAGE(contains(first.output, "FAILED " + dir.string() + "/" + line), line);
-  CHECK(contains(first.output, "5 failed ("));
-  CHECK_FALSE(contains(first.output, " failed (0 probed now"));
+    CHECK_MESSAGE(contains(first, "FAILED " + dir.string() + "/" + line), line);
+  CHECK(contains(first, "5 failed ("));
+  CHECK_FALSE(contains(first, " failed (0 probed now"));
 
   // Warm cache: the same listing without a probe.
-  const Shell second = shell(command, tmp.path);
-  CHECK(second.status == 0);
-  CHECK(contains(second.output, "5 failed (0 probed now, "));
-  CHECK(contains(second.output, "FAILED " + dir.string() + "/test_abort_constructor.so"));
+  const auto [second_status, second] = wbtest::run_shell(command, tmp.path());
+  CHECK(second_status == 0);
+  CHECK(contains(second, "5 failed (0 probed now, "));
+  CHECK(contains(second, "FAILED " + dir.string() + "/test_abort_constructor.so"));
 }
 
 TEST_CASE("run --dry-run validates an experiment beside a hostile library") {
   TempDir tmp("dry_run");
-  const fs::path dir = tmp.path / "plugins";
+  const fs::path dir = tmp.path() / "plugins";
   fs::create_directories(dir);
   fs::copy_file(kDir / "test_segv_registration.so", dir / "test_segv_registration.so");
-  const Shell r = shell(std::string(WB_WORKBENCH_EXE) + " run " + WB_SOURCE_DIR +
+  const auto [status, output] =
+      wbtest::run_shell(std::string(WB_WORKBENCH_EXE) + " run " + WB_SOURCE_DIR +
                             "/experiments/quickstart.toml --dry-run --plugin-path " + dir.string(),
-                        tmp.path);
-  CHECK(r.status == 0);
-  CHECK(contains(r.output, "1 point"));
-  CHECK(contains(r.output, "warning: plugin library " + dir.string() +
-                               "/test_segv_registration.so not loaded: the probe was killed by "
-                               "SIGSEGV"));
+                        tmp.path());
+  CHECK(status == 0);
+  CHECK(contains(output, "1 point"));
+  CHECK(contains(output, "warning: plugin library " + dir.string() +
+                             "/test_segv_registration.so not loaded: the probe was killed by "
+                             "SIGSEGV"));
 }
 
 TEST_CASE(
     "--plugin-path naming nothing is an error but a missing WORKBENCH_PLUGIN_PATH entry is not") {
   TempDir tmp("missing_path");
-  const std::string missing = (tmp.path / "no_such_folder").string();
-  const Shell r =
-      shell(std::string(WB_WORKBENCH_EXE) + " plugins --names --plugin-path " + missing, tmp.path);
-  CHECK(r.status == 1);
-  CHECK(contains(r.output, "error: --plugin-path " + missing + ": no such file or folder"));
+  const std::string missing = (tmp.path() / "no_such_folder").string();
+  const auto [status, output] = wbtest::run_shell(
+      std::string(WB_WORKBENCH_EXE) + " plugins --names --plugin-path " + missing, tmp.path());
+  CHECK(status == 1);
+  CHECK(contains(output, "error: --plugin-path " + missing + ": no such file or folder"));
 
   wb::Registry registry;
   CHECK_THROWS_WITH_AS(wb::load_plugins(registry, {missing}),
                        ("--plugin-path " + missing + ": no such file or folder").c_str(),
                        std::runtime_error);
 
-  const Shell env = shell(
-      "WORKBENCH_PLUGIN_PATH=" + missing + " " + WB_WORKBENCH_EXE + " plugins --names", tmp.path);
-  CHECK(env.status == 0);
-  CHECK(contains(env.output, "warning: WORKBENCH_PLUGIN_PATH names " + missing +
-                                 ", which does not exist (ignored)"));
-  CHECK(contains(env.output, "backbone vit"));  // the host's own plugins still load
+  const auto [env_status, env] = wbtest::run_shell(
+      "WORKBENCH_PLUGIN_PATH=" + missing + " " + WB_WORKBENCH_EXE + " plugins --names", tmp.path());
+  CHECK(env_status == 0);
+  CHECK(contains(
+      env, "warning: WORKBENCH_PLUGIN_PATH names " + missing + ", which does not exist (ignored)"));
+  CHECK(contains(env, "backbone vit"));  // the host's own plugins still load
 }

@@ -1,8 +1,10 @@
 // The checks made before anything runs (config/point_checks.h, workbench/validation.h): the real
 // plugins refuse impossible points (k above the experts, heads not dividing dim, a patch not
-// dividing the image, a decoder whose heads do not divide its width, cuda without a GPU) at the
-// file:line:column where the value was written, whether it came from [base], the grid, a
-// profile or --set; `workbench run --dry-run` refuses them and trains nothing.
+// dividing the image, a decoder whose heads do not divide its width, the fixed gate with more
+// views than experts, an evaluator's view the gate does not route, two mask ratios, cuda without
+// a GPU) at the file:line:column where the value was written, whether it came from [base], the
+// grid, a profile or --set; `workbench run --dry-run` refuses them and trains nothing. The
+// losses' checks declare what the built losses require.
 #include <ATen/Context.h>
 #include <doctest/doctest.h>
 #include <unistd.h>
@@ -14,8 +16,11 @@
 #include "built_plugins.h"
 #include "config/experiment.h"
 #include "e2e_fixture.h"
+#include "fixture_temp_dir.h"
 #include "run/host_environment.h"
 #include "test_data_files.h"
+#include "test_ogar_helpers.h"  // loss_context
+#include "workbench/loss.h"
 
 namespace fs = std::filesystem;
 
@@ -78,14 +83,26 @@ bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("wb_point_checks_" + std::to_string(getpid()));
-  TempDir() { fs::create_directories(path); }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+// kBase with the fixed gate (view i uses expert i) and `experts` experts per MoE layer.
+std::string fixed_gate(std::int64_t experts) {
+  return replaced(replaced(kBase, "experts = 16", "experts = " + std::to_string(experts)),
+                  "plugin = \"noisy_topk\"\nk = 2", "plugin = \"fixed\"");
+}
+
+// `text` with a linear probe measuring the paths of the views in `views` (on line 25 after
+// fixed_gate(), whose gate table is one line shorter than kBase's).
+std::string probing(const std::string& text, const std::string& views) {
+  return text + "\n[[base.evaluators]]\nplugin = \"linear_probe\"\nviews = " + views + "\n";
+}
+
+// kBase with two MAE losses, the second's mask_ratio on line 27, column 14.
+std::string two_masks(const std::string& first, const std::string& second) {
+  return replaced(kBase, "plugin = \"moco\"",
+                  "plugin = \"mae\"\nmask_ratio = " + first +
+                      "\n\n[[base.losses]]\nplugin = \"mae\"\nmask_ratio = " + second);
+}
+
+using wbtest::TempDir;
 
 }  // namespace
 
@@ -125,12 +142,13 @@ TEST_CASE("point checks: a patch that does not divide the image size") {
   CHECK(contains(set.message, "image size 30 is not a multiple of patch = 4"));
 
   // image_size = 0: the native size, read from the IDX header (10 x 10 here).
-  TempDir dir;
-  wbtest::write_raw((dir.path / "train-images-idx3-ubyte").string(), wbtest::idx_images(2, 10, 10));
-  wbtest::write_raw((dir.path / "train-labels-idx1-ubyte").string(), wbtest::idx_labels({0, 1}));
+  TempDir dir("point_checks");
+  wbtest::write_raw((dir.path() / "train-images-idx3-ubyte").string(),
+                    wbtest::idx_images(2, 10, 10));
+  wbtest::write_raw((dir.path() / "train-labels-idx1-ubyte").string(), wbtest::idx_labels({0, 1}));
   const std::string native =
       replaced(replaced(kBase, "image_size = 28", "image_size = 0"), "dataset = \"fashion_mnist\"",
-               "dataset = \"idx\"\npath = \"" + dir.path.string() + "\"");
+               "dataset = \"idx\"\npath = \"" + dir.path().string() + "\"");
   const wb::ConfigError e = refusal(native);
   CHECK(contains(e.message, "image size 10 is not a multiple of patch = 4"));
   CHECK_NOTHROW(accept(replaced(native, "patch = 4", "patch = 5")));
@@ -141,7 +159,7 @@ TEST_CASE("point checks: a patch that does not divide the image size") {
                  "image size 8 is not a multiple of patch = 3"));
   CHECK_NOTHROW(accept(digits));
   // Without the files the native size is not known: the check is left to the point's start.
-  fs::remove_all(dir.path);
+  fs::remove_all(dir.path());
   CHECK_NOTHROW(accept(native));
 }
 
@@ -154,6 +172,89 @@ TEST_CASE("point checks: MAE's decoder heads must divide its width") {
   CHECK(contains(e.message, "decoder_dim = 64 is not a multiple of decoder_heads = 5"));
   CHECK(contains(e.message, "loss 'mae'"));
   CHECK_NOTHROW(accept(replaced(mae, "decoder_heads = 5", "decoder_heads = 4")));
+}
+
+TEST_CASE("point checks: the fixed gate needs an expert for every view the losses ask for") {
+  // moco asks for two views: two experts serve them, one does not.
+  CHECK_NOTHROW(accept(fixed_gate(2)));
+  const wb::ConfigError e = refusal(fixed_gate(1));
+  CHECK(e.line == 17);  // the gate's table: the gate has no key of its own
+  CHECK(contains(e.message, "the losses ask for 2 views per image"));
+  CHECK(contains(e.message, "MoE layers have 1 expert (view i uses expert i)"));
+  CHECK(contains(e.message, "gate 'fixed'"));
+  // mae asks for one view: one expert serves it.
+  CHECK_NOTHROW(accept(replaced(fixed_gate(1), "plugin = \"moco\"", "plugin = \"mae\"")));
+}
+
+TEST_CASE("point checks: with the fixed gate, an evaluator's views need an expert each") {
+  const wb::ConfigError e = refusal(probing(fixed_gate(2), "[0, 2]"));
+  CHECK(e.line == 25);
+  CHECK(e.column == 9);
+  CHECK(contains(e.message, "evaluators.linear_probe.views = [0, 2]"));
+  CHECK(contains(e.message, "view 2 has no route: gate 'fixed' routes views 0 to 1"));
+  CHECK(contains(e.message, "evaluator 'linear_probe'"));
+  CHECK_NOTHROW(accept(probing(fixed_gate(2), "[0, 1]")));
+  // knn and semi_supervised have the same parameter and check.
+  for (const std::string name : {"knn", "semi_supervised"}) {
+    CAPTURE(name);
+    const std::string text = replaced(probing(fixed_gate(2), "[1, 3]"), "linear_probe", name);
+    CHECK(contains(refusal(text).message, "evaluators." + name + ".views = [1, 3]: view 3"));
+  }
+  // A learned gate routes any claimed view index.
+  CHECK_NOTHROW(accept(probing(kBase, "[0, 2]")));
+}
+
+TEST_CASE("point checks: two losses asking different mask ratios, at the second's mask_ratio") {
+  const wb::ConfigError e = refusal(two_masks("0.5", "0.75"));
+  CHECK(e.line == 27);
+  CHECK(e.column == 14);
+  CHECK(contains(e.message, "losses.1.mask_ratio = 0.75"));
+  CHECK(contains(e.message, "different mask ratios (0.5 and 0.75)"));
+  CHECK(contains(e.message, "loss 'mae'"));
+  // Left at its default (0.75): the second loss's table, and the default, are named.
+  const wb::ConfigError defaulted =
+      refusal(replaced(two_masks("0.5", "0.75"), "mask_ratio = 0.75\n", ""));
+  CHECK(defaulted.line == 25);
+  CHECK(contains(defaulted.message, "losses.1.mask_ratio = 0.75 (its default)"));
+  // One ratio for both, or a loss without a mask beside one with: accepted.
+  CHECK_NOTHROW(accept(two_masks("0.6", "0.6")));
+  CHECK_NOTHROW(accept(replaced(two_masks("0.5", "0.75"), "plugin = \"mae\"\nmask_ratio = 0.75",
+                                "plugin = \"moco\"")));
+}
+
+TEST_CASE("point checks: every loss's check declares the views and mask its built loss requires") {
+  // The host sees the losses' requirements only through their checks (ValidationReport::needs):
+  // for the in-tree losses they must be what Loss::requirements() returns once built.
+  wb::Registry& registry = wb_test::plugins();
+  wb::LossContext c = crmoe_test::loss_context(registry, 7, 64);
+  c.classes = 10;
+  c.channels = 1;
+  c.image_size = 28;
+  c.moe_layers = 1;
+  c.experts = 4;
+  wb::ValidationContext shapes;
+  shapes.image_size = 28;
+  shapes.channels = 1;
+  shapes.classes = 10;
+  shapes.feature_dim = 64;
+  shapes.patch_grid = 7;
+  shapes.experts = 4;
+  shapes.moe_layers = 1;
+  const std::vector<std::string> names = registry.names(wb::Kind::Loss);
+  CHECK(names.size() >= 7);
+  for (const std::string& name : names) {
+    CAPTURE(name);
+    wb::Params p = registry.defaults(wb::Kind::Loss, name);
+    if (name == "mae") p.set("mask_ratio", 0.6);  // not the default: the value is passed on
+    if (name == "ogar")  // defaults() leaves a plugin parameter's own parameters unset
+      p.set("matcher", std::shared_ptr<const wb::PluginRef>(crmoe_test::plugin_ref(
+                           "overlap", registry.defaults(wb::Kind::Matcher, "overlap"))));
+    const wb::LossRequirements built = registry.make_loss(name, p, c)->requirements();
+    const wb::ValidationReport declared = registry.check(wb::Kind::Loss, name, p, shapes);
+    CHECK(declared.ok());
+    CHECK(declared.needs.views == built.views);
+    CHECK(declared.needs.mask_ratio == built.mask_ratio);
+  }
 }
 
 TEST_CASE("point checks: the position is where the value came from: grid, [[point]], --set") {
@@ -253,20 +354,49 @@ TEST_CASE("point checks: plugins without checks pass, a library checks only its 
   CHECK(r.check(wb::Kind::Gate, "plain", wb::Params(), wb::ValidationContext()).ok());
 }
 
+namespace {
+
+// `workbench run FILE --runs-dir RUNS` + `mode` on `text` written to FILE in `dir`: the exit code
+// and the output.
+std::pair<int, std::string> run_file(const TempDir& dir, const std::string& text,
+                                     const std::string& mode = " --dry-run") {
+  const fs::path file = dir.path() / "checks.toml";
+  std::ofstream(file, std::ios::trunc) << text;
+  const fs::path runs = dir.path() / "runs";
+  return wbtest::run_shell(
+      wbtest::workbench_command("run " + file.string() + " --runs-dir " + runs.string()) + mode,
+      dir.path());
+}
+
+}  // namespace
+
 TEST_CASE("point checks: workbench run --dry-run refuses an impossible point and trains nothing") {
-  TempDir dir;
-  const fs::path file = dir.path / "checks.toml";
-  std::ofstream(file) << replaced(kBase, "k = 2", "k = 17");
-  const fs::path runs = dir.path / "runs";
-  const std::string command =
-      wbtest::workbench_command("run " + file.string() + " --runs-dir " + runs.string());
+  TempDir dir("point_checks");
+  const std::string file = (dir.path() / "checks.toml").string();
   for (const std::string& mode : {std::string(" --dry-run"), std::string()}) {
     CAPTURE(mode);
-    const auto [code, text] = wbtest::run_shell(command + mode, dir.path);
+    const auto [code, text] = run_file(dir, replaced(kBase, "k = 2", "k = 17"), mode);
     CHECK(code == 2);
-    CHECK(contains(text, file.string() + ":19:5: gate.k = 17"));
-    CHECK_FALSE(fs::exists(runs));  // no point directory, no training
+    CHECK(contains(text, file + ":19:5: gate.k = 17"));
+    CHECK_FALSE(fs::exists(dir.path() / "runs"));  // no point directory, no training
   }
-  std::ofstream(file, std::ios::trunc) << kBase;
-  CHECK(wbtest::run_shell(command + " --dry-run", dir.path).first == 0);
+  CHECK(run_file(dir, kBase).first == 0);
+}
+
+TEST_CASE("point checks: --dry-run names the fixed gate, an unrouted view, a second mask ratio") {
+  TempDir dir("point_checks");
+  const std::string file = (dir.path() / "checks.toml").string();
+  const std::pair<std::string, std::string> refused[] = {
+      {fixed_gate(1), ":17:1: gate: the losses ask for 2 views per image"},
+      {probing(fixed_gate(2), "[0, 2]"), ":25:9: evaluators.linear_probe.views = [0, 2]"},
+      {two_masks("0.5", "0.75"), ":27:14: losses.1.mask_ratio = 0.75"}};
+  for (const auto& [text, where] : refused) {
+    CAPTURE(where);
+    const auto [code, output] = run_file(dir, text);
+    CHECK(code == 2);
+    CHECK(contains(output, file + where));
+  }
+  for (const std::string& text : {probing(fixed_gate(2), "[0, 1]"), two_masks("0.6", "0.6")})
+    CHECK(run_file(dir, text).first == 0);
+  CHECK_FALSE(fs::exists(dir.path() / "runs"));
 }

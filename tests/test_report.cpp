@@ -16,6 +16,7 @@
 #include "config/experiment.h"
 #include "config_test_registry.h"
 #include "e2e_fixture.h"
+#include "fixture_temp_dir.h"
 #include "h5/metrics.h"
 #include "process/spawn.h"
 #include "report/gnuplot.h"
@@ -32,18 +33,7 @@ using wbtest::slurp;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "wb_test_report_XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using wbtest::TempDir;
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
@@ -194,13 +184,13 @@ const std::vector<double> kSeconds = {10.0, 20.0, 30.0};  // by seed
 const double kCorr0 = 1.2, kNon0 = 0.9;
 
 struct Sweep {
-  TempDir tmp;
+  TempDir tmp{"report"};
   fs::path runs;
   wb::Registry registry;
   std::string failed_id;
   std::string png;  // an evaluator image of experiment A
 
-  Sweep() : runs(tmp.path / "runs") {
+  Sweep() : runs(tmp.path() / "runs") {
     wb::test::add_fake_plugins(registry);
     write_a();
     write_b();
@@ -525,19 +515,19 @@ TEST_CASE("report: baseline differences, columns nobody measured, unreadable poi
 
   wb::ReportOptions options;
   options.plots = false;
-  options.out = sweep.tmp.path / "elsewhere";
+  options.out = sweep.tmp.path() / "elsewhere";
   const wb::ReportResult result = wb::write_report({dir}, options);
-  CHECK(fs::exists(sweep.tmp.path / "elsewhere" / "report.md"));
+  CHECK(fs::exists(sweep.tmp.path() / "elsewhere" / "report.md"));
   REQUIRE(result.warnings.size() == 1);
   CHECK(contains(result.warnings[0], "'knn/top9'"));
-  const std::string md = slurp(sweep.tmp.path / "elsewhere" / "report.md");
+  const std::string md = slurp(sweep.tmp.path() / "elsewhere" / "report.md");
   const auto row3 = md_row(md, "| 0.3 |");
   const double delta = mean_of(kTop1.at(0.3)) - mean_of(kTop1.at(0.0));
   CHECK(contains(row3[1], fmt("(+%.1f)", delta)));
   CHECK(row3[4] == "—");  // knn/top9
   CHECK(contains(md, "badpoint"));
   CHECK(contains(md, "7 points in 2 configurations; 5 done, 2 failed"));
-  const auto csv = csv_records(sweep.tmp.path / "elsewhere" / "report.csv");
+  const auto csv = csv_records(sweep.tmp.path() / "elsewhere" / "report.csv");
   REQUIRE(csv.size() == 2);
   CHECK(csv[0].at("baseline") == "1");
   CHECK(csv[1].at("baseline") == "0");
@@ -626,13 +616,13 @@ TEST_CASE("report comparing two experiments: experiment column, union of columns
 
 TEST_CASE("report errors: not an experiment directory, plots without gnuplot") {
   Sweep sweep;
-  CHECK_THROWS_WITH_AS(wb::write_report({sweep.tmp.path}), doctest::Contains("no points found"),
+  CHECK_THROWS_WITH_AS(wb::write_report({sweep.tmp.path()}), doctest::Contains("no points found"),
                        std::runtime_error);
-  CHECK_THROWS_WITH_AS(wb::write_report({sweep.tmp.path / "nope"}),
+  CHECK_THROWS_WITH_AS(wb::write_report({sweep.tmp.path() / "nope"}),
                        doctest::Contains("not a directory"), std::runtime_error);
 
   wb::ReportOptions options;
-  options.gnuplot = (sweep.tmp.path / "no-such-gnuplot").string();
+  options.gnuplot = (sweep.tmp.path() / "no-such-gnuplot").string();
   const wb::ReportResult result = wb::write_report({sweep.runs / "toy_a"}, options);
   CHECK(contains(result.plot_error, "gnuplot not found"));
   CHECK(result.plots == 0);

@@ -195,14 +195,9 @@ TEST_CASE("launcher environment: torchrun and SLURM variables, SLURM node lists"
 TEST_CASE("two launchers on one runs directory train every point exactly once") {
   REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
   wbtest::TempDir dir;
-  std::ofstream(dir.path() / "shared.toml") << R"([experiment]
-name = "shared"
-seeds = [0, 1, 2]
-)" << kBase << R"(
-steps = 6
-)";
-  const std::string args = "run " + (dir.path() / "shared.toml").string() + " --runs-dir " +
-                           (dir.path() / "runs").string() + " --no-report";
+  const std::string args = wbtest::run_args(
+      wbtest::write_experiment(dir.path(), "shared", kBase, "steps = 6\n", "[0, 1, 2]"),
+      dir.path() / "runs", " --no-report");
   const pid_t a = start(command(args), dir.path() / "a.txt");
   const pid_t b = start(command(args), dir.path() / "b.txt");
   const int code_a = finish(a), code_b = finish(b);
@@ -235,15 +230,9 @@ TEST_CASE(
     "a point dies with its killed launcher, a second trainer is refused, a rerun takes over") {
   REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
   wbtest::TempDir dir;
-  std::ofstream(dir.path() / "long.toml") << R"([experiment]
-name = "long"
-seeds = [0]
-)" << kBase << R"(
-steps = 400
-checkpoint_every = 4
-)";
-  const std::string args = "run " + (dir.path() / "long.toml").string() + " --runs-dir " +
-                           (dir.path() / "runs").string() + " --no-report";
+  const std::string args = wbtest::run_args(
+      wbtest::write_experiment(dir.path(), "long", kBase, "steps = 400\ncheckpoint_every = 4\n"),
+      dir.path() / "runs", " --no-report");
   const pid_t launcher = start(command(args), dir.path() / "first.txt");
   const fs::path exp = dir.path() / "runs" / "long";
   wb::RunStatus running;
@@ -293,13 +282,8 @@ checkpoint_every = 4
 TEST_CASE("ranks from torchrun's environment: 2 ranks end with the weights of 1 process") {
   REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
   wbtest::TempDir dir;
-  std::ofstream(dir.path() / "ddp.toml") << R"([experiment]
-name = "ddp"
-seeds = [0]
-)" << kBase << R"(
-steps = 6
-)";
-  const std::string file = (dir.path() / "ddp.toml").string();
+  const std::string file =
+      wbtest::write_experiment(dir.path(), "ddp", kBase, "steps = 6\n").string();
   // One process.
   const pid_t single = start(
       command("run " + file + " --runs-dir " + (dir.path() / "single").string() + " --no-report"),
@@ -336,16 +320,10 @@ steps = 6
 TEST_CASE("a rank that does not join is an error naming it, not a hang") {
   REQUIRE_MESSAGE(fs::exists(kFashion), "Fashion-MNIST (dataset-fashion-mnist) is not installed");
   wbtest::TempDir dir;
-  std::ofstream(dir.path() / "alone.toml") << R"([experiment]
-name = "alone"
-seeds = [0]
-)" << kBase << R"(
-steps = 2
-)";
-  const pid_t prepare =
-      start(command("run " + (dir.path() / "alone.toml").string() + " --runs-dir " +
-                    (dir.path() / "runs").string() + " --prepare"),
-            dir.path() / "prepare.txt");
+  const pid_t prepare = start(
+      command(wbtest::run_args(wbtest::write_experiment(dir.path(), "alone", kBase, "steps = 2\n"),
+                               dir.path() / "runs", " --prepare")),
+      dir.path() / "prepare.txt");
   REQUIRE(finish(prepare) == 0);
   const fs::path point = point_dirs(dir.path() / "runs" / "alone").at(0);
   const std::string env =
@@ -363,41 +341,17 @@ steps = 2
 namespace {
 
 fs::path prepare_point(const fs::path& dir, const std::string& name, const std::string& train) {
-  std::ofstream(dir / (name + ".toml")) << "[experiment]\nname = \"" << name << R"("
-seeds = [0]
-[base]
-threads = 1
-workers = 1
-[base.data]
-dataset = "fashion_mnist"
-train_limit = 128
-test_limit = 32
-[base.views]
-recipe = "train"
-[base.backbone]
-plugin = "vit"
-patch = 7
-dim = 16
-depth = 2
-heads = 2
-experts = 4
-moe_last = 1
-[base.gate]
-plugin = "noisy_topk"
-[[base.losses]]
-plugin = "classify"
-[base.train]
-batch = 16
-warmup_epochs = 0
-lr_scaling = "none"
-base_lr = 0.01
-min_lr = 0.01
-clip_grad = 0.001
-log_every = 1
-)" << train;
-  const pid_t prepare = start(command("run " + (dir / (name + ".toml")).string() + " --runs-dir " +
-                                      (dir / "runs").string() + " --prepare"),
-                              dir / (name + "_prepare.txt"));
+  // A TokenMoE (the last of 2 blocks) under noisy top-k, at a constant learning rate with every
+  // step clipped.
+  const std::string base =
+      wbtest::fashion_base(128, 32) + wbtest::views("train") + wbtest::small_token_moe() +
+      "[[base.losses]]\nplugin = \"classify\"\n"
+      "[base.train]\nbatch = 16\nwarmup_epochs = 0\nlr_scaling = \"none\"\nbase_lr = 0.01\n"
+      "min_lr = 0.01\nclip_grad = 0.001\nlog_every = 1\n";
+  const pid_t prepare =
+      start(command(wbtest::run_args(wbtest::write_experiment(dir, name, base, train), dir / "runs",
+                                     " --prepare")),
+            dir / (name + "_prepare.txt"));
   REQUIRE(finish(prepare) == 0);
   return point_dirs(dir / "runs" / name).at(0);
 }

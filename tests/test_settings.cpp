@@ -18,6 +18,7 @@
 #include "config/experiment.h"
 #include "config/run_config.h"
 #include "dist/communicator.h"
+#include "fixture_temp_dir.h"
 #include "train/checkpoint.h"
 #include "train/model.h"
 
@@ -42,15 +43,7 @@ std::string crmoe(const std::string& moco_extra = "", const std::string& ogar_ex
          train;
 }
 
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("wb_test_settings_" + std::to_string(::getpid()));
-  TempDir() { fs::create_directories(path); }
-  ~TempDir() { fs::remove_all(path); }
-  fs::path write(const std::string& name, const std::string& text) const {
-    std::ofstream(path / name) << text;
-    return path / name;
-  }
-};
+using wbtest::TempDir;
 
 }  // namespace
 
@@ -144,7 +137,7 @@ TEST_CASE("moved keys: an experiment file that sets moco's or ogar's tau or mome
 }
 
 TEST_CASE("moved keys: an older run directory's config.toml is migrated, or refused on conflict") {
-  TempDir dir;
+  TempDir dir("settings");
   // What the previous version wrote: tau and momentum in both loss tables, none in [train].
   const std::string old = crmoe("tau = 0.3\nmomentum = 0.97\n", "tau = 0.3\nmomentum = 0.97\n");
   const wb::RunConfig c = wb::load_run_config(dir.write("config.toml", old), plugins());
@@ -189,11 +182,11 @@ TEST_CASE("checkpoint_state: the module names a checkpoint holds, and a round tr
   std::vector<std::string> modules;
   for (const auto& [name, m] : sa.modules) modules.push_back(name);
   CHECK(modules == std::vector<std::string>{"backbone", "loss0_moco", "loss1_ogar", "momentum"});
-  TempDir dir;
+  TempDir dir("settings");
   sa.step = 7;
-  wb::save_checkpoint(dir.path / "last.pt", sa);
+  wb::save_checkpoint(dir.path() / "last.pt", sa);
   wb::CheckpointState sb = wb::checkpoint_state(b);
-  CHECK(wb::load_checkpoint(dir.path / "last.pt", sb) == 7);
+  CHECK(wb::load_checkpoint(dir.path() / "last.pt", sb) == 7);
   for (const auto& item : a.backbone->named_parameters())
     CHECK(at::equal(item.value(), *b.backbone->named_parameters().find(item.key())));
   for (const auto& item : a.losses[0]->named_parameters())

@@ -33,41 +33,17 @@ int line_of(const std::string& text, const std::string& needle) {
 }
 
 // A tiny dense MAE, its clustering, a MoCE from both, the MoCE's deployment.
-const std::string kStages = R"([experiment]
-name = "chain"
-seeds = [0, 1]
-
-[base]
-threads = 1
-workers = 1
-[base.data]
-dataset = "fashion_mnist"
-train_limit = 128
-test_limit = 64
-[base.datasets.transfer]
+const std::string kStages =
+    wbtest::experiment_text("chain",
+                            wbtest::fashion_base(128, 64, R"([base.datasets.transfer]
 dataset = "fashion_mnist"
 classes = [5, 6, 7, 8, 9]
 train_limit = 128
 test_limit = 64
-[base.views]
-recipe = "mae"
-[base.backbone]
-plugin = "vit"
-patch = 7
-dim = 16
-depth = 2
-heads = 2
-[[base.losses]]
-plugin = "mae"
-decoder_dim = 16
-decoder_depth = 1
-decoder_heads = 2
-[base.train]
-batch = 32
-epochs = 1
-warmup_epochs = 0
-
-[stage.mae]
+)") + wbtest::views("mae") + wbtest::small_vit("base.backbone", 2) +
+                                wbtest::kSmallMae +
+                                "[base.train]\nbatch = 32\nepochs = 1\nwarmup_epochs = 0\n",
+                            R"([stage.mae]
 base = { evaluators = [] }
 
 [stage.clusters]
@@ -95,7 +71,8 @@ from = "@moce"
 data = "transfer"
 [[stage.deploy.evaluators]]
 plugin = "knn"
-)";
+)",
+                            "[0, 1]");
 
 }  // namespace
 

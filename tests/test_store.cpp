@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "e2e_fixture.h"
+#include "fixture_temp_dir.h"
 #include "process/scheduler.h"
 #include "run/progress.h"
 #include "run/sweep.h"
@@ -27,18 +28,7 @@ using wbtest::slurp;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "wb_test_store_XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using wbtest::TempDir;
 
 wb::Command shell(const std::string& name, const std::string& script) {
   return {name, {"/bin/sh", "-c", script}, {}};
@@ -53,8 +43,8 @@ wb::SweepItem sweep_item(const fs::path& root, const std::string& id, const std:
 }  // namespace
 
 TEST_CASE("atomic file: writes, replaces, leaves no temporary, keeps the old file on failure") {
-  TempDir dir;
-  const fs::path file = dir.path / "sub" / "status.toml";
+  TempDir dir("store");
+  const fs::path file = dir.path() / "sub" / "status.toml";
   wb::write_file_atomic(file, "first\n");
   CHECK(slurp(file) == "first\n");
   wb::write_file_atomic(file, "second\n");
@@ -71,13 +61,13 @@ TEST_CASE("atomic file: writes, replaces, leaves no temporary, keeps the old fil
   // A parent that is a file cannot be created.
   CHECK_THROWS_WITH_AS(wb::write_file_atomic(file / "child", "x"), doctest::Contains("status.toml"),
                        std::runtime_error);
-  CHECK_THROWS_WITH_AS(wb::read_file(dir.path / "nope"), doctest::Contains("nope"),
+  CHECK_THROWS_WITH_AS(wb::read_file(dir.path() / "nope"), doctest::Contains("nope"),
                        std::runtime_error);
 }
 
 TEST_CASE("status.toml round trip, defaults and errors") {
-  TempDir dir;
-  const fs::path file = dir.path / "status.toml";
+  TempDir dir("store");
+  const fs::path file = dir.path() / "status.toml";
   CHECK(wb::read_status(file).state == wb::RunState::Queued);  // missing file
 
   wb::RunStatus s;
@@ -121,7 +111,7 @@ TEST_CASE("status.toml round trip, defaults and errors") {
 }
 
 TEST_CASE("point directory: config.toml, point.toml with assignments in order, experiment copy") {
-  TempDir dir;
+  TempDir dir("store");
   wb::Experiment experiment;
   experiment.name = "ogar_sweep";
   experiment.source = "[experiment]\nname = \"ogar_sweep\"\n";
@@ -136,8 +126,8 @@ TEST_CASE("point directory: config.toml, point.toml with assignments in order, e
                        {"seed", "7"}};
   point.config.toml = "seed = 7\n[train]\nbatch = 64\n";
 
-  const fs::path exp_dir = wb::experiment_dir(dir.path, experiment.name);
-  wb::write_experiment_copy(dir.path, experiment);
+  const fs::path exp_dir = wb::experiment_dir(dir.path(), experiment.name);
+  wb::write_experiment_copy(dir.path(), experiment);
   CHECK(slurp(exp_dir / "experiment.toml") == experiment.source);
   const wb::RunPaths paths(exp_dir / point.id);
   wb::prepare_point_dir(paths.dir, experiment, point);
@@ -150,8 +140,8 @@ TEST_CASE("point directory: config.toml, point.toml with assignments in order, e
   CHECK(p.label == point.label);
   CHECK(p.assignments == point.assignments);  // in order, literals exactly as written
 
-  CHECK_THROWS(wb::experiment_dir(dir.path, "../escape"));
-  CHECK_THROWS(wb::experiment_dir(dir.path, ""));
+  CHECK_THROWS(wb::experiment_dir(dir.path(), "../escape"));
+  CHECK_THROWS(wb::experiment_dir(dir.path(), ""));
 }
 
 TEST_CASE("a point is complete when done with every configured evaluator") {
@@ -168,8 +158,8 @@ TEST_CASE("a point is complete when done with every configured evaluator") {
 }
 
 TEST_CASE("record_result: what the parent writes for each way a child ends") {
-  TempDir dir;
-  const fs::path file = dir.path / "status.toml";
+  TempDir dir("store");
+  const fs::path file = dir.path() / "status.toml";
   wb::CommandResult r;
   r.started = true;
   r.pid = 99;
@@ -228,30 +218,30 @@ TEST_CASE("record_result: what the parent writes for each way a child ends") {
 }
 
 TEST_CASE("sweep: failures are recorded and the others still run") {
-  TempDir dir;
+  TempDir dir("store");
   const std::vector<wb::SweepItem> items = {
-      sweep_item(dir.path, "ok1", "touch " + (dir.path / "ok1" / "ran").string()),
-      sweep_item(dir.path, "code3", "exit 3"),
-      sweep_item(dir.path, "killed", "kill -9 $$"),
-      sweep_item(dir.path, "ok2", "touch " + (dir.path / "ok2" / "ran").string()),
+      sweep_item(dir.path(), "ok1", "touch " + (dir.path() / "ok1" / "ran").string()),
+      sweep_item(dir.path(), "code3", "exit 3"),
+      sweep_item(dir.path(), "killed", "kill -9 $$"),
+      sweep_item(dir.path(), "ok2", "touch " + (dir.path() / "ok2" / "ran").string()),
   };
   const wb::SweepReport report = wb::run_sweep(items, {});
 
   REQUIRE(report.outcomes.size() == 4);
   CHECK_FALSE(report.interrupted);
   CHECK(report.failed() == 2);
-  CHECK(wb::read_status(dir.path / "ok1" / "status.toml").state == wb::RunState::Done);
-  const auto code3 = wb::read_status(dir.path / "code3" / "status.toml");
+  CHECK(wb::read_status(dir.path() / "ok1" / "status.toml").state == wb::RunState::Done);
+  const auto code3 = wb::read_status(dir.path() / "code3" / "status.toml");
   CHECK(code3.state == wb::RunState::Failed);
   CHECK(code3.error == "exited with code 3");
   CHECK(code3.exit_code == 3);
-  const auto killed = wb::read_status(dir.path / "killed" / "status.toml");
+  const auto killed = wb::read_status(dir.path() / "killed" / "status.toml");
   CHECK(killed.state == wb::RunState::Failed);
   CHECK(killed.error == "killed by SIGKILL");
   CHECK(killed.signal == "SIGKILL");
-  CHECK(wb::read_status(dir.path / "ok2" / "status.toml").state == wb::RunState::Done);
-  CHECK(fs::exists(dir.path / "ok1" / "ran"));
-  CHECK(fs::exists(dir.path / "ok2" / "ran"));  // ran after two failures
+  CHECK(wb::read_status(dir.path() / "ok2" / "status.toml").state == wb::RunState::Done);
+  CHECK(fs::exists(dir.path() / "ok1" / "ran"));
+  CHECK(fs::exists(dir.path() / "ok2" / "ran"));  // ran after two failures
   CHECK(report.outcomes[2].error == "killed by SIGKILL");
 
   const std::string summary = wb::format_summary(report.outcomes);
@@ -261,18 +251,18 @@ TEST_CASE("sweep: failures are recorded and the others still run") {
 }
 
 TEST_CASE("sweep: a point held by another trainer is left alone, a started one holds its lock") {
-  TempDir dir;
+  TempDir dir("store");
   // The child checks that the point's lock is taken (by the descriptor it inherited): a
   // fresh `flock -n` on the file must fail.
   const std::string probe =
-      "flock -n " + (dir.path / "mine" / "point.lock").string() + " true && exit 7; exit 0";
-  const std::vector<wb::SweepItem> items = {sweep_item(dir.path, "held", "exit 0"),
-                                            sweep_item(dir.path, "mine", probe)};
+      "flock -n " + (dir.path() / "mine" / "point.lock").string() + " true && exit 7; exit 0";
+  const std::vector<wb::SweepItem> items = {sweep_item(dir.path(), "held", "exit 0"),
+                                            sweep_item(dir.path(), "mine", probe)};
   wb::RunStatus running;
   running.state = wb::RunState::Running;
   running.pid = 4242;
-  wb::write_status(dir.path / "held" / "status.toml", running);
-  wb::PointLock other = wb::PointLock::try_acquire(dir.path / "held");
+  wb::write_status(dir.path() / "held" / "status.toml", running);
+  wb::PointLock other = wb::PointLock::try_acquire(dir.path() / "held");
   REQUIRE(other.held());
   std::ostringstream messages;
   wb::SweepOptions options;
@@ -285,53 +275,53 @@ TEST_CASE("sweep: a point held by another trainer is left alone, a started one h
   CHECK(report.outcomes[0].elsewhere ==
         "pid " + std::to_string(getpid()) + " on host " + std::string(host));
   CHECK(report.outcomes[0].state == wb::RunState::Running);
-  CHECK(wb::read_status(dir.path / "held" / "status.toml").pid == 4242);
+  CHECK(wb::read_status(dir.path() / "held" / "status.toml").pid == 4242);
   CHECK(messages.str().find("skip held") != std::string::npos);
   CHECK(wb::format_summary(report.outcomes).find("running (elsewhere)") != std::string::npos);
   // The other ran holding its claim, and released it at its end.
   CHECK(report.outcomes[1].state == wb::RunState::Done);
-  CHECK(wb::PointLock::try_acquire(dir.path / "mine").held());
+  CHECK(wb::PointLock::try_acquire(dir.path() / "mine").held());
   other.release();
   CHECK(report.failed() == 0);
 }
 
 TEST_CASE("sweep: --fail-fast starts nothing after the first failure") {
-  TempDir dir;
+  TempDir dir("store");
   const std::vector<wb::SweepItem> items = {
-      sweep_item(dir.path, "bad", "exit 3"),
-      sweep_item(dir.path, "never", "touch " + (dir.path / "never" / "ran").string()),
+      sweep_item(dir.path(), "bad", "exit 3"),
+      sweep_item(dir.path(), "never", "touch " + (dir.path() / "never" / "ran").string()),
   };
   wb::SweepOptions options;
   options.fail_fast = true;
   const auto report = wb::run_sweep(items, options);
   CHECK(report.outcomes[0].state == wb::RunState::Failed);
   CHECK(report.outcomes[1].state == wb::RunState::Queued);
-  CHECK(wb::read_status(dir.path / "never" / "status.toml").state == wb::RunState::Queued);
-  CHECK_FALSE(fs::exists(dir.path / "never" / "ran"));
+  CHECK(wb::read_status(dir.path() / "never" / "status.toml").state == wb::RunState::Queued);
+  CHECK_FALSE(fs::exists(dir.path() / "never" / "ran"));
   CHECK(wb::format_summary(report.outcomes).find("not run") != std::string::npos);
 }
 
 TEST_CASE("sweep: a rerun resets old errors and keeps the evaluators already done") {
-  TempDir dir;
-  auto item = sweep_item(dir.path, "p", "exit 0");
+  TempDir dir("store");
+  auto item = sweep_item(dir.path(), "p", "exit 0");
   wb::RunStatus old;
   old.state = wb::RunState::Failed;
   old.error = "exited with code 3";
   old.evaluators_done = {"knn"};
-  wb::write_status(dir.path / "p" / "status.toml", old);
+  wb::write_status(dir.path() / "p" / "status.toml", old);
   const auto report = wb::run_sweep({item}, {});
-  const auto s = wb::read_status(dir.path / "p" / "status.toml");
+  const auto s = wb::read_status(dir.path() / "p" / "status.toml");
   CHECK(s.state == wb::RunState::Done);
   CHECK(s.error.empty());
   CHECK(s.evaluators_done == std::vector<std::string>{"knn"});
 }
 
 TEST_CASE("scheduler: --jobs 2 runs two children at once") {
-  TempDir dir;
+  TempDir dir("store");
   // Each child creates its file, then waits (at most ~10 s) for the other's: both can only
   // succeed if they run at the same time.
   auto waiter = [&](const std::string& mine, const std::string& other) {
-    const std::string m = (dir.path / mine).string(), o = (dir.path / other).string();
+    const std::string m = (dir.path() / mine).string(), o = (dir.path() / other).string();
     return "touch " + m + "; i=0; while [ ! -e " + o + " ] && [ $i -lt 200 ]; do sleep 0.05; " +
            "i=$((i+1)); done; [ -e " + o + " ]";
   };
@@ -368,10 +358,10 @@ TEST_CASE("scheduler: prefixed output, one line at a time") {
 }
 
 TEST_CASE("scheduler: an interrupt reaches the running child and stops the rest") {
-  TempDir dir;
+  TempDir dir("store");
   const std::vector<wb::SweepItem> items = {
-      sweep_item(dir.path, "long", "sleep 20"),
-      sweep_item(dir.path, "later", "exit 0"),
+      sweep_item(dir.path(), "long", "sleep 20"),
+      sweep_item(dir.path(), "later", "exit 0"),
   };
   std::vector<wb::Command> commands = {items[0].command, items[1].command};
   wb::SchedulerOptions options;
@@ -383,7 +373,7 @@ TEST_CASE("scheduler: an interrupt reaches the running child and stops the rest"
   CHECK(report.results[0].signal == SIGINT);
   CHECK(report.results[0].seconds < 15);  // it did not sleep to the end
   CHECK_FALSE(report.results[1].started);
-  CHECK(wb::record_result(dir.path / "long" / "status.toml", report.results[0]).error ==
+  CHECK(wb::record_result(dir.path() / "long" / "status.toml", report.results[0]).error ==
         "interrupted");
 }
 
@@ -397,8 +387,8 @@ TEST_CASE("scheduler: a program that cannot start is reported, not fatal") {
 }
 
 TEST_CASE("scheduler: environment variables reach the child") {
-  TempDir dir;
-  const fs::path out = dir.path / "env";
+  TempDir dir("store");
+  const fs::path out = dir.path() / "env";
   wb::Command c = shell("e", "printf %s \"$OMP_NUM_THREADS\" > " + out.string());
   c.env = {{"OMP_NUM_THREADS", "3"}};
   CHECK(wb::schedule_commands({c}, {}).results[0].ok());
@@ -440,10 +430,10 @@ TEST_CASE("progress line and its pacing") {
 }
 
 TEST_CASE("workbench _point without a usable config.toml fails and says so in status.toml") {
-  TempDir dir;
-  const fs::path point = dir.path / "p";
+  TempDir dir("store");
+  const fs::path point = dir.path() / "p";
   fs::create_directories(point);
-  CHECK(wbtest::workbench("_point " + point.string() + " --threads 1", dir.path).first == 1);
+  CHECK(wbtest::workbench("_point " + point.string() + " --threads 1", dir.path()).first == 1);
   const auto s = wb::read_status(point / "status.toml");
   CHECK(s.state == wb::RunState::Failed);
   CHECK_FALSE(s.error.empty());

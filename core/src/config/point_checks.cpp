@@ -1,5 +1,7 @@
 #include "config/point_checks.h"
 
+#include <stdexcept>
+
 #include "config/validate.h"
 #include "workbench/registry.h"
 
@@ -60,6 +62,24 @@ std::vector<Table> plugin_list(const Node& tree, const std::string& key, Kind ki
   return out;
 }
 
+// Runs every loss's check and merges what they declare they need, as the trainer merges the
+// built losses' requirements: two losses asking different mask ratios are refused here, at the
+// second one's mask_ratio.
+LossRequirements check_losses(const Node& tree, const RunConfig& config, const Registry& registry,
+                              const ValidationContext& context) {
+  LossRequirements needs;
+  for (const Table& t : plugin_list(tree, "losses", Kind::Loss, config.losses)) {
+    const ValidationReport r = run_check(tree, t, registry, context);
+    try {
+      needs = merge_requirements(needs, r.needs);
+    } catch (const std::invalid_argument& e) {
+      report(tree, t,
+             ValidationError{t.plugin->params.has("mask_ratio") ? "mask_ratio" : "", e.what()});
+    }
+  }
+  return needs;
+}
+
 void check_device(const Node& tree, const RunConfig& config, const PointEnvironment& env) {
   if (!env.has_cuda || config.settings.run.device != "cuda" || env.has_cuda()) return;
   const Node* device = tree.find("device");
@@ -85,7 +105,7 @@ void check_point(const Node& tree, const RunConfig& config, const Registry& regi
   context.data = &config.data;
   context.train = &config.train;
 
-  // The backbone first: the model it declares is what the gate, losses and evaluators check
+  // The backbone first: the model it declares is what the losses, gate and evaluators check
   // against (a gate's k against the backbone's experts).
   const Node* backbone = tree.find("backbone");
   if (!backbone) return;  // validate_run has refused it already
@@ -96,10 +116,13 @@ void check_point(const Node& tree, const RunConfig& config, const Registry& regi
   context.patch_grid = model.shape.patch_grid;
   context.moe_layers = model.shape.moe_layers;
 
+  // The losses next: what they declare they need (their views) is what the gate checks (the
+  // fixed gate's expert per view), and the gate's routable views what the evaluators check.
+  context.views = check_losses(tree, config, registry, context).views;
   if (const Node* gate = tree.find("gate"); gate && !config.gate.plugin.empty())
-    run_check(tree, Table{Kind::Gate, &config.gate, "gate", gate}, registry, context);
-  for (const Table& t : plugin_list(tree, "losses", Kind::Loss, config.losses))
-    run_check(tree, t, registry, context);
+    context.routed_views =
+        run_check(tree, Table{Kind::Gate, &config.gate, "gate", gate}, registry, context)
+            .routed_views;
   for (const Table& t : plugin_list(tree, "evaluators", Kind::Evaluator, config.evaluators))
     run_check(tree, t, registry, context);
 }

@@ -16,20 +16,6 @@ namespace wb {
 
 namespace {
 
-LossRequirements merge(LossRequirements a, const LossRequirements& b) {
-  a.views = std::max(a.views, b.views);
-  a.labels = a.labels || b.labels;
-  a.momentum_encoder = a.momentum_encoder || b.momentum_encoder;
-  a.freeze_patch_embedding = a.freeze_patch_embedding || b.freeze_patch_embedding;
-  if (a.mask_ratio > 0 && b.mask_ratio > 0 && a.mask_ratio != b.mask_ratio)
-    throw std::runtime_error("two losses ask for different mask ratios (" +
-                             std::to_string(a.mask_ratio) + " and " + std::to_string(b.mask_ratio) +
-                             "): a step draws one mask per view");
-  a.mask_ratio = std::max(a.mask_ratio, b.mask_ratio);
-  a.expert_outputs = a.expert_outputs || b.expert_outputs;
-  return a;
-}
-
 std::shared_ptr<Backbone> make_backbone(const RunConfig& config, const Registry& registry,
                                         const DataShape& data, const at::Tensor& centroids) {
   BackboneContext context;
@@ -168,7 +154,7 @@ Model build_model(const RunConfig& config, const Registry& registry, const DataS
   for (const auto& l : config.losses) {
     model.losses.push_back(registry.make_loss(l.plugin, l.params, context));
     model.loss_names.push_back(l.plugin);
-    model.needs = merge(model.needs, model.losses.back()->requirements());
+    model.needs = merge_requirements(model.needs, model.losses.back()->requirements());
   }
 
   if (model.needs.freeze_patch_embedding) model.backbone->freeze_patch_embedding();

@@ -96,4 +96,5 @@ WORKBENCH_PLUGIN("weighted k-NN evaluator") {
                                "0 are named <metric>_view<v>")
            .at_least(0)},
       [](const wb::Params& p) { return std::make_shared<Knn>(p); });
+  registry.add_check(wb::Kind::Evaluator, "knn", wb::check_views);
 }

@@ -146,4 +146,5 @@ WORKBENCH_PLUGIN("linear probe evaluator") {
                                "0 are named <metric>_view<v>")
            .at_least(0)},
       [](const wb::Params& p) { return std::make_shared<LinearProbe>(p); });
+  registry.add_check(wb::Kind::Evaluator, "linear_probe", wb::check_views);
 }

@@ -235,4 +235,5 @@ WORKBENCH_PLUGIN("semi-supervised evaluator") {
                                "0 are named <metric>_view<v>")
            .at_least(0)},
       [](const wb::Params& p) { return std::make_shared<SemiSupervised>(p); });
+  registry.add_check(wb::Kind::Evaluator, "semi_supervised", wb::check_views);
 }

@@ -8,7 +8,7 @@
 //   backbone = { plugin = "vit", dim = 384, depth = 12, heads = 6, patch = 16,
 //                experts = 2, expert_ratio = 4, moe_every = 2 }   # hidden 4d: full-size experts
 //   gate = { plugin = "fixed" }
-//   evaluators: e.g. { plugin = "linear_probe" } and { plugin = "linear_probe", view = 1 }
+//   evaluators: e.g. { plugin = "linear_probe", views = [0, 1] } (both paths)
 #include <ATen/ATen.h>
 
 #include <stdexcept>
@@ -18,6 +18,19 @@
 #include "workbench/plugin.h"
 
 namespace {
+
+// View i goes to expert i, so the views the losses ask for per image must have an expert each;
+// checked before any point runs (Registry::add_check). The route still refuses a view index
+// with no expert, for losses without a check and for evaluations. Declares the routable views
+// (one per expert): the evaluators' checks refuse a `views` entry past them.
+void check(const wb::Params&, const wb::ValidationContext& c, wb::ValidationReport& r) {
+  r.routed_views = c.experts;
+  if (c.experts > 0 && c.views > c.experts)
+    r.error("", "the losses ask for " + std::to_string(c.views) +
+                    " views per image, but the backbone's MoE layers have " +
+                    std::to_string(c.experts) + (c.experts == 1 ? " expert" : " experts") +
+                    " (view i uses expert i)");
+}
 
 class FixedGate : public wb::Gate {
  public:
@@ -70,4 +83,5 @@ WORKBENCH_PLUGIN("gate fixed: sep-ViT routing by view") {
       {}, [](const wb::Params& p, const wb::GateShape& s) {
         return std::make_shared<FixedGate>(p, s);
       });
+  registry.add_check(wb::Kind::Gate, "fixed", check);
 }

@@ -34,10 +34,20 @@ namespace {
   throw std::invalid_argument("loss mae: " + what);
 }
 
+// What the loss asks of the trainer: Loss::requirements() and, before any point runs, the
+// check's declaration (ValidationReport::needs), from this one function.
+wb::LossRequirements needs(const wb::Params& p) {
+  wb::LossRequirements r;
+  r.views = 1;
+  r.mask_ratio = p.real("mask_ratio");
+  return r;
+}
+
 // The decoder's shape and the mask against the patch grid, checked before any point runs
 // (Registry::add_check; the grid is 0 there when the image size is not known) and again by the
 // constructor.
 void check(const wb::Params& p, const wb::ValidationContext& c, wb::ValidationReport& r) {
+  r.needs = needs(p);
   const auto dim = p.integer("decoder_dim"), heads = p.integer("decoder_heads");
   if (dim % heads != 0)
     r.error("decoder_heads", "decoder_dim = " + std::to_string(dim) +
@@ -57,7 +67,7 @@ void check(const wb::Params& p, const wb::ValidationContext& c, wb::ValidationRe
 class Mae final : public wb::Loss {
  public:
   Mae(const wb::Params& p, const wb::LossContext& c)
-      : mask_ratio_(p.real("mask_ratio")),
+      : needs_(needs(p)),
         norm_pix_(p.boolean("norm_pix_loss")),
         weight_(p.real("weight")),
         grid_(c.patch_grid),
@@ -84,12 +94,7 @@ class Mae final : public wb::Loss {
     pred_ = register_module("decoder_pred", wb::xavier_linear(dim, patch_ * patch_ * channels_));
   }
 
-  wb::LossRequirements requirements() const override {
-    wb::LossRequirements r;
-    r.views = 1;
-    r.mask_ratio = mask_ratio_;
-    return r;
-  }
+  wb::LossRequirements requirements() const override { return needs_; }
 
   wb::LossResult compute(const wb::StepState& state) override {
     if (state.online.empty() || !state.batch || state.batch->views.empty())
@@ -156,7 +161,7 @@ class Mae final : public wb::Loss {
   }
 
  private:
-  double mask_ratio_;
+  wb::LossRequirements needs_;
   bool norm_pix_;
   double weight_;
   std::int64_t grid_, channels_, patch_ = 0;

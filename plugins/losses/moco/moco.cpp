@@ -41,12 +41,22 @@ std::pair<at::Tensor, at::Tensor> contrastive(const at::Tensor& q, const at::Ten
   return {loss, top1};
 }
 
+// What the loss asks of the trainer: Loss::requirements() and, before any point runs, the
+// check's declaration (ValidationReport::needs), from this one function.
+wb::LossRequirements needs(const wb::Params& p) {
+  wb::LossRequirements r;
+  r.views = 2;
+  r.momentum_encoder = true;
+  r.freeze_patch_embedding = p.boolean("random_patch_projection");
+  return r;
+}
+
 class Moco final : public wb::Loss {
  public:
   Moco(const wb::Params& p, const wb::LossContext& c)
       : tau_(c.temperature),
         weight_(p.real("weight")),
-        freeze_patches_(p.boolean("random_patch_projection")),
+        needs_(needs(p)),
         sync_bn_(p.boolean("sync_bn")) {
     if (!(tau_ > 0))
       throw std::invalid_argument(
@@ -70,13 +80,7 @@ class Moco final : public wb::Loss {
     }
   }
 
-  wb::LossRequirements requirements() const override {
-    wb::LossRequirements r;
-    r.views = 2;
-    r.momentum_encoder = true;
-    r.freeze_patch_embedding = freeze_patches_;
-    return r;
-  }
+  wb::LossRequirements requirements() const override { return needs_; }
 
   wb::LossResult compute(const wb::StepState& state) override {
     if (state.online.size() < 2 || state.momentum.size() < 2)
@@ -118,7 +122,8 @@ class Moco final : public wb::Loss {
 
  private:
   double tau_, weight_;
-  bool freeze_patches_, sync_bn_;
+  wb::LossRequirements needs_;
+  bool sync_bn_;
   std::shared_ptr<wb::MlpHead> projector_, predictor_, momentum_projector_;
 };
 
@@ -150,4 +155,7 @@ WORKBENCH_PLUGIN("loss moco: MoCo v3 contrastive learning") {
           ParamSpec::real("weight", 1.0, "multiplies the loss").at_least(0),
       },
       [](const wb::Params& p, const wb::LossContext& c) { return std::make_shared<Moco>(p, c); });
+  registry.add_check(wb::Kind::Loss, "moco",
+                     [](const wb::Params& p, const wb::ValidationContext&,
+                        wb::ValidationReport& r) { r.needs = needs(p); });
 }

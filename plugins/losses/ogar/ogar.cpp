@@ -41,6 +41,15 @@ namespace {
   throw std::invalid_argument("loss ogar: " + what);
 }
 
+// What the loss asks of the trainer: Loss::requirements() and, before any point runs, the
+// check's declaration (ValidationReport::needs), from this one function.
+wb::LossRequirements needs() {
+  wb::LossRequirements r;
+  r.views = 2;
+  r.momentum_encoder = true;
+  return r;
+}
+
 // One direction's terms in one layer: unweighted, before the 2 tau scaling is applied by caller.
 struct Terms {
   at::Tensor cls, patch;
@@ -65,12 +74,7 @@ class Ogar final : public wb::Loss {
     if (!matcher_) fail("the matcher factory returned nothing");
   }
 
-  wb::LossRequirements requirements() const override {
-    wb::LossRequirements r;
-    r.views = 2;
-    r.momentum_encoder = true;
-    return r;
-  }
+  wb::LossRequirements requirements() const override { return needs(); }
 
   wb::LossResult compute(const wb::StepState& state) override {
     if (state.online.size() < 2 || state.momentum.size() < 2)
@@ -283,4 +287,8 @@ WORKBENCH_PLUGIN("loss ogar: CR-MoE's gate alignment regularisation") {
           ParamSpec::boolean("log_layers", true, "also log each MoE layer's cls and patch terms"),
       },
       [](const wb::Params& p, const wb::LossContext& c) { return std::make_shared<Ogar>(p, c); });
+  registry.add_check(wb::Kind::Loss, "ogar",
+                     [](const wb::Params&, const wb::ValidationContext&, wb::ValidationReport& r) {
+                       r.needs = needs();
+                     });
 }

@@ -20,6 +20,7 @@
 #include "workbench/evaluator.h"
 #include "workbench/format.h"
 #include "workbench/stats.h"  // mean_std over seeds
+#include "workbench/validation.h"
 
 namespace wb {
 
@@ -127,6 +128,19 @@ inline EvalResult per_view(const std::vector<std::int64_t>& views,
     for (auto& file : r.files) out.files.push_back(file);
   }
   return out;
+}
+
+// The check of a `views` parameter before anything runs (Registry::add_check): every view index
+// must be one the gate routes (ValidationContext::routed_views; the fixed gate routes one view
+// per expert). Evaluators with a `views` parameter attach it.
+inline void check_views(const Params& p, const ValidationContext& c, ValidationReport& r) {
+  if (c.routed_views <= 0) return;
+  for (const std::int64_t v : p.integers("views"))
+    if (v >= c.routed_views) {
+      r.error("views", "view " + std::to_string(v) + " has no route: gate '" + c.gate +
+                           "' routes views 0 to " + std::to_string(c.routed_views - 1));
+      return;
+    }
 }
 
 // Whether grid[chosen] is the smallest or the largest value of a grid of two or more values:

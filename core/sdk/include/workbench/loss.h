@@ -16,23 +16,9 @@
 #include "workbench/comm.h"
 #include "workbench/matcher.h"
 #include "workbench/params.h"
+#include "workbench/validation.h"  // LossRequirements
 
 namespace wb {
-
-// What a loss needs from the trainer. The trainer takes the union over all losses.
-struct LossRequirements {
-  int views = 1;                        // augmented views per image (MoCo: 2)
-  bool labels = false;                  // needs class labels (supervised)
-  bool momentum_encoder = false;        // needs the EMA encoder's outputs for every view
-                                        // (its momentum m0 is train.momentum, the trainer's)
-  bool freeze_patch_embedding = false;  // random patch projection
-  // MAE masking: the fraction of patches hidden from the online and momentum encoders, drawn
-  // per image and view every step (docs/methods.md §8); 0 = no mask. Losses that ask for
-  // different non-zero ratios cannot be combined.
-  double mask_ratio = 0;
-  bool expert_outputs = false;  // Routing::expert_outputs of the online forward (costs
-                                // every expert on every token of each MoE layer)
-};
 
 using MatcherMaker = std::function<std::shared_ptr<Matcher>(const PluginRef&)>;
 

@@ -19,7 +19,7 @@
 
 // Bump whenever an SDK header changes in a way that breaks compiled plugins (docs/plugins.md,
 // "The ABI version", lists what does and keeps the history).
-#define WORKBENCH_ABI_VERSION 11u
+#define WORKBENCH_ABI_VERSION 12u
 
 #define WB_STRINGIFY2(x) #x
 #define WB_STRINGIFY(x) WB_STRINGIFY2(x)
