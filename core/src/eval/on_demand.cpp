@@ -100,8 +100,9 @@ int evaluate_on_demand(const EvaluationRequest& request, std::ostream& err) {
     return 2;
   }
   // The point's lock, as a trainer holds it: one writer of metrics.h5 and status.toml at a time.
-  const PointLock lock = PointLock::try_acquire(paths.dir);
-  if (!lock.held()) {
+  PointLock lock;
+  if (!request.holds_lock) lock = PointLock::try_acquire(paths.dir);
+  if (!request.holds_lock && !lock.held()) {
     err << "error: " << paths.dir.string() << " is in use by " << lock.holder()
         << " (a trainer, or another 'workbench eval'); evaluate it when that has ended\n";
     return 2;

@@ -19,6 +19,7 @@ struct EvaluationRequest {
   bool force = false;                  // rerun evaluators whose results exist
   int threads = 0;                     // 0 = the config's, else all cores
   std::vector<std::string> plugin_paths;
+  bool holds_lock = false;  // the caller holds the point's lock (a deploy stage's point process)
 };
 
 // Returns the exit status of `workbench eval`: 0 evaluated (or nothing to do), 1 an evaluator or

@@ -51,6 +51,7 @@ int run_deploy(const toml::table& t, const std::filesystem::path& file, const Po
   eval.dir = options.dir;
   eval.threads = options.threads;
   eval.plugin_paths = options.plugin_paths;
+  eval.holds_lock = true;  // this point process took it when it started
   // A rerun after a failed evaluator keeps the deployed model and runs what is missing.
   if (!std::filesystem::exists(options.dir / "deploy.toml")) {
     DeployRequest request;
