@@ -2,6 +2,9 @@
 
 #include <ATen/Parallel.h>
 #include <malloc.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include <algorithm>
 #include <cstdlib>
@@ -29,6 +32,11 @@ int threads_per_point(int configured, int total, int at_once) {
 void use_threads(int threads) {
   setenv("OMP_NUM_THREADS", std::to_string(threads).c_str(), 1);
   at::set_num_threads(threads);
+#ifdef _OPENMP
+  // The OpenMP runtime that workbench's own parallel loops were linked with: a LibTorch that
+  // brings its own copy (the pip wheel's) may not share LibTorch's setting with it.
+  omp_set_num_threads(threads);
+#endif
 }
 
 void tune_allocator() {
