@@ -4,7 +4,6 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <csignal>
 #include <set>
 
 #include "config/tree.h"
@@ -14,6 +13,7 @@
 #include "h5/metrics.h"
 #include "plugin/loader.h"
 #include "process/logging.h"
+#include "process/stop_signals.h"
 #include "process/threads.h"
 #include "store/atomic_file.h"
 #include "store/point_lock.h"
@@ -68,12 +68,6 @@ void add_unique(std::vector<std::string>& list, const std::string& name) {
   if (std::find(list.begin(), list.end(), name) == list.end()) list.push_back(name);
 }
 
-// Ctrl-C or SIGTERM: the running evaluator stops at its next batch (workbench/stop.h), so the
-// process ends with metrics.h5 closed, not killed halfway through a write.
-void on_stop_signal(int) {
-  request_stop();
-}
-
 bool process_alive(std::int64_t pid) {
   return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) == 0;
 }
@@ -101,11 +95,13 @@ int evaluate_on_demand(const EvaluationRequest& request, std::ostream& err) {
   }
   // The point's lock, as a trainer holds it: one writer of metrics.h5 and status.toml at a time.
   PointLock lock;
-  if (!request.holds_lock) lock = PointLock::try_acquire(paths.dir);
-  if (!request.holds_lock && !lock.held()) {
-    err << "error: " << paths.dir.string() << " is in use by " << lock.holder()
-        << " (a trainer, or another 'workbench eval'); evaluate it when that has ended\n";
-    return 2;
+  if (!request.holds_lock) {
+    lock = PointLock::try_acquire(paths.dir);
+    if (!lock.held()) {
+      err << "error: " << paths.dir.string() << " is in use by " << lock.holder()
+          << " (a trainer, or another 'workbench eval'); evaluate it when that has ended\n";
+      return 2;
+    }
   }
 
   Registry registry;
@@ -189,8 +185,7 @@ int evaluate_on_demand(const EvaluationRequest& request, std::ostream& err) {
       add_unique(status.evaluators_done, name);
       write_status(paths.status, status);
     };
-    std::signal(SIGINT, on_stop_signal);
-    std::signal(SIGTERM, on_stop_signal);
+    stop_on_signals();  // Ctrl-C: metrics.h5 closed, not killed halfway through a write
     const auto ran = evaluate_point(evaluation, model, device);
     metrics.flush();
     log->info("evaluated: {}", config::join(ran));

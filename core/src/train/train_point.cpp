@@ -5,18 +5,17 @@
 
 #include <unistd.h>
 
-#include <csignal>
 #include <ctime>
 #include <stdexcept>
 
 #include "cluster/assign.h"
 #include "dist/communicator.h"
 #include "h5/metrics.h"
+#include "process/stop_signals.h"
 #include "train/data_access.h"
 #include "weights/init.h"
 #include "workbench/plugin.h"
 #include "workbench/registry.h"
-#include "workbench/stop.h"
 #include "workbench/version.h"
 
 namespace wb {
@@ -24,12 +23,6 @@ namespace wb {
 namespace fs = std::filesystem;
 
 namespace {
-
-// The trainer stops after the current step (with a checkpoint), an evaluator at its next batch
-// (workbench/stop.h).
-void on_stop_signal(int) {
-  request_stop();
-}
 
 std::string format_count(double n) {
   char buf[32];
@@ -48,8 +41,7 @@ TrainedPoint train_point(const TrainContext& context) {
   const RunConfig& config = *context.config;
   const Settings& settings = config.settings;
   spdlog::logger& log = *context.output.log;
-  std::signal(SIGTERM, on_stop_signal);
-  std::signal(SIGINT, on_stop_signal);
+  stop_on_signals();
 
   const std::uint64_t seed = settings.run.seed;
   at::manual_seed(seed);  // the same initial weights on every rank
